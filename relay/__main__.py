@@ -1,0 +1,172 @@
+"""`python -m relay …`: worker, Knock sandbox, and operator commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+import click
+
+from relay.config import ConfigError, Settings, load_settings
+from relay.logs import configure_logging
+from relay.services import Services
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as error:
+        for problem in error.problems:
+            click.echo(f"configuration error: {problem}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def cli() -> None:
+    """Knock Email Relay."""
+
+
+@cli.command()
+@click.option(
+    "--threads",
+    type=int,
+    default=lambda: int(os.environ.get("RELAY_WORKER_THREADS", "4")),
+    show_default="RELAY_WORKER_THREADS or 4",
+    help="Deliveries forwarded at once by this process.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds SIGTERM waits for in-flight deliveries.",
+)
+def worker(threads: int, shutdown_grace: float) -> None:
+    """Forward queued deliveries to Knock."""
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    from relay.worker import run_worker
+
+    run_worker(
+        Services(settings_or_exit()),
+        threads=threads,
+        shutdown_grace_seconds=shutdown_grace,
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8081, show_default=True)
+@click.option(
+    "--api-key",
+    default="sandbox-key",
+    show_default=True,
+    help="The x-api-key it accepts.",
+)
+@click.option(
+    "--id-field",
+    type=click.Choice(["id", "prospectId"]),
+    default="id",
+    show_default=True,
+    help="Name of the id in POST /prospect answers.",
+)
+def sandbox(host: str, port: int, api_key: str, id_field: str) -> None:
+    """Run the local Knock sandbox."""
+    from werkzeug.serving import run_simple
+
+    from relay.knock.sandbox import create_sandbox
+
+    run_simple(host, port, create_sandbox(api_key, id_field), threaded=True)
+
+
+@cli.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("check")
+def config_check() -> None:
+    """Validate the environment; one line per problem, exit 1 if any."""
+    settings = settings_or_exit()
+    click.echo(f"configuration ok ({settings.environment}); Knock at {settings.knock_base_url}")
+
+
+@cli.group()
+def deliveries() -> None:
+    """Inspect and replay deliveries."""
+
+
+@deliveries.command("list")
+@click.option("--status", default=None)
+@click.option("--prospect-id", default=None)
+@click.option("--message-id", default=None)
+@click.option("--limit", type=int, default=20, show_default=True)
+def deliveries_list(status: str | None, prospect_id: str | None, message_id: str | None, limit: int) -> None:
+    """Newest deliveries first, one JSON object per line."""
+    services = Services(settings_or_exit())
+    page, _ = services.store.list(status=status, prospect_id=prospect_id, message_id=message_id, limit=limit)
+    for delivery in page:
+        click.echo(json.dumps(delivery.public()))
+
+
+@deliveries.command("replay")
+@click.argument("delivery_id", required=False)
+@click.option("--all-dead", is_flag=True, help="Replay every dead delivery.")
+def deliveries_replay(delivery_id: str | None, all_dead: bool) -> None:
+    """Queue one dead delivery (or all of them) again."""
+    from relay.errors import RelayError
+    from relay.intake import replay_dead, replay_delivery
+
+    services = Services(settings_or_exit())
+    if all_dead:
+        click.echo(f"replayed {len(replay_dead(services))} deliveries")
+    elif delivery_id:
+        try:
+            replay_delivery(services, delivery_id)
+        except RelayError as error:
+            raise click.ClickException(error.message) from error
+        click.echo(f"replayed {delivery_id}")
+    else:
+        raise click.UsageError("give a delivery id or --all-dead")
+
+
+@cli.group()
+def directory() -> None:
+    """The prospect and agent directory."""
+
+
+@directory.command("import")
+@click.argument("csv_file", type=click.File("r"))
+def directory_import(csv_file: click.utils.LazyFile) -> None:
+    """Import prospects from CSV with columns prospectId,email[,agentUsername].
+
+    Several rows with one prospectId add up its emails.
+    """
+    services = Services(settings_or_exit())
+    rows: dict[str, tuple[list[str], str | None]] = {}
+    reader = csv.DictReader(csv_file)
+    missing = {"prospectId", "email"} - set(reader.fieldnames or [])
+    if missing:
+        raise click.ClickException(f"CSV lacks columns: {', '.join(sorted(missing))}")
+    for line, row in enumerate(reader, start=2):
+        prospect_id, address = (
+            (row.get("prospectId") or "").strip(),
+            (row.get("email") or "").strip(),
+        )
+        if not prospect_id or "@" not in address:
+            raise click.ClickException(f"line {line}: prospectId and a valid email are required")
+        emails, agent = rows.get(prospect_id, ([], None))
+        rows[prospect_id] = (
+            emails + [address],
+            (row.get("agentUsername") or "").strip() or agent,
+        )
+    for prospect_id, (emails, agent) in rows.items():
+        existing = services.directory.get_prospect(prospect_id)
+        known = existing["emails"] if existing else []
+        services.directory.put_prospect(prospect_id, known + emails, agent or (existing or {}).get("agentUsername"))
+    click.echo(f"imported {len(rows)} prospects")
+
+
+if __name__ == "__main__":
+    cli()

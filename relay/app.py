@@ -1,0 +1,89 @@
+"""The web application factory."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import redis
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from relay.config import Settings, load_settings
+from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
+from relay.logs import request_id
+from relay.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["relay"] = Services(settings)
+
+    from relay.web.api import api
+    from relay.web.ops import ops
+    from relay.web.webhooks import webhooks
+
+    app.register_blueprint(ops)
+    app.register_blueprint(webhooks)
+    app.register_blueprint(api)
+    register_error_handlers(app)
+
+    @app.before_request
+    def start_request() -> None:
+        rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        g.request_id = rid
+        request_id.set(rid)
+        # Refuse oversized bodies before anything reads them (chunked bodies are cut while read).
+        if request.content_length is not None and request.content_length > settings.max_request_bytes:
+            raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
+
+    @app.after_request
+    def tag_response(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        if request.path.startswith(("/webhooks/", "/v1/", "/healthz", "/readyz")):
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                },
+            )
+        return response
+
+    return app
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error the relay answers with, mapped to HTTP in one place."""
+
+    def answer(error: RelayError) -> tuple[Response, int]:
+        return jsonify(error.body()), error.status
+
+    @app.errorhandler(RelayError)
+    def relay_error(error: RelayError) -> tuple[Response, int]:
+        return answer(error)
+
+    @app.errorhandler(redis.RedisError)
+    def store_unavailable(error: redis.RedisError) -> tuple[Response, int]:
+        log.warning("redis unavailable", extra={"error": type(error).__name__})
+        return answer(StoreUnavailable())
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
+        return answer(PayloadTooLarge())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 400
+        return jsonify({"error": (error.description or error.name)}), status
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        log.exception("unexpected error")
+        return jsonify({"error": "internal error"}), 500

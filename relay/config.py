@@ -1,0 +1,229 @@
+"""Settings from the environment, validated once, one line per problem."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+
+# Local development talks to the sandbox (`python -m relay sandbox`) with its
+# default key, so a fresh checkout runs without any Knock credentials.
+DEV_KNOCK_BASE_URL = "http://localhost:8081"
+DEV_KNOCK_API_KEY = "sandbox-key"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9-]+\.)+[a-z0-9-]+$")
+_ORIGIN = re.compile(r"^https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?$")
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable relay."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = DEVELOPMENT
+    redis_url: str = "redis://localhost:6379/0"
+    knock_base_url: str = DEV_KNOCK_BASE_URL
+    knock_api_key: str = DEV_KNOCK_API_KEY
+    knock_default_agent_username: str | None = None
+    api_token: str | None = None
+    webhook_basic_auth: tuple[tuple[str, str], ...] = ()
+    mailgun_webhook_signing_key: str | None = None
+    mailgun_api_key: str | None = None
+    mailgun_storage_origins: tuple[str, ...] = ("https://*.mailgun.net",)
+    mailbox_domains: frozenset[str] = frozenset()
+    automated_senders: tuple[str, ...] = ()
+    reply_tag_prefix: str = "prospect-"
+    dedup_ttl_seconds: int = 2592000
+    record_ttl_seconds: int = 2592000
+    retry_min_backoff_seconds: float = 15.0
+    retry_max_backoff_seconds: float = 3600.0
+    retry_max_age_seconds: float = 259200.0
+    knock_timeout_seconds: float = 10.0
+    knock_rate_limit: int = 0
+    max_request_bytes: int = 31457280
+    signature_max_age_seconds: int = 86400
+    ignore_auto_replies: bool = True
+    insecure_webhooks: bool = False
+    worker_heartbeat_timeout_seconds: float = 60.0
+
+    @property
+    def api_enabled(self) -> bool:
+        return bool(self.api_token)
+
+
+class _Reader:
+    """Reads variables one by one, collecting every problem before failing."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def number(self, name: str, default: float, *, minimum: float = 0, integer: bool = False) -> Any:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            kind = "a whole number" if integer else "a number"
+            self.problems.append(f"{name}: must be {kind}, got {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name}: must be at least {minimum}, got {raw!r}")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        self.problems.append(f"{name}: must be true or false, got {raw!r}")
+        return default
+
+    def items(self, name: str) -> list[str]:
+        raw = self.text(name) or ""
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def url(self, name: str, value: str, schemes: tuple[str, ...]) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            self.problems.append(f"{name}: must be a {'/'.join(schemes)} URL, got {value!r}")
+        return value
+
+
+def _basic_auth_pairs(reader: _Reader) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in reader.items("RELAY_WEBHOOK_BASIC_AUTH"):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            reader.problems.append("RELAY_WEBHOOK_BASIC_AUTH: each entry must be user:pass (an entry is malformed)")
+            continue
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def _mailbox_domains(reader: _Reader) -> frozenset[str]:
+    entries = set()
+    for item in reader.items("RELAY_MAILBOX_DOMAINS"):
+        lowered = item.lower()
+        domain = lowered.rpartition("@")[2]
+        if not _DOMAIN.match(domain):
+            reader.problems.append(f"RELAY_MAILBOX_DOMAINS: {item!r} is neither a domain nor an address")
+            continue
+        entries.add(lowered)
+    return frozenset(entries)
+
+
+def _automated_senders(reader: _Reader) -> tuple[str, ...]:
+    patterns = []
+    for item in reader.items("RELAY_AUTOMATED_SENDERS"):
+        lowered = item.lower()
+        if "@" not in lowered:
+            reader.problems.append(f"RELAY_AUTOMATED_SENDERS: {item!r} must be an address or *@domain")
+            continue
+        patterns.append(lowered)
+    return tuple(patterns)
+
+
+def _storage_origins(reader: _Reader) -> tuple[str, ...]:
+    raw = reader.items("RELAY_MAILGUN_STORAGE_ORIGINS")
+    origins = []
+    for item in raw or ["https://*.mailgun.net"]:
+        lowered = item.lower().rstrip("/")
+        if not _ORIGIN.match(lowered):
+            reader.problems.append(
+                f"RELAY_MAILGUN_STORAGE_ORIGINS: {item!r} must be scheme://host[:port], host may start with *."
+            )
+            continue
+        origins.append(lowered)
+    return tuple(origins)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment or raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    read = _Reader(env)
+
+    environment = (read.text("RELAY_ENV") or PRODUCTION).lower()
+    if environment not in (PRODUCTION, DEVELOPMENT):
+        read.problems.append(f"RELAY_ENV: must be {PRODUCTION} or {DEVELOPMENT}, got {environment!r}")
+    local = environment == DEVELOPMENT
+
+    redis_url = read.url(
+        "REDIS_URL",
+        read.text("REDIS_URL") or "redis://localhost:6379/0",
+        ("redis", "rediss", "unix"),
+    )
+    knock_base_url = read.text("KNOCK_BASE_URL") or (DEV_KNOCK_BASE_URL if local else None)
+    if knock_base_url is None:
+        read.problems.append("KNOCK_BASE_URL: required (set RELAY_ENV=development to use the local sandbox)")
+        knock_base_url = ""
+    else:
+        knock_base_url = read.url("KNOCK_BASE_URL", knock_base_url.rstrip("/"), ("http", "https"))
+    knock_api_key = read.text("KNOCK_API_KEY") or (DEV_KNOCK_API_KEY if local else None)
+    if knock_api_key is None:
+        read.problems.append("KNOCK_API_KEY: required (set RELAY_ENV=development to use the local sandbox)")
+        knock_api_key = ""
+
+    min_backoff = read.number("RELAY_RETRY_MIN_BACKOFF_SECONDS", 15.0, minimum=0.01)
+    max_backoff = read.number("RELAY_RETRY_MAX_BACKOFF_SECONDS", 3600.0, minimum=0.01)
+    if max_backoff < min_backoff:
+        read.problems.append("RELAY_RETRY_MAX_BACKOFF_SECONDS: must not be below RELAY_RETRY_MIN_BACKOFF_SECONDS")
+
+    settings = Settings(
+        environment=environment,
+        redis_url=redis_url,
+        knock_base_url=knock_base_url,
+        knock_api_key=knock_api_key,
+        knock_default_agent_username=read.text("KNOCK_DEFAULT_AGENT_USERNAME"),
+        api_token=read.text("RELAY_API_TOKEN"),
+        webhook_basic_auth=_basic_auth_pairs(read),
+        mailgun_webhook_signing_key=read.text("MAILGUN_WEBHOOK_SIGNING_KEY"),
+        mailgun_api_key=read.text("MAILGUN_API_KEY"),
+        mailgun_storage_origins=_storage_origins(read),
+        mailbox_domains=_mailbox_domains(read),
+        automated_senders=_automated_senders(read),
+        reply_tag_prefix=read.text("RELAY_REPLY_TAG_PREFIX") or "prospect-",
+        dedup_ttl_seconds=read.number("RELAY_DEDUP_TTL_SECONDS", 2592000, minimum=1, integer=True),
+        record_ttl_seconds=read.number("RELAY_RECORD_TTL_SECONDS", 2592000, minimum=1, integer=True),
+        retry_min_backoff_seconds=min_backoff,
+        retry_max_backoff_seconds=max_backoff,
+        retry_max_age_seconds=read.number("RELAY_RETRY_MAX_AGE_SECONDS", 259200.0, minimum=1),
+        knock_timeout_seconds=read.number("RELAY_KNOCK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        knock_rate_limit=read.number("RELAY_KNOCK_RATE_LIMIT", 0, integer=True),
+        max_request_bytes=read.number("RELAY_MAX_REQUEST_BYTES", 31457280, minimum=1024, integer=True),
+        signature_max_age_seconds=read.number("RELAY_SIGNATURE_MAX_AGE_SECONDS", 86400, minimum=1, integer=True),
+        ignore_auto_replies=read.flag("RELAY_IGNORE_AUTO_REPLIES", True),
+        insecure_webhooks=read.flag("RELAY_INSECURE_WEBHOOKS", False),
+        worker_heartbeat_timeout_seconds=read.number("RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS", 60.0, minimum=1),
+    )
+    if read.problems:
+        raise ConfigError(read.problems)
+    if settings.insecure_webhooks:
+        log.warning("RELAY_INSECURE_WEBHOOKS is on: webhooks without configured authentication accept anyone")
+    return settings

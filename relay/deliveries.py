@@ -1,0 +1,388 @@
+"""Delivery records, de-duplication claims and status transitions, in Redis.
+
+A delivery is one email logged for one prospect. Its record is a hash
+`relay:delivery:{id}`; sorted sets index records by status, prospect and
+Message-ID (score: receipt time in ms) so the API can list them newest first.
+Claims `relay:dedup:{sha256(Message-ID)}:{prospectId}` make the same email
+for the same prospect land once within the de-duplication window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import redis
+
+PREFIX = "relay:"
+
+QUEUED = "queued"
+RETRYING = "retrying"
+DELIVERED = "delivered"
+DEAD = "dead"
+UNMATCHED = "unmatched"
+IGNORED = "ignored"
+DUPLICATE = "duplicate"  # an answer to the caller, never a stored status
+STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD, UNMATCHED, IGNORED)
+PENDING = (QUEUED, RETRYING)
+
+# Creates a record and its indexes, first claiming (Message-ID, prospect) when
+# asked to; returns the id already holding the claim, if any, and writes nothing then.
+_CREATE = """
+local prefix = ARGV[1]
+local id = ARGV[2]
+local score = ARGV[3]
+local record_ttl = tonumber(ARGV[4])
+local dedup_ttl = tonumber(ARGV[5])
+local status = ARGV[6]
+local prospect = ARGV[7]
+local message_key = ARGV[8]
+if KEYS[1] ~= prefix .. "no-claim" then
+  local holder = redis.call("get", KEYS[1])
+  if holder and redis.call("exists", prefix .. "delivery:" .. holder) == 1 then
+    return holder
+  end
+  redis.call("set", KEYS[1], id, "EX", dedup_ttl)
+end
+local record = prefix .. "delivery:" .. id
+local pairs = {}
+for i = 9, #ARGV do pairs[#pairs + 1] = ARGV[i] end
+redis.call("hset", record, unpack(pairs))
+redis.call("expire", record, record_ttl)
+redis.call("zadd", prefix .. "idx:all", score, id)
+redis.call("zadd", prefix .. "idx:status:" .. status, score, id)
+redis.call("zadd", prefix .. "idx:message:" .. message_key, score, id)
+redis.call("expire", prefix .. "idx:message:" .. message_key, record_ttl)
+if prospect ~= "" then
+  redis.call("zadd", prefix .. "idx:prospect:" .. prospect, score, id)
+end
+return false
+"""
+
+# Moves a record to a new status (only from the allowed ones, when given),
+# keeping the status index in step; returns the old status or false.
+_TRANSITION = """
+local prefix = ARGV[1]
+local id = ARGV[2]
+local new_status = ARGV[3]
+local allowed = ARGV[4]
+local ttl = ARGV[5]
+local drop_payload = ARGV[6]
+local record = prefix .. "delivery:" .. id
+local old = redis.call("hget", record, "status")
+if not old then return false end
+if allowed ~= "" and not string.find("," .. allowed .. ",", "," .. old .. ",", 1, true) then
+  return false
+end
+local score = redis.call("zscore", prefix .. "idx:all", id) or "0"
+redis.call("zrem", prefix .. "idx:status:" .. old, id)
+redis.call("zadd", prefix .. "idx:status:" .. new_status, score, id)
+local pairs = {"status", new_status}
+for i = 7, #ARGV, 2 do
+  if ARGV[i + 1] == "" then
+    redis.call("hdel", record, ARGV[i])
+  else
+    pairs[#pairs + 1] = ARGV[i]
+    pairs[#pairs + 1] = ARGV[i + 1]
+  end
+end
+redis.call("hset", record, unpack(pairs))
+if drop_payload == "1" then redis.call("hdel", record, "payload") end
+if ttl ~= "" then redis.call("expire", record, tonumber(ttl)) end
+return old
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def message_key(message_id: str) -> str:
+    return hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_delivery_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Delivery:
+    id: str
+    status: str
+    type: str
+    messageId: str
+    provider: str
+    subject: str
+    sentTime: str
+    receivedAt: int
+    direction: str = ""
+    prospectId: str | None = None
+    agentUsername: str | None = None
+    attempts: int = 0
+    lastError: str | None = None
+    communicationId: str | None = None
+    deliveredAt: int | None = None
+    reason: str | None = None
+    retryFrom: int | None = None
+    enqueued: bool = False
+
+    _INTS = ("receivedAt", "attempts", "deliveredAt", "retryFrom")
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Delivery:
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
+        for name in cls._INTS:
+            if name in values:
+                values[name] = int(values[name])
+        values["enqueued"] = raw.get("enqueued") == "1"
+        return cls(**values)
+
+    def to_hash(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if value is None or name == "enqueued":
+                continue
+            out[name] = str(value)
+        return out
+
+    def public(self) -> dict[str, Any]:
+        """The delivery as the API shows it (SPEC §4.2)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "type": self.type,
+            "direction": self.direction,
+            "prospectId": self.prospectId,
+            "agentUsername": self.agentUsername,
+            "messageId": self.messageId,
+            "provider": self.provider,
+            "subject": self.subject,
+            "sentTime": self.sentTime,
+            "receivedAt": iso_from_ms(self.receivedAt),
+            "attempts": self.attempts,
+            "lastError": self.lastError,
+            "communicationId": self.communicationId,
+            "deliveredAt": iso_from_ms(self.deliveredAt),
+            "reason": self.reason,
+        }
+
+    def summary(self, status: str | None = None) -> dict[str, Any]:
+        """The short form a webhook answers with."""
+        return {
+            "id": self.id,
+            "status": status or self.status,
+            "prospectId": self.prospectId,
+            "type": self.type,
+        }
+
+
+class DeliveryStore:
+    def __init__(self, client: redis.Redis, *, record_ttl: int, dedup_ttl: int) -> None:
+        self.redis = client
+        self.record_ttl = record_ttl
+        self.dedup_ttl = dedup_ttl
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+
+    @staticmethod
+    def claim_key(message_id: str, prospect_id: str | None) -> str:
+        return f"{PREFIX}dedup:{message_key(message_id)}:{prospect_id or ''}"
+
+    @staticmethod
+    def record_key(delivery_id: str) -> str:
+        return f"{PREFIX}delivery:{delivery_id}"
+
+    def create(self, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True) -> Delivery | None:
+        """Store a new delivery; when `claim` and the email was seen for this prospect, return that one."""
+        key = self.claim_key(delivery.messageId, delivery.prospectId) if claim else f"{PREFIX}no-claim"
+        pairs: list[str] = []
+        for name, value in {
+            **delivery.to_hash(),
+            "payload": json.dumps(payload),
+        }.items():
+            pairs += [name, value]
+        holder = self._create(
+            keys=[key],
+            args=[
+                PREFIX,
+                delivery.id,
+                delivery.receivedAt,
+                self.record_ttl,
+                self.dedup_ttl,
+                delivery.status,
+                delivery.prospectId or "",
+                message_key(delivery.messageId),
+                *pairs,
+            ],
+        )
+        if holder is None:
+            return None
+        existing = self.get(holder.decode() if isinstance(holder, bytes) else str(holder))
+        return existing
+
+    def claim(self, message_id: str, prospect_id: str, delivery_id: str) -> str | None:
+        """Take the claim for (Message-ID, prospect) for an existing delivery; the holder's id if taken."""
+        key = self.claim_key(message_id, prospect_id)
+        if self.redis.set(key, delivery_id, nx=True, ex=self.dedup_ttl):
+            return None
+        holder = self.redis.get(key)
+        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        if holder_id == delivery_id or not self.redis.exists(self.record_key(holder_id)):
+            self.redis.set(key, delivery_id, ex=self.dedup_ttl)
+            return None
+        return holder_id
+
+    def forget(self, delivery: Delivery) -> None:
+        """Remove a delivery that could not be queued, so that the provider's retry is not a duplicate."""
+        pipe = self.redis.pipeline()
+        claim = self.claim_key(delivery.messageId, delivery.prospectId)
+        pipe.delete(self.record_key(delivery.id))
+        pipe.zrem(f"{PREFIX}idx:all", delivery.id)
+        pipe.zrem(f"{PREFIX}idx:status:{delivery.status}", delivery.id)
+        pipe.zrem(f"{PREFIX}idx:message:{message_key(delivery.messageId)}", delivery.id)
+        if delivery.prospectId:
+            pipe.zrem(f"{PREFIX}idx:prospect:{delivery.prospectId}", delivery.id)
+        pipe.execute()
+        # Only drop the claim if it is still ours.
+        if self.redis.get(claim) in (delivery.id, delivery.id.encode()):
+            self.redis.delete(claim)
+
+    def assign_prospect(self, delivery_id: str, prospect_id: str) -> None:
+        score = self.redis.zscore(f"{PREFIX}idx:all", delivery_id) or now_ms()
+        self.redis.zadd(f"{PREFIX}idx:prospect:{prospect_id}", {delivery_id: score})
+
+    def mark_enqueued(self, delivery_id: str) -> None:
+        self.redis.hset(self.record_key(delivery_id), "enqueued", "1")
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        raw = self.redis.hgetall(self.record_key(delivery_id))
+        if not raw:
+            return None
+        return Delivery.from_hash({k.decode(): v.decode() for k, v in raw.items() if k != b"payload"})
+
+    def payload(self, delivery_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(self.record_key(delivery_id), "payload")
+        return json.loads(raw) if raw else None
+
+    def transition(
+        self,
+        delivery_id: str,
+        status: str,
+        *,
+        allowed_from: Iterable[str] = (),
+        drop_payload: bool = False,
+        ttl: int | None = None,
+        **changes: Any,
+    ) -> str | None:
+        """Move a delivery to `status`, setting `changes` (None deletes a field); the old status, or None if refused."""
+        args: list[Any] = [
+            PREFIX,
+            delivery_id,
+            status,
+            ",".join(allowed_from),
+            "" if ttl is None else ttl,
+            "1" if drop_payload else "0",
+        ]
+        for name, value in changes.items():
+            if name == "payload":
+                value = json.dumps(value)
+            args += [name, "" if value is None else str(value)]
+        old = self._transition(keys=[self.record_key(delivery_id)], args=args)
+        if old is None:
+            return None
+        return old.decode() if isinstance(old, bytes) else str(old)
+
+    def update_fields(self, delivery_id: str, **changes: Any) -> None:
+        mapping = {k: json.dumps(v) if k == "payload" else str(v) for k, v in changes.items() if v is not None}
+        if mapping:
+            self.redis.hset(self.record_key(delivery_id), mapping=mapping)
+
+    def ids_with_status(self, status: str) -> list[str]:
+        return [m.decode() for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
+
+    def count(self, status: str) -> int:
+        return int(self.redis.zcard(f"{PREFIX}idx:status:{status}"))
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        message_id: str | None = None,
+        prospect_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Delivery], str | None]:
+        """Deliveries matching every filter, newest first, and the cursor of the next page."""
+        if message_id:
+            index = f"{PREFIX}idx:message:{message_key(message_id)}"
+        elif prospect_id:
+            index = f"{PREFIX}idx:prospect:{prospect_id}"
+        elif status:
+            index = f"{PREFIX}idx:status:{status}"
+        else:
+            index = f"{PREFIX}idx:all"
+
+        max_score: str = "+inf"
+        after: tuple[int, str] | None = None
+        if cursor:
+            score_text, _, last_id = cursor.partition("_")
+            after = (int(score_text), last_id)
+            max_score = score_text
+
+        found: list[Delivery] = []
+        offset = 0
+        batch = max(limit * 2, 50)
+        while len(found) <= limit:
+            members = self.redis.zrevrangebyscore(index, max_score, "-inf", start=offset, num=batch, withscores=True)
+            if not members:
+                break
+            offset += len(members)
+            candidates = []
+            for member, score in members:
+                delivery_id = member.decode()
+                if after and (int(score), delivery_id) >= after:
+                    continue
+                candidates.append(delivery_id)
+            pipe = self.redis.pipeline()
+            for delivery_id in candidates:
+                pipe.hgetall(self.record_key(delivery_id))
+            for delivery_id, raw in zip(candidates, pipe.execute(), strict=False):
+                if not raw:
+                    self.redis.zrem(index, delivery_id)  # expired record: tidy the index as we go
+                    offset -= 1
+                    continue
+                delivery = Delivery.from_hash({k.decode(): v.decode() for k, v in raw.items() if k != b"payload"})
+                if status and delivery.status != status:
+                    continue
+                if prospect_id and delivery.prospectId != prospect_id:
+                    continue
+                if message_id and delivery.messageId != message_id:
+                    continue
+                found.append(delivery)
+            if len(members) < batch:
+                break
+        page = found[:limit]
+        next_cursor = None
+        if len(found) > limit:
+            last = page[-1]
+            next_cursor = f"{last.receivedAt}_{last.id}"
+        return page, next_cursor
+
+    def trim_indexes(self) -> None:
+        """Drop index entries older than the record TTL (their records have expired)."""
+        cutoff = now_ms() - self.record_ttl * 1000
+        self.redis.zremrangebyscore(f"{PREFIX}idx:all", "-inf", cutoff)
+        for status in STATUSES:
+            self.redis.zremrangebyscore(f"{PREFIX}idx:status:{status}", "-inf", cutoff)

@@ -1,0 +1,180 @@
+"""Prospects and agents in Redis: Knock cannot look a prospect up by email, so we keep the map.
+
+Keys:
+  relay:prospect:{id}             JSON {prospectId, emails, agentUsername}
+  relay:prospects-by-email:{addr} set of prospect ids (one renter may be a prospect at several properties)
+  relay:agent:{username}          JSON {username, emails}
+  relay:agent-by-email:{addr}     username
+  relay:knock-agent:{id}          agent username Knock reported for a prospect (cache)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from relay.errors import Conflict
+from relay.message import Email
+from relay.routing import DirectoryView, addresses_to_look_up, reply_tag_prospect
+
+PREFIX = "relay:"
+KNOCK_AGENT_CACHE_SECONDS = 3600
+
+
+def _prospect_key(prospect_id: str) -> str:
+    return f"{PREFIX}prospect:{prospect_id}"
+
+
+def _email_key(address: str) -> str:
+    return f"{PREFIX}prospects-by-email:{address.lower()}"
+
+
+def _agent_key(username: str) -> str:
+    return f"{PREFIX}agent:{username}"
+
+
+def _agent_email_key(address: str) -> str:
+    return f"{PREFIX}agent-by-email:{address.lower()}"
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def normalise_emails(emails: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
+
+
+class Directory:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    # Prospects ---------------------------------------------------------------
+
+    def put_prospect(
+        self, prospect_id: str, emails: Iterable[str], agent_username: str | None = None
+    ) -> dict[str, Any]:
+        record = {
+            "prospectId": prospect_id,
+            "emails": normalise_emails(emails),
+            "agentUsername": agent_username or None,
+        }
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            old = self._load(pipe.get(_prospect_key(prospect_id)))
+            old_emails = set(old["emails"]) if old else set()
+            pipe.multi()
+            for address in old_emails - set(record["emails"]):
+                pipe.srem(_email_key(address), prospect_id)
+            for address in record["emails"]:
+                pipe.sadd(_email_key(address), prospect_id)
+            pipe.set(_prospect_key(prospect_id), json.dumps(record))
+
+        self.redis.transaction(write, _prospect_key(prospect_id))
+        return record
+
+    def get_prospect(self, prospect_id: str) -> dict[str, Any] | None:
+        return self._load(self.redis.get(_prospect_key(prospect_id)))
+
+    def delete_prospect(self, prospect_id: str) -> bool:
+        record = self.get_prospect(prospect_id)
+        if record is None:
+            return False
+        pipe = self.redis.pipeline()
+        for address in record["emails"]:
+            pipe.srem(_email_key(address), prospect_id)
+        pipe.delete(_prospect_key(prospect_id))
+        pipe.execute()
+        return True
+
+    def prospects_for_email(self, address: str) -> list[dict[str, Any]]:
+        ids = sorted(_text(m) or "" for m in self.redis.smembers(_email_key(address)))
+        records = [self.get_prospect(pid) for pid in ids]
+        return [r for r in records if r]
+
+    # Agents ------------------------------------------------------------------
+
+    def put_agent(self, username: str, emails: Iterable[str]) -> dict[str, Any]:
+        record = {"username": username, "emails": normalise_emails(emails)}
+        for address in record["emails"]:
+            owner = _text(self.redis.get(_agent_email_key(address)))
+            if owner and owner != username:
+                raise Conflict(f"an address in emails already belongs to agent {owner!r}")
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            old = self._load(pipe.get(_agent_key(username)))
+            pipe.multi()
+            for address in set(old["emails"] if old else []) - set(record["emails"]):
+                pipe.delete(_agent_email_key(address))
+            for address in record["emails"]:
+                pipe.set(_agent_email_key(address), username)
+            pipe.set(_agent_key(username), json.dumps(record))
+
+        self.redis.transaction(write, _agent_key(username))
+        return record
+
+    def get_agent(self, username: str) -> dict[str, Any] | None:
+        return self._load(self.redis.get(_agent_key(username)))
+
+    def delete_agent(self, username: str) -> bool:
+        record = self.get_agent(username)
+        if record is None:
+            return False
+        pipe = self.redis.pipeline()
+        for address in record["emails"]:
+            pipe.delete(_agent_email_key(address))
+        pipe.delete(_agent_key(username))
+        pipe.execute()
+        return True
+
+    # Routing -----------------------------------------------------------------
+
+    def view_for(self, email: Email, reply_tag_prefix: str) -> DirectoryView:
+        """Everything routing may consult for this email, in two round trips."""
+        addresses = addresses_to_look_up(email)
+        pipe = self.redis.pipeline(transaction=False)
+        for address in addresses:
+            pipe.smembers(_email_key(address))
+            pipe.get(_agent_email_key(address))
+        replies = pipe.execute()
+        prospects_by_email: dict[str, tuple[str, ...]] = {}
+        agents_by_email: dict[str, str] = {}
+        for i, address in enumerate(addresses):
+            ids = sorted(_text(m) or "" for m in replies[2 * i])
+            if ids:
+                prospects_by_email[address] = tuple(ids)
+            agent = _text(replies[2 * i + 1])
+            if agent:
+                agents_by_email[address] = agent
+
+        candidate_ids = {pid for ids in prospects_by_email.values() for pid in ids}
+        if email.metadata.prospect_id:
+            candidate_ids.add(email.metadata.prospect_id)
+        for address in email.recipients:
+            tagged = reply_tag_prospect(address, reply_tag_prefix)
+            if tagged:
+                candidate_ids.add(tagged)
+        prospect_agents: dict[str, str | None] = {}
+        ordered = sorted(candidate_ids)
+        if ordered:
+            records = self.redis.mget([_prospect_key(pid) for pid in ordered])
+            for pid, raw in zip(ordered, records, strict=False):
+                record = self._load(raw)
+                if record:
+                    prospect_agents[pid] = record.get("agentUsername")
+        return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
+
+    def known_knock_agent(self, prospect_id: str) -> str | None:
+        return _text(self.redis.get(f"{PREFIX}knock-agent:{prospect_id}"))
+
+    def remember_knock_agent(self, prospect_id: str, username: str) -> None:
+        self.redis.set(f"{PREFIX}knock-agent:{prospect_id}", username, ex=KNOCK_AGENT_CACHE_SECONDS)
+
+    @staticmethod
+    def _load(raw: bytes | str | None) -> dict[str, Any] | None:
+        return json.loads(raw) if raw else None

@@ -1,0 +1,87 @@
+"""The relay's error tree and its HTTP mapping, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RelayError(Exception):
+    """Base of every error the relay answers to a caller with."""
+
+    status = 500
+    default_message = "internal error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.details = details
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"error": self.message}
+        if self.details is not None:
+            payload["details"] = self.details
+        return payload
+
+
+class Unauthorized(RelayError):
+    """Credentials or signature missing, wrong or stale."""
+
+    status = 401
+    default_message = "unauthorized"
+
+
+class MalformedPayload(RelayError):
+    """Authenticated, but the body cannot be read as an email."""
+
+    status = 400
+    default_message = "malformed payload"
+
+
+class InvalidRequest(RelayError):
+    """An API body failed validation; details holds field-level messages."""
+
+    status = 400
+    default_message = "invalid request"
+
+
+class NotFound(RelayError):
+    """No such resource (or the API is disabled)."""
+
+    status = 404
+    default_message = "not found"
+
+
+class Conflict(RelayError):
+    """The request contradicts the current state of a resource."""
+
+    status = 409
+    default_message = "conflict"
+
+
+class PayloadTooLarge(RelayError):
+    """The request is larger than RELAY_MAX_REQUEST_BYTES."""
+
+    status = 413
+    default_message = "request too large"
+
+
+class StoreUnavailable(RelayError):
+    """Redis cannot be reached; the caller should retry later."""
+
+    status = 503
+    default_message = "storage unavailable, retry later"
+
+
+class UpstreamUnavailable(RelayError):
+    """Knock could not be reached for a call the API makes synchronously."""
+
+    status = 502
+    default_message = "Knock unavailable"

@@ -1,0 +1,186 @@
+"""From a normalised email to stored, de-duplicated, queued deliveries."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from relay.deliveries import (
+    DEAD,
+    DUPLICATE,
+    IGNORED,
+    QUEUED,
+    UNMATCHED,
+    Delivery,
+    new_delivery_id,
+    now_ms,
+)
+from relay.errors import Conflict, MalformedPayload, NotFound, StoreUnavailable
+from relay.knock.schema import render_log_email, validate_log_email
+from relay.message import Email
+from relay.routing import Target, route_email
+from relay.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What a webhook answers: an overall status and one summary per delivery."""
+
+    deliveries: tuple[dict[str, Any], ...]
+
+    @property
+    def status(self) -> str:
+        statuses = [d["status"] for d in self.deliveries]
+        for preferred in (QUEUED, UNMATCHED, IGNORED):
+            if preferred in statuses:
+                return preferred
+        return statuses[0] if statuses else IGNORED
+
+    def body(self) -> dict[str, Any]:
+        return {"status": self.status, "deliveries": list(self.deliveries)}
+
+
+def accept_email(services: Services, email: Email, provider: str, received_at: datetime | None = None) -> Intake:
+    """Route the email, store one delivery per prospect (or one unmatched/ignored) and queue what can go."""
+    received_at = received_at or datetime.now(UTC)
+    received_ms = int(received_at.timestamp() * 1000)
+    try:
+        view = services.directory.view_for(email, services.rules.reply_tag_prefix)
+        route = route_email(email, services.rules, view)
+        targets = route.targets or (Target(None),)
+        summaries = []
+        for target in targets:
+            payload = render_log_email(email, route.message_type, target.agent_username, received_at)
+            problems = validate_log_email(payload, agent_pending=target.agent_username is None)
+            if problems:
+                raise MalformedPayload("email cannot be mapped to a Knock body", details=problems)
+            if route.ignored_reason:
+                status, reason = IGNORED, route.ignored_reason
+            elif target.prospect_id is None:
+                status, reason = UNMATCHED, route.unmatched_reason
+            else:
+                status, reason = QUEUED, None
+            delivery = Delivery(
+                id=new_delivery_id(),
+                status=status,
+                type=route.message_type,
+                direction=route.direction,
+                messageId=email.message_id,
+                provider=provider,
+                subject=payload["subject"],
+                sentTime=payload["sentTime"],
+                receivedAt=received_ms,
+                prospectId=target.prospect_id,
+                agentUsername=target.agent_username,
+                reason=reason,
+            )
+            summaries.append(store_and_queue(services, delivery, payload))
+    except redis.RedisError as exc:
+        raise StoreUnavailable() from exc
+    intake = Intake(tuple(summaries))
+    log.info(
+        "email accepted",
+        extra={
+            "provider": provider,
+            "status": intake.status,
+            "deliveries": [d["id"] for d in summaries],
+        },
+    )
+    return intake
+
+
+def store_and_queue(services: Services, delivery: Delivery, payload: dict[str, Any]) -> dict[str, Any]:
+    existing = services.store.create(delivery, payload)
+    if existing is not None:
+        if existing.status == QUEUED and not existing.enqueued:
+            # The first copy was stored but its enqueue never confirmed: queue it now.
+            enqueue(services, existing)
+        return existing.summary(DUPLICATE)
+    if delivery.status == QUEUED:
+        try:
+            enqueue(services, delivery)
+        except redis.RedisError:
+            try:
+                services.store.forget(delivery)
+            except redis.RedisError:
+                log.warning(
+                    "could not forget unqueued delivery",
+                    extra={"delivery_id": delivery.id},
+                )
+            raise
+    return delivery.summary()
+
+
+def enqueue(services: Services, delivery: Delivery) -> None:
+    services.queue.enqueue(delivery.id)
+    services.store.mark_enqueued(delivery.id)
+
+
+def replay_delivery(services: Services, delivery_id: str) -> Delivery:
+    """Queue a dead delivery again; its retry window starts anew."""
+    delivery = services.store.get(delivery_id)
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id!r}")
+    if services.store.payload(delivery_id) is None:
+        raise Conflict("the delivery has no payload left to send")
+    old = services.store.transition(delivery_id, QUEUED, allowed_from=(DEAD,), retryFrom=now_ms(), reason=None)
+    if old is None:
+        raise Conflict(f"only dead deliveries can be replayed; this one is {delivery.status}")
+    services.queue.enqueue(delivery_id)
+    services.store.mark_enqueued(delivery_id)
+    return services.store.get(delivery_id) or delivery
+
+
+def replay_dead(services: Services) -> list[str]:
+    replayed = []
+    for delivery_id in services.store.ids_with_status(DEAD):
+        try:
+            replay_delivery(services, delivery_id)
+        except (NotFound, Conflict):
+            continue
+        replayed.append(delivery_id)
+    return replayed
+
+
+def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, agent_username: str | None) -> Delivery:
+    """Give an unmatched delivery its prospect (and agent) and queue it."""
+    store = services.store
+    delivery = store.get(delivery_id)
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id!r}")
+    if delivery.status != UNMATCHED:
+        raise Conflict(f"only unmatched deliveries can be resolved; this one is {delivery.status}")
+    payload = store.payload(delivery_id)
+    if payload is None:
+        raise Conflict("the delivery has no payload left to send")
+    holder = store.claim(delivery.messageId, prospect_id, delivery_id)
+    if holder is not None:
+        raise Conflict(f"this email is already logged for prospect {prospect_id!r} as delivery {holder}")
+    agent = agent_username
+    if agent is None and "agent" not in payload:
+        record = services.directory.get_prospect(prospect_id)
+        agent = record.get("agentUsername") if record else None
+    if agent:
+        payload["agent"] = {"username": agent}
+    store.assign_prospect(delivery_id, prospect_id)
+    old = store.transition(
+        delivery_id,
+        QUEUED,
+        allowed_from=(UNMATCHED,),
+        prospectId=prospect_id,
+        agentUsername=agent or delivery.agentUsername,
+        payload=payload,
+        reason=None,
+        retryFrom=now_ms(),
+    )
+    if old is None:
+        raise Conflict("the delivery changed while it was being resolved")
+    services.queue.enqueue(delivery_id)
+    store.mark_enqueued(delivery_id)
+    return store.get(delivery_id) or delivery

@@ -1,0 +1,122 @@
+"""HTTP client for Knock's syndication API."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import requests
+
+#: Statuses worth another try later (SPEC §6); every other 4xx is final.
+TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+
+
+class KnockError(Exception):
+    """Knock did not log the call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class KnockTransientError(KnockError):
+    """Timeouts, connection errors, 408/425/429/5xx: try again later."""
+
+
+class KnockRejected(KnockError):
+    """Any other 4xx: Knock will not accept this request as it is."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("errorMessage"):
+        return str(payload["errorMessage"])
+    return f"HTTP {response.status_code}"
+
+
+class KnockClient:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update({"x-api-key": api_key, "Accept": "application/json"})
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self.session.request(method, self.base_url + path, json=body, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise KnockTransientError(f"timeout after {self.timeout}s") from exc
+        except requests.RequestException as exc:
+            raise KnockTransientError(f"connection error: {type(exc).__name__}") from exc
+        if 200 <= response.status_code < 300:
+            try:
+                return response.json()
+            except ValueError:
+                return {}
+        message = _error_message(response)
+        error = KnockTransientError if response.status_code in TRANSIENT_STATUSES else KnockRejected
+        raise error(
+            message,
+            status=response.status_code,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+    def log_email(self, prospect_id: str, body: dict[str, Any]) -> str | None:
+        """POST /prospect/{id}/email; Knock's communicationId."""
+        result = self._call(
+            "POST",
+            f"/prospect/{requests.utils.quote(prospect_id, safe='')}/email",
+            body,
+        )
+        return result.get("communicationId") if isinstance(result, dict) else None
+
+    def get_prospect(self, prospect_id: str) -> dict[str, Any]:
+        result = self._call("GET", f"/prospect/{requests.utils.quote(prospect_id, safe='')}")
+        if isinstance(result, dict) and isinstance(result.get("prospect"), dict):
+            return result["prospect"]  # type: ignore[no-any-return]
+        return result if isinstance(result, dict) else {}
+
+    def agent_of_prospect(self, prospect_id: str) -> str | None:
+        agent = self.get_prospect(prospect_id).get("agent")
+        if isinstance(agent, dict) and agent.get("username"):
+            return str(agent["username"])
+        return None
+
+    def create_prospect(self, body: dict[str, Any]) -> str:
+        """POST /prospect; the new id (`id`, or `prospectId` in some of Knock's documents)."""
+        result = self._call("POST", "/prospect", body)
+        if isinstance(result, dict):
+            found = result.get("id") or result.get("prospectId")
+            if not found and isinstance(result.get("prospect"), dict):
+                found = result["prospect"].get("id") or result["prospect"].get("prospectId")
+            if found:
+                return str(found)
+        raise KnockRejected("Knock's answer carries no prospect id")

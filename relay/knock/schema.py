@@ -1,0 +1,152 @@
+"""Knock's Log Prospect Email body: the schema and the mapping from an Email. Pure: no I/O."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nh3
+from marshmallow import Schema, ValidationError, fields, validate
+
+from relay.message import Attachment, Email
+from relay.routing import MESSAGE_TYPES
+
+SENT_TIME_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+NO_SUBJECT = "(no subject)"
+
+#: A Date header further ahead than this is a misconfigured clock, not a send time.
+MAX_CLOCK_SKEW = timedelta(days=1)
+
+# Inline CSS is how most email is styled; these properties cannot run code or fetch anything.
+_SAFE_STYLE_PROPERTIES = {
+    "background-color", "border", "border-collapse", "border-color", "border-style", "border-width",
+    "color", "display", "font", "font-family", "font-size", "font-style", "font-weight", "height",
+    "line-height", "list-style", "margin", "margin-bottom", "margin-left", "margin-right", "margin-top",
+    "padding", "padding-bottom", "padding-left", "padding-right", "padding-top", "text-align",
+    "text-decoration", "vertical-align", "white-space", "width",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {
+    "*": {"style", "title", "dir", "lang", "align", "width", "height"},
+    "a": {"href", "name"},
+    "img": {"src", "alt"},
+    "td": {"colspan", "rowspan", "valign", "bgcolor"},
+    "th": {"colspan", "rowspan", "valign", "bgcolor"},
+    "table": {"border", "cellpadding", "cellspacing", "bgcolor"},
+}
+_URL_SCHEMES = {"http", "https", "mailto", "tel"}
+# An <img> pointing at a cid: part shows nothing once attachments are gone, so it goes whole.
+_CID_IMAGE = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?\s*cid:[^>]*>", re.IGNORECASE)
+
+
+class AgentSchema(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class LogEmailSchema(Schema):
+    """`POST /prospect/{prospectId}/email`: all five fields required."""
+
+    type = fields.String(required=True, validate=validate.OneOf(MESSAGE_TYPES))
+    sentTime = fields.String(required=True, validate=validate.Regexp(SENT_TIME_FORMAT))
+    agent = fields.Nested(AgentSchema, required=True)
+    subject = fields.String(required=True, validate=validate.Length(min=1))
+    body = fields.String(required=True, validate=validate.Length(min=1))
+
+
+def validate_log_email(body: dict[str, Any], *, agent_pending: bool = False) -> dict[str, list[str]]:
+    """Field errors of a Knock body; empty when valid. `agent_pending` allows the agent to come later."""
+    try:
+        LogEmailSchema(partial=("agent",) if agent_pending else False).load(body)
+    except ValidationError as err:
+        return err.normalized_messages()  # type: ignore[return-value]
+    return {}
+
+
+def format_sent_time(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def sent_time_of(email: Email, received_at: datetime) -> str:
+    """The Date header in UTC; else the provider's timestamp; else when we received it."""
+    if email.date is not None and email.date <= received_at + MAX_CLOCK_SKEW:
+        return format_sent_time(email.date)
+    return format_sent_time(email.provider_timestamp or received_at)
+
+
+def subject_of(email: Email) -> str:
+    return email.subject.strip() or NO_SUBJECT
+
+
+def _drop_cid_src(element: str, attribute: str, value: str) -> str | None:
+    if attribute == "src" and value.strip().lower().startswith("cid:"):
+        return None
+    return value
+
+
+def sanitise_html(markup: str) -> str:
+    """No scripts, frames, objects, forms, event handlers, javascript: URLs or cid: images."""
+    return nh3.clean(
+        _CID_IMAGE.sub("", markup),
+        attributes=_ALLOWED_ATTRIBUTES,
+        attribute_filter=_drop_cid_src,
+        url_schemes=_URL_SCHEMES,
+        filter_style_properties=_SAFE_STYLE_PROPERTIES,
+        clean_content_tags={
+            "script",
+            "style",
+            "iframe",
+            "object",
+            "embed",
+            "form",
+            "title",
+            "head",
+        },
+    ).strip()
+
+
+def text_as_html(text: str) -> str:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    return html_lib.escape(lines).replace("\n", "<br>")
+
+
+def _human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def attachments_note(attachments: tuple[Attachment, ...]) -> str:
+    """Knock has no attachment field, so names and sizes are listed at the end of the body."""
+    if not attachments:
+        return ""
+    items = "".join(f"<li>{html_lib.escape(a.filename)} ({_human_size(a.size)})</li>" for a in attachments)
+    return f"<hr><p>Attachments (not included):</p><ul>{items}</ul>"
+
+
+def body_of(email: Email) -> str:
+    body = ""
+    if email.html and email.html.strip():
+        body = sanitise_html(email.html)
+    if not body and email.text and email.text.strip():
+        body = text_as_html(email.text)
+    body += attachments_note(email.attachments)
+    return body or "<p>(empty message)</p>"
+
+
+def render_log_email(
+    email: Email, message_type: str, agent_username: str | None, received_at: datetime
+) -> dict[str, Any]:
+    """The Knock body for one email; `agent` is left out while the agent is still to be resolved."""
+    body: dict[str, Any] = {
+        "type": message_type,
+        "sentTime": sent_time_of(email, received_at),
+        "subject": subject_of(email),
+        "body": body_of(email),
+    }
+    if agent_username:
+        body["agent"] = {"username": agent_username}
+    return body

@@ -1,0 +1,31 @@
+"""`POST /webhooks/mime`: one raw RFC 5322 message (Postfix/Exim pipes, Cloudflare Email Workers, ...)."""
+
+from __future__ import annotations
+
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload
+from relay.message import Email, parse_mime
+from relay.providers.base import BasicAuthProvider
+
+ACCEPTED_CONTENT_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
+
+
+class RawMimeProvider(BasicAuthProvider):
+    name = "mime"
+    path = "/webhooks/mime"
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email]:
+        if request.mimetype and request.mimetype not in ACCEPTED_CONTENT_TYPES:
+            raise MalformedPayload(f"expected Content-Type message/rfc822, got {request.mimetype}")
+        # Envelope recipients, when the MTA passes them (e.g. Postfix's ${recipient}), as headers.
+        envelope_to = [v for v in request.headers.getlist("X-Envelope-To") if v]
+        envelope_from = request.headers.get("X-Envelope-From")
+        return [
+            parse_mime(
+                request.get_data(cache=True),
+                envelope_to=envelope_to,
+                envelope_from=envelope_from,
+            )
+        ]

@@ -1,0 +1,40 @@
+"""Raw requests that authenticated but could not be read, kept for inspection."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+KEY = "relay:quarantine"
+KEEP = 100  # newest entries kept; each may be up to RELAY_MAX_REQUEST_BYTES
+TTL_SECONDS = 7 * 86400
+
+
+class Quarantine:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def keep(self, *, provider: str, reason: str, content_type: str | None, body: bytes) -> str:
+        entry_id = uuid.uuid4().hex
+        entry = {
+            "id": entry_id,
+            "provider": provider,
+            "reason": reason,
+            "contentType": content_type,
+            "receivedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "body": base64.b64encode(body).decode(),
+        }
+        pipe = self.redis.pipeline()
+        pipe.lpush(KEY, json.dumps(entry))
+        pipe.ltrim(KEY, 0, KEEP - 1)
+        pipe.expire(KEY, TTL_SECONDS)
+        pipe.execute()
+        return entry_id
+
+    def entries(self, limit: int = KEEP) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(KEY, 0, limit - 1)]

@@ -1,0 +1,191 @@
+"""Direction, type, prospects and agent of an email (SPEC §5.1–5.5). Pure: no I/O.
+
+The directory is handed in as a `DirectoryView` that the caller fetched for
+exactly the addresses and ids this email names (see `addresses_to_look_up`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from relay.errors import MalformedPayload
+from relay.message import Email
+
+TO_PROSPECT = "EMAIL_MESSAGE_TO_PROSPECT_SENT"
+FROM_PROSPECT = "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED"
+AUTOMATED = "EMAIL_AUTOMATED_MESSAGE_SENT"
+MESSAGE_TYPES = (TO_PROSPECT, FROM_PROSPECT, AUTOMATED)
+
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+
+#: `Precedence` values that mark a message nobody typed (RFC 3834 practice).
+AUTO_PRECEDENCE = {"auto_reply", "bulk", "junk"}
+
+
+@dataclass(frozen=True)
+class RoutingRules:
+    mailbox_domains: frozenset[str] = frozenset()
+    automated_senders: tuple[str, ...] = ()
+    reply_tag_prefix: str = "prospect-"
+    ignore_auto_replies: bool = True
+
+
+@dataclass(frozen=True)
+class DirectoryView:
+    """What the directory knows about the addresses and ids of one email (all keys lowercased)."""
+
+    prospects_by_email: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    agents_by_email: Mapping[str, str] = field(default_factory=dict)
+    prospect_agents: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prospect to log the email for; agent None means: ask Knock, then the default."""
+
+    prospect_id: str | None
+    agent_username: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    direction: str
+    message_type: str
+    targets: tuple[Target, ...]
+    ignored_reason: str | None = None
+    unmatched_reason: str | None = None
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def is_leasing_side(address: str, rules: RoutingRules, view: DirectoryView) -> bool:
+    lowered = address.lower()
+    return (
+        lowered in rules.mailbox_domains
+        or domain_of(lowered) in rules.mailbox_domains
+        or lowered in view.agents_by_email
+    )
+
+
+def direction_of(email: Email, rules: RoutingRules, view: DirectoryView) -> str:
+    if email.sender and is_leasing_side(email.sender, rules, view):
+        return OUTBOUND
+    return INBOUND
+
+
+def is_automated_sender(address: str | None, rules: RoutingRules) -> bool:
+    if not address:
+        return False
+    lowered = address.lower()
+    for pattern in rules.automated_senders:
+        if pattern.startswith("*@"):
+            if domain_of(lowered) == pattern[2:]:
+                return True
+        elif lowered == pattern:
+            return True
+    return False
+
+
+def is_auto_submitted(email: Email) -> bool:
+    value = (email.header("auto-submitted") or "").strip().lower()
+    return bool(value) and value.split(";")[0].strip() != "no"
+
+
+def is_auto_reply(email: Email) -> bool:
+    precedence = (email.header("precedence") or "").strip().lower()
+    return (
+        is_auto_submitted(email)
+        or email.header("x-autoreply") is not None
+        or email.header("x-autorespond") is not None
+        or precedence in AUTO_PRECEDENCE
+    )
+
+
+def message_type_of(email: Email, direction: str, rules: RoutingRules) -> str:
+    explicit = email.metadata.message_type
+    if explicit:
+        normalised = explicit.strip().upper()
+        if normalised not in MESSAGE_TYPES:
+            raise MalformedPayload(f"message type {explicit!r} is not one of {', '.join(MESSAGE_TYPES)}")
+        return normalised
+    if direction == INBOUND:
+        return FROM_PROSPECT
+    if is_automated_sender(email.sender, rules) or is_auto_submitted(email):
+        return AUTOMATED
+    return TO_PROSPECT
+
+
+def reply_tag_prospect(address: str, prefix: str) -> str | None:
+    """`leasing+prospect-4WXU6U2J@reply.acme.com` → `4WXU6U2J` (prefix matched case-insensitively)."""
+    local = address.rpartition("@")[0]
+    for tag in local.split("+")[1:]:
+        if prefix and tag.lower().startswith(prefix.lower()) and len(tag) > len(prefix):
+            return tag[len(prefix) :]
+    return None
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def prospects_of(
+    email: Email, direction: str, rules: RoutingRules, view: DirectoryView
+) -> tuple[list[str], str | None]:
+    """Prospect ids for the email and, when there are none, the reason why."""
+    if email.metadata.prospect_id:
+        return [email.metadata.prospect_id], None
+    if direction == OUTBOUND:
+        off_side = [a for a in email.recipients if not is_leasing_side(a, rules, view)]
+        found = _unique(pid for a in off_side for pid in view.prospects_by_email.get(a.lower(), ()))
+        if found:
+            return found, None
+        if not off_side:
+            return [], "no recipient outside the leasing side"
+        return [], "no recipient is a known prospect"
+    if not email.sender:
+        return [], "no sender address"
+    known = list(view.prospects_by_email.get(email.sender.lower(), ()))
+    if known:
+        return known, None
+    tagged = _unique(
+        pid
+        for a in email.recipients
+        if is_leasing_side(a, rules, view)
+        for pid in [reply_tag_prospect(a, rules.reply_tag_prefix)]
+        if pid
+    )
+    if tagged:
+        return tagged, None
+    return [], "sender is not a known prospect and no recipient carries a reply tag"
+
+
+def agent_of(email: Email, direction: str, prospect_id: str, view: DirectoryView) -> str | None:
+    """The agent from metadata or the directory; None leaves Knock and the default to the worker."""
+    if email.metadata.agent_username:
+        return email.metadata.agent_username
+    if direction == OUTBOUND and email.sender:
+        agent = view.agents_by_email.get(email.sender.lower())
+        if agent:
+            return agent
+    return view.prospect_agents.get(prospect_id) or None
+
+
+def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
+    direction = direction_of(email, rules, view)
+    message_type = message_type_of(email, direction, rules)
+    prospect_ids, unmatched_reason = prospects_of(email, direction, rules, view)
+    targets = tuple(Target(pid, agent_of(email, direction, pid, view)) for pid in prospect_ids)
+    ignored_reason = None
+    if direction == INBOUND and rules.ignore_auto_replies and not email.metadata.message_type and is_auto_reply(email):
+        ignored_reason = "auto-reply"
+    return Route(direction, message_type, targets, ignored_reason, unmatched_reason)
+
+
+def addresses_to_look_up(email: Email) -> list[str]:
+    """Lowercased addresses whose directory entries routing may consult."""
+    found = [email.sender] if email.sender else []
+    return _unique(a.lower() for a in found + list(email.recipients))

@@ -1,0 +1,68 @@
+"""The relay's long-lived clients, built once per process from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+
+from relay.config import Settings
+from relay.deliveries import DeliveryStore
+from relay.directory import Directory
+from relay.knock.client import KnockClient
+from relay.queue import DeliveryQueue, build_broker
+from relay.routing import RoutingRules
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        # Short timeouts: a webhook should answer 503 quickly when Redis is away.
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
+
+    @cached_property
+    def directory(self) -> Directory:
+        return Directory(self.redis)
+
+    @cached_property
+    def store(self) -> DeliveryStore:
+        return DeliveryStore(
+            self.redis,
+            record_ttl=self.settings.record_ttl_seconds,
+            dedup_ttl=self.settings.dedup_ttl_seconds,
+        )
+
+    @cached_property
+    def broker(self):  # type: ignore[no-untyped-def]
+        return build_broker(self.settings)
+
+    @cached_property
+    def queue(self) -> DeliveryQueue:
+        return DeliveryQueue(self.broker)
+
+    @cached_property
+    def knock(self) -> KnockClient:
+        return KnockClient(
+            self.settings.knock_base_url,
+            self.settings.knock_api_key,
+            timeout=self.settings.knock_timeout_seconds,
+        )
+
+    @cached_property
+    def rules(self) -> RoutingRules:
+        s = self.settings
+        return RoutingRules(
+            mailbox_domains=s.mailbox_domains,
+            automated_senders=s.automated_senders,
+            reply_tag_prefix=s.reply_tag_prefix,
+            ignore_auto_replies=s.ignore_auto_replies,
+        )
