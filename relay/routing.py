@@ -62,12 +62,16 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+
+
 def is_leasing_side(address: str, rules: RoutingRules, view: DirectoryView) -> bool:
+    """Mailbox domains and addresses, directory agents, and automated senders (they mail prospects)."""
     lowered = address.lower()
     return (
         lowered in rules.mailbox_domains
         or domain_of(lowered) in rules.mailbox_domains
         or lowered in view.agents_by_email
+        or is_automated_sender(lowered, rules)
     )
 
 

@@ -1,0 +1,145 @@
+"""Shared fixtures: a real Redis, a real Knock sandbox over HTTP, the app from its factory."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+import requests
+from werkzeug.serving import make_server
+
+from relay.app import create_app
+from relay.config import Settings, load_settings
+from relay.knock.sandbox import create_sandbox
+from relay.queue import register_forward_actor
+from relay.services import Services
+from relay.worker import build_forwarder
+from tests.helpers import REDIS_URL, SANDBOX_KEY, free_port, relay_env
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.exit(f"no Redis at {REDIS_URL}: run the tests with `python3 dev.py test`", returncode=2)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def clean_redis(redis_client: redis.Redis) -> Iterator[None]:
+    redis_client.flushdb()
+    yield
+
+
+@dataclass
+class Sandbox:
+    """The Knock sandbox served over real HTTP, with helpers for its control surface."""
+
+    url: str
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("headers", {"x-api-key": SANDBOX_KEY})
+        return requests.request(method, self.url + path, timeout=10, **kwargs)
+
+    def seed(self, prospect_id: str, agent: str = "sandbox.agent") -> None:
+        self.call("PUT", f"/_sandbox/prospects/{prospect_id}", json={"agentUsername": agent}).raise_for_status()
+
+    def fault(self, **fault: Any) -> None:
+        self.call("POST", "/_sandbox/faults", json=fault).raise_for_status()
+
+    def requests(self, kind: str = "email") -> list[dict[str, Any]]:
+        logged = self.call("GET", "/_sandbox/requests").json()["requests"]
+        return [r for r in logged if r["kind"] == kind and r["status"] != "started"]
+
+    def started(self) -> list[dict[str, Any]]:
+        return [r for r in self.call("GET", "/_sandbox/requests").json()["requests"] if r["status"] == "started"]
+
+    def events(self, prospect_id: str) -> list[dict[str, Any]]:
+        response = self.call("GET", f"/prospect/{prospect_id}/events")
+        return response.json()["events"] if response.status_code == 200 else []
+
+    def prospect(self, prospect_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/prospect/{prospect_id}").json()["prospect"]
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Sandbox]:
+    server = make_server("127.0.0.1", free_port(), create_sandbox(SANDBOX_KEY), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Sandbox(f"http://127.0.0.1:{server.server_port}")
+    server.shutdown()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Sandbox) -> Sandbox:
+    sandbox_server.call("POST", "/_sandbox/reset").raise_for_status()
+    return sandbox_server
+
+
+@pytest.fixture
+def make_settings(sandbox: Sandbox) -> Callable[..., Settings]:
+    def build(**overrides: str) -> Settings:
+        return load_settings(relay_env(sandbox.url, **overrides))
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def services(app) -> Services:  # type: ignore[no-untyped-def]
+    return app.extensions["relay"]  # type: ignore[no-any-return]
+
+
+class RunningWorker:
+    """The real forward actor consuming the real Redis queue, in this process's threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.services = Services(settings)
+        register_forward_actor(self.services.broker, build_forwarder(self.services))
+        self.worker = dramatiq.Worker(self.services.broker, worker_threads=2, worker_timeout=100)
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.worker.stop(timeout=10_000)
+        self.services.broker.close()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[[Settings], RunningWorker]]:
+    running: list[RunningWorker] = []
+
+    def start(settings: Settings) -> RunningWorker:
+        worker = RunningWorker(settings)
+        running.append(worker)
+        return worker
+
+    yield start
+    for worker in running:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[[Settings], RunningWorker], settings: Settings) -> RunningWorker:
+    return start_worker(settings)

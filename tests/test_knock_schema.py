@@ -1,0 +1,112 @@
+"""Mapping an email to Knock's body (SPEC §5.6) and the schema that validates it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from relay.knock.schema import body_of, render_log_email, sanitise_html, sent_time_of, validate_log_email
+from relay.message import Attachment, build_email
+
+RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+
+
+def message(date: str | None = None, **kwargs):  # type: ignore[no-untyped-def]
+    headers = [("From", "a@x.com"), ("To", "b@y.com"), ("Subject", kwargs.pop("subject", "Hello"))]
+    if date is not None:
+        headers.append(("Date", date))
+    return build_email(headers=headers, **kwargs)
+
+
+def test_sent_time_is_the_date_header_in_utc_with_milliseconds() -> None:
+    assert sent_time_of(message("Tue, 31 Mar 2020 16:22:06 -0700"), RECEIVED) == "2020-03-31T23:22:06.000Z"
+
+
+def test_sent_time_falls_back_to_the_provider_timestamp_then_receipt() -> None:
+    provider_ts = datetime(2026, 1, 2, 3, 0, 0, 250000, tzinfo=timezone.utc)
+    assert sent_time_of(message(None, provider_timestamp=provider_ts), RECEIVED) == "2026-01-02T03:00:00.250Z"
+    assert sent_time_of(message("not a date"), RECEIVED) == "2026-01-02T03:04:05.678Z"
+
+
+def test_a_date_more_than_a_day_ahead_is_not_trusted() -> None:
+    ahead = (RECEIVED + timedelta(days=2)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    slightly_ahead = (RECEIVED + timedelta(hours=3)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    assert sent_time_of(message(ahead), RECEIVED) == "2026-01-02T03:04:05.678Z"
+    assert sent_time_of(message(slightly_ahead), RECEIVED) == "2026-01-02T06:04:05.000Z"
+
+
+def test_empty_subject_becomes_no_subject() -> None:
+    body = render_log_email(message(subject="  "), "EMAIL_MESSAGE_TO_PROSPECT_SENT", "dana", RECEIVED)
+    assert body["subject"] == "(no subject)"
+
+
+@pytest.mark.parametrize(
+    "dangerous",
+    [
+        "<script>alert(1)</script>",
+        "<iframe src='https://evil'></iframe>",
+        "<object data='x'></object>",
+        "<embed src='x'>",
+        "<form action='https://evil'><input name='p'></form>",
+        "<p onclick='steal()'>x</p>",
+        "<img src=x onerror='steal()'>",
+        "<a href='javascript:alert(1)'>x</a>",
+        "<a href=' JaVaScRiPt:alert(1)'>x</a>",
+        "<img src='cid:logo@acme' alt='logo'>",
+    ],
+)
+def test_html_is_sanitised(dangerous: str) -> None:
+    clean = sanitise_html(f"<p>keep</p>{dangerous}").lower()
+    for marker in (
+        "<script",
+        "<iframe",
+        "<object",
+        "<embed",
+        "<form",
+        "<input",
+        "onclick",
+        "onerror",
+        "javascript:",
+        "cid:",
+    ):
+        assert marker not in clean
+    assert "keep" in clean
+
+
+def test_safe_html_survives() -> None:
+    clean = sanitise_html(
+        '<p style="color: red">Hi <a href="https://acme.com/apply">apply</a><img src="https://acme.com/a.png"></p>'
+    )
+    assert 'href="https://acme.com/apply"' in clean and 'src="https://acme.com/a.png"' in clean and "color" in clean
+
+
+def test_text_only_is_escaped_with_line_breaks() -> None:
+    body = body_of(message(text="Tour <Friday> & bring ID\nThanks\r\nDana"))
+    assert body == "Tour &lt;Friday&gt; &amp; bring ID<br>Thanks<br>Dana"
+
+
+def test_html_part_wins_over_text() -> None:
+    assert body_of(message(text="plain", html="<b>rich</b>")) == "<b>rich</b>"
+
+
+def test_attachments_are_listed_at_the_end_of_the_body() -> None:
+    body = body_of(message(text="see attached", attachments=[Attachment("lease <draft>.pdf", 2048)]))
+    assert body.startswith("see attached")
+    assert body.endswith("<ul><li>lease &lt;draft&gt;.pdf (2.0 KB)</li></ul>")
+
+
+@pytest.mark.parametrize("missing", ["type", "sentTime", "agent", "subject", "body"])
+def test_schema_requires_every_field(missing: str) -> None:
+    body = render_log_email(
+        message("Tue, 31 Mar 2020 16:22:06 -0700", text="x"), "EMAIL_MESSAGE_TO_PROSPECT_SENT", "dana", RECEIVED
+    )
+    assert validate_log_email(body) == {}
+    del body[missing]
+    assert missing in validate_log_email(body)
+
+
+def test_schema_allows_a_pending_agent_only_when_asked() -> None:
+    body = render_log_email(message(text="x"), "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED", None, RECEIVED)
+    assert "agent" in validate_log_email(body)
+    assert validate_log_email(body, agent_pending=True) == {}
