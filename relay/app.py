@@ -41,6 +41,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Refuse oversized bodies before anything reads them (chunked bodies are cut while read).
         if request.content_length is not None and request.content_length > settings.max_request_bytes:
             raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
+        if request.content_length is None and request.method in ("POST", "PUT"):
+            # Werkzeug stops a length-less (chunked) body at the cap without complaint; one more
+            # byte tells a body that fits from one that was cut, which must not be read as complete.
+            if len(request.get_data(cache=True)) >= settings.max_request_bytes and request.stream.read(1):
+                raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
 
     @app.after_request
     def tag_response(response: Response) -> Response:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from relay.knock.schema import body_of, render_log_email, sanitise_html, sent_time_of, validate_log_email
 from relay.message import Attachment, build_email
 
-RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
 def message(date: str | None = None, **kwargs):  # type: ignore[no-untyped-def]
@@ -24,7 +24,7 @@ def test_sent_time_is_the_date_header_in_utc_with_milliseconds() -> None:
 
 
 def test_sent_time_falls_back_to_the_provider_timestamp_then_receipt() -> None:
-    provider_ts = datetime(2026, 1, 2, 3, 0, 0, 250000, tzinfo=timezone.utc)
+    provider_ts = datetime(2026, 1, 2, 3, 0, 0, 250000, tzinfo=UTC)
     assert sent_time_of(message(None, provider_timestamp=provider_ts), RECEIVED) == "2026-01-02T03:00:00.250Z"
     assert sent_time_of(message("not a date"), RECEIVED) == "2026-01-02T03:04:05.678Z"
 

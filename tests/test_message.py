@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ def test_parses_encoded_headers_quoted_printable_parts_and_attachments() -> None
     assert email.html is not None and "réserver une visite" in email.html
     assert [(a.filename, a.size) for a in email.attachments] == [("pay stub.pdf", 78)]
     assert email.message_id == "CAF=visit-4711@mail.example.com"
-    assert email.date == datetime(2020, 3, 31, 23, 22, 6, tzinfo=timezone.utc)
+    assert email.date == datetime(2020, 3, 31, 23, 22, 6, tzinfo=UTC)
 
 
 def test_message_id_is_stripped_of_white_space_and_angle_brackets() -> None:

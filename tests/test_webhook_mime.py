@@ -1,0 +1,86 @@
+"""`POST /webhooks/mime`: raw RFC 5322 behind basic auth."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from relay.app import create_app
+from tests.helpers import basic_auth, mime
+from tests.webhook_cases import WebhookCases
+
+AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="guess")}
+
+
+class TestRawMimeWebhook(WebhookCases):
+    path = "/webhooks/mime"
+
+    def request(self, auth: str = "valid") -> dict[str, Any]:
+        return {"data": mime(), "content_type": "message/rfc822", "headers": AUTH[auth]}
+
+    def malformed_request(self) -> dict[str, Any]:
+        return {"data": b"\x00\x01 not an email", "content_type": "message/rfc822", "headers": basic_auth()}
+
+    def oversized_request(self, size: int) -> dict[str, Any]:
+        return {"data": mime(body="x" * size), "content_type": "message/rfc822", "headers": basic_auth()}
+
+
+def test_rotated_credentials_both_work_during_rotation(client: Any) -> None:
+    first = client.post(
+        "/webhooks/mime",
+        data=mime(message_id="<a@x>"),
+        content_type="message/rfc822",
+        headers=basic_auth("old", "rotated-out"),
+    )
+    second = client.post(
+        "/webhooks/mime", data=mime(message_id="<b@x>"), content_type="message/rfc822", headers=basic_auth()
+    )
+    assert (first.status_code, second.status_code) == (200, 200)
+
+
+def test_unconfigured_authentication_refuses_everyone(make_settings: Any) -> None:
+    client = create_app(make_settings(RELAY_WEBHOOK_BASIC_AUTH="")).test_client()
+    response = client.post("/webhooks/mime", data=mime(), content_type="message/rfc822", headers=basic_auth())
+    assert response.status_code == 401
+    assert "not configured" in response.json["error"]
+
+
+def test_insecure_mode_accepts_unauthenticated_posts(make_settings: Any) -> None:
+    client = create_app(make_settings(RELAY_WEBHOOK_BASIC_AUTH="", RELAY_INSECURE_WEBHOOKS="true")).test_client()
+    assert client.post("/webhooks/mime", data=mime(), content_type="message/rfc822").status_code == 200
+
+
+def test_wrong_content_type_is_400(client: Any) -> None:
+    response = client.post("/webhooks/mime", json={"email": "x"}, headers=basic_auth())
+    assert response.status_code == 400
+
+
+def test_body_without_length_is_cut_at_the_cap(client: Any, settings: Any) -> None:
+    """A chunked upload carries no Content-Length; reading stops at the cap with a 413."""
+    big = mime(body="x" * (settings.max_request_bytes + 10))
+    response = client.post(
+        "/webhooks/mime",
+        input_stream=io.BytesIO(big),
+        content_type="message/rfc822",
+        headers={**basic_auth(), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+
+
+@hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    raw=st.one_of(
+        st.binary(max_size=2000),
+        st.text(max_size=500).map(
+            lambda t: ("From: a@b.c\r\nSubject: " + t + "\r\n\r\n" + t).encode("utf-8", "surrogatepass")
+        ),
+    )
+)
+def test_no_body_produces_a_5xx(client: Any, raw: bytes) -> None:
+    response = client.post("/webhooks/mime", data=raw, content_type="message/rfc822", headers=basic_auth())
+    assert response.status_code < 500, response.json

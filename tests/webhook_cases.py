@@ -1,0 +1,74 @@
+"""Webhook behaviour every provider shares (SPEC §4.1); each provider's tests subclass this.
+
+A subclass sets `path` and builds requests with `request(auth=...)`, returning
+the keyword arguments of Flask's test-client `post`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import redis
+
+from relay.app import create_app
+from relay.config import Settings
+from relay.quarantine import KEY as QUARANTINE_KEY
+
+
+class WebhookCases:
+    path: ClassVar[str]
+    malformed_status: ClassVar[int] = 400
+
+    def request(self, auth: str = "valid") -> dict[str, Any]:
+        """A readable email post; auth is 'valid', 'missing' or 'wrong'."""
+        raise AssertionError("provider test classes define request()")
+
+    def malformed_request(self) -> dict[str, Any]:
+        """An authenticated post that is not readable as an email."""
+        raise AssertionError("provider test classes define malformed_request()")
+
+    def oversized_request(self, size: int) -> dict[str, Any]:
+        """An authenticated post larger than `size` bytes."""
+        raise AssertionError("provider test classes define oversized_request()")
+
+    # --------------------------------------------------------------------------
+
+    def test_valid_post_is_accepted(self, client: Any) -> None:
+        response = client.post(self.path, **self.request())
+        assert response.status_code == 200, response.json
+        assert response.json["status"] in ("queued", "unmatched", "ignored")
+        assert response.json["deliveries"] and {"id", "status", "prospectId", "type"} <= set(
+            response.json["deliveries"][0]
+        )
+
+    def test_missing_credentials_are_401_and_nothing_is_stored(self, client: Any, redis_client: redis.Redis) -> None:
+        response = client.post(self.path, **self.request(auth="missing"))
+        assert response.status_code == 401 and response.json["error"]
+        assert redis_client.dbsize() == 0
+
+    def test_wrong_credentials_are_401_and_nothing_is_stored(self, client: Any, redis_client: redis.Redis) -> None:
+        response = client.post(self.path, **self.request(auth="wrong"))
+        assert response.status_code == 401 and response.json["error"]
+        assert redis_client.dbsize() == 0
+
+    def test_unreadable_post_is_rejected_and_quarantined(self, client: Any, redis_client: redis.Redis) -> None:
+        response = client.post(self.path, **self.malformed_request())
+        assert response.status_code == self.malformed_status, response.json
+        assert response.json["error"]
+        assert redis_client.llen(QUARANTINE_KEY) == 1
+
+    def test_oversized_post_is_413(self, client: Any, settings: Settings, redis_client: redis.Redis) -> None:
+        response = client.post(self.path, **self.oversized_request(settings.max_request_bytes + 1))
+        assert response.status_code == 413 and response.json["error"]
+        assert redis_client.dbsize() == 0
+
+    def test_redis_down_is_503_never_200(self, make_settings: Any) -> None:
+        down = create_app(make_settings(REDIS_URL="redis://127.0.0.1:1/0")).test_client()
+        response = down.post(self.path, **self.request())
+        assert response.status_code == 503 and response.json["error"]
+
+    def test_same_post_twice_is_a_duplicate(self, client: Any) -> None:
+        first = client.post(self.path, **self.request())
+        second = client.post(self.path, **self.request())
+        assert second.json["status"] == "duplicate"
+        assert second.json["deliveries"][0]["id"] == first.json["deliveries"][0]["id"]
