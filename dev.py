@@ -169,7 +169,9 @@ def run_stack() -> int:
             processes.append(process)
         sandbox_port = urlsplit(env.get("KNOCK_BASE_URL", "http://localhost:8081")).port or 8081
         env.setdefault("KNOCK_BASE_URL", f"http://localhost:{sandbox_port}")
-        processes.append(subprocess.Popen([str(PYTHON), "-m", "relay", "sandbox", "--port", str(sandbox_port)], env=env, cwd=ROOT))
+        processes.append(
+            subprocess.Popen([str(PYTHON), "-m", "relay", "sandbox", "--port", str(sandbox_port)], env=env, cwd=ROOT)
+        )
         processes.append(subprocess.Popen([str(BIN / "gunicorn"), "wsgi:app"], env=env, cwd=ROOT))
         processes.append(subprocess.Popen([str(PYTHON), "-m", "relay", "worker"], env=env, cwd=ROOT))
         web = f"http://localhost:{env['PORT']}"

@@ -85,10 +85,9 @@ class Forwarder:
         token = uuid.uuid4().hex
         # Two messages for one delivery (a re-enqueue after a lost acknowledgement) must not both send.
         if not self.store.redis.set(lock_key, token, nx=True, px=int(self.lock_seconds * 1000)):
-            raise Retry(
-                "delivery is being forwarded elsewhere",
-                delay=int(self.lock_seconds * 1000),
-            )
+            # Held by a worker sending it now, or by one that died while sending: try when it lapses.
+            remaining = self.store.redis.pttl(lock_key)
+            raise Retry("delivery is being forwarded elsewhere", delay=max(int(remaining), 0) + 500)
         try:
             return self._forward_locked(delivery_id)
         finally:

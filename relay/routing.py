@@ -62,8 +62,6 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-
-
 def is_leasing_side(address: str, rules: RoutingRules, view: DirectoryView) -> bool:
     """Mailbox domains and addresses, directory agents, and automated senders (they mail prospects)."""
     lowered = address.lower()

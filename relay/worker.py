@@ -51,7 +51,7 @@ def build_forwarder(services: Services) -> Forwarder:
         ),
         default_agent=s.knock_default_agent_username,
         acquire_rate_slot=rate_slot_acquirer(services),
-        lock_seconds=s.knock_timeout_seconds * 2 + 30,
+        lock_seconds=s.knock_timeout_seconds * 2 + 5,
     )
 
 

@@ -120,7 +120,13 @@ def test_reply_tag_finds_the_prospect(client: Any, sandbox: Sandbox, worker: Any
 
 def test_metadata_headers_choose_prospect_agent_and_type(client: Any, sandbox: Sandbox, worker: Any) -> None:
     sandbox.seed("PX")
-    extra = "X-Knock-Prospect-Id: PX\nX-Knock-Agent-Username: meta.agent\nX-Knock-Message-Type: EMAIL_AUTOMATED_MESSAGE_SENT"
+    extra = "\n".join(
+        [
+            "X-Knock-Prospect-Id: PX",
+            "X-Knock-Agent-Username: meta.agent",
+            "X-Knock-Message-Type: EMAIL_AUTOMATED_MESSAGE_SENT",
+        ]
+    )
     summary = only_delivery(post_mime(client, mime(sender="stranger@example.com", extra_headers=extra)))
     wait_for_status(client, summary["id"], "delivered")
     event = sandbox.events("PX")[0]

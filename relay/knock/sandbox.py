@@ -39,7 +39,7 @@ def _now_iso() -> str:
 
 @dataclass
 class Fault:
-    """Answer the next `count` matching requests with `status` after `delay` seconds."""
+    """Answer the next `count` matching requests with `status` after `delay` seconds (status 0: answer normally)."""
 
     status: int = 503
     count: int = 1
@@ -159,6 +159,8 @@ def create_sandbox(api_key: str = DEFAULT_API_KEY, id_field: str = "id") -> Flas
             )
         if fault.delay:
             time.sleep(fault.delay)
+        if fault.status == 0:
+            return None  # a slow but otherwise normal answer
         record_request(kind, prospect_id, body, fault.status)
         response, status = _error(fault.status, fault.error_message)
         if fault.retry_after is not None:
