@@ -192,7 +192,12 @@ def run_stack() -> int:
         stop(processes)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     command, *rest = sys.argv[1:] or ["help"]
     if command == "test":
         return run_tests(rest)

@@ -66,8 +66,8 @@ class DeliveryQueue:
 
 
 def register_forward_actor(broker: RedisBroker, forwarder: Forwarder) -> dramatiq.Actor:  # type: ignore[type-arg]
-    def forward_delivery(delivery_id: str) -> str | None:
-        return forward_once(forwarder, delivery_id)
+    def forward_delivery(delivery_id: str) -> None:
+        forward_once(forwarder, delivery_id)
 
     return dramatiq.actor(
         forward_delivery,
