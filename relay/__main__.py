@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import sys
+from typing import TextIO
 
 import click
 
@@ -138,7 +139,7 @@ def directory() -> None:
 
 @directory.command("import")
 @click.argument("csv_file", type=click.File("r"))
-def directory_import(csv_file: click.utils.LazyFile) -> None:
+def directory_import(csv_file: TextIO) -> None:
     """Import prospects from CSV with columns prospectId,email[,agentUsername].
 
     Several rows with one prospectId add up its emails.

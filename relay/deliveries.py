@@ -141,7 +141,7 @@ class Delivery:
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Delivery:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"enqueued"}
         values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
         for name in cls._INTS:
             if name in values:
@@ -227,18 +227,14 @@ class DeliveryStore:
                 *pairs,
             ],
         )
-        if holder is None:
-            return None
-        existing = self.get(holder.decode() if isinstance(holder, bytes) else str(holder))
-        return existing
+        return None if holder is None else self.get(str(holder))
 
     def claim(self, message_id: str, prospect_id: str, delivery_id: str) -> str | None:
         """Take the claim for (Message-ID, prospect) for an existing delivery; the holder's id if taken."""
         key = self.claim_key(message_id, prospect_id)
         if self.redis.set(key, delivery_id, nx=True, ex=self.dedup_ttl):
             return None
-        holder = self.redis.get(key)
-        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        holder_id = str(self.redis.get(key))
         if holder_id == delivery_id or not self.redis.exists(self.record_key(holder_id)):
             self.redis.set(key, delivery_id, ex=self.dedup_ttl)
             return None
@@ -256,7 +252,7 @@ class DeliveryStore:
             pipe.zrem(f"{PREFIX}idx:prospect:{delivery.prospectId}", delivery.id)
         pipe.execute()
         # Only drop the claim if it is still ours.
-        if self.redis.get(claim) in (delivery.id, delivery.id.encode()):
+        if self.redis.get(claim) == delivery.id:
             self.redis.delete(claim)
 
     def assign_prospect(self, delivery_id: str, prospect_id: str) -> None:
@@ -267,14 +263,12 @@ class DeliveryStore:
         self.redis.hset(self.record_key(delivery_id), "enqueued", "1")
 
     def get(self, delivery_id: str) -> Delivery | None:
-        raw = self.redis.hgetall(self.record_key(delivery_id))
-        if not raw:
-            return None
-        return Delivery.from_hash({k.decode(): v.decode() for k, v in raw.items() if k != b"payload"})
+        raw: dict[str, str] = self.redis.hgetall(self.record_key(delivery_id))  # type: ignore[assignment]
+        return Delivery.from_hash(raw) if raw else None
 
     def payload(self, delivery_id: str) -> dict[str, Any] | None:
         raw = self.redis.hget(self.record_key(delivery_id), "payload")
-        return json.loads(raw) if raw else None
+        return json.loads(str(raw)) if raw else None
 
     def transition(
         self,
@@ -300,17 +294,15 @@ class DeliveryStore:
                 value = json.dumps(value)
             args += [name, "" if value is None else str(value)]
         old = self._transition(keys=[self.record_key(delivery_id)], args=args)
-        if old is None:
-            return None
-        return old.decode() if isinstance(old, bytes) else str(old)
+        return None if old is None else str(old)
 
     def update_fields(self, delivery_id: str, **changes: Any) -> None:
         mapping = {k: json.dumps(v) if k == "payload" else str(v) for k, v in changes.items() if v is not None}
         if mapping:
-            self.redis.hset(self.record_key(delivery_id), mapping=mapping)
+            self.redis.hset(self.record_key(delivery_id), mapping=mapping)  # type: ignore[arg-type]
 
     def ids_with_status(self, status: str) -> list[str]:
-        return [m.decode() for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
+        return [str(m) for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
 
     def count(self, status: str) -> int:
         return int(self.redis.zcard(f"{PREFIX}idx:status:{status}"))
@@ -345,13 +337,14 @@ class DeliveryStore:
         offset = 0
         batch = max(limit * 2, 50)
         while len(found) <= limit:
-            members = self.redis.zrevrangebyscore(index, max_score, "-inf", start=offset, num=batch, withscores=True)
+            members: list[tuple[str, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+                index, max_score, "-inf", start=offset, num=batch, withscores=True
+            )
             if not members:
                 break
             offset += len(members)
             candidates = []
-            for member, score in members:
-                delivery_id = member.decode()
+            for delivery_id, score in members:
                 if after and (int(score), delivery_id) >= after:
                     continue
                 candidates.append(delivery_id)
@@ -363,7 +356,7 @@ class DeliveryStore:
                     self.redis.zrem(index, delivery_id)  # expired record: tidy the index as we go
                     offset -= 1
                     continue
-                delivery = Delivery.from_hash({k.decode(): v.decode() for k, v in raw.items() if k != b"payload"})
+                delivery = Delivery.from_hash(raw)
                 if status and delivery.status != status:
                     continue
                 if prospect_id and delivery.prospectId != prospect_id:

@@ -40,12 +40,6 @@ def _agent_email_key(address: str) -> str:
     return f"{PREFIX}agent-by-email:{address.lower()}"
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def normalise_emails(emails: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
 
@@ -59,19 +53,20 @@ class Directory:
     def put_prospect(
         self, prospect_id: str, emails: Iterable[str], agent_username: str | None = None
     ) -> dict[str, Any]:
-        record = {
+        addresses = normalise_emails(emails)
+        record: dict[str, Any] = {
             "prospectId": prospect_id,
-            "emails": normalise_emails(emails),
+            "emails": addresses,
             "agentUsername": agent_username or None,
         }
 
         def write(pipe: redis.client.Pipeline) -> None:
             old = self._load(pipe.get(_prospect_key(prospect_id)))
-            old_emails = set(old["emails"]) if old else set()
+            old_emails: set[str] = set(old["emails"]) if old else set()
             pipe.multi()
-            for address in old_emails - set(record["emails"]):
+            for address in old_emails - set(addresses):
                 pipe.srem(_email_key(address), prospect_id)
-            for address in record["emails"]:
+            for address in addresses:
                 pipe.sadd(_email_key(address), prospect_id)
             pipe.set(_prospect_key(prospect_id), json.dumps(record))
 
@@ -93,7 +88,7 @@ class Directory:
         return True
 
     def prospects_for_email(self, address: str) -> list[dict[str, Any]]:
-        ids = sorted(_text(m) or "" for m in self.redis.smembers(_email_key(address)))
+        ids = sorted(str(m) for m in self.redis.smembers(_email_key(address)))
         records = [self.get_prospect(pid) for pid in ids]
         return [r for r in records if r]
 
@@ -102,7 +97,7 @@ class Directory:
     def put_agent(self, username: str, emails: Iterable[str]) -> dict[str, Any]:
         record = {"username": username, "emails": normalise_emails(emails)}
         for address in record["emails"]:
-            owner = _text(self.redis.get(_agent_email_key(address)))
+            owner = self.redis.get(_agent_email_key(address))
             if owner and owner != username:
                 raise Conflict(f"an address in emails already belongs to agent {owner!r}")
 
@@ -145,10 +140,10 @@ class Directory:
         prospects_by_email: dict[str, tuple[str, ...]] = {}
         agents_by_email: dict[str, str] = {}
         for i, address in enumerate(addresses):
-            ids = sorted(_text(m) or "" for m in replies[2 * i])
+            ids = sorted(str(m) for m in replies[2 * i])
             if ids:
                 prospects_by_email[address] = tuple(ids)
-            agent = _text(replies[2 * i + 1])
+            agent = replies[2 * i + 1]
             if agent:
                 agents_by_email[address] = agent
 
@@ -170,11 +165,12 @@ class Directory:
         return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
 
     def known_knock_agent(self, prospect_id: str) -> str | None:
-        return _text(self.redis.get(f"{PREFIX}knock-agent:{prospect_id}"))
+        value = self.redis.get(f"{PREFIX}knock-agent:{prospect_id}")
+        return str(value) if value else None
 
     def remember_knock_agent(self, prospect_id: str, username: str) -> None:
         self.redis.set(f"{PREFIX}knock-agent:{prospect_id}", username, ex=KNOCK_AGENT_CACHE_SECONDS)
 
     @staticmethod
-    def _load(raw: bytes | str | None) -> dict[str, Any] | None:
+    def _load(raw: Any) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None

@@ -91,7 +91,7 @@ class Forwarder:
         try:
             return self._forward_locked(delivery_id)
         finally:
-            if self.store.redis.get(lock_key) in (token, token.encode()):
+            if self.store.redis.get(lock_key) == token:
                 self.store.redis.delete(lock_key)
 
     def _forward_locked(self, delivery_id: str) -> str | None:

@@ -60,6 +60,7 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
             problems = validate_log_email(payload, agent_pending=target.agent_username is None)
             if problems:
                 raise MalformedPayload("email cannot be mapped to a Knock body", details=problems)
+            reason: str | None
             if route.ignored_reason:
                 status, reason = IGNORED, route.ignored_reason
             elif target.prospect_id is None:

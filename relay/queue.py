@@ -69,7 +69,7 @@ def register_forward_actor(broker: RedisBroker, forwarder: Forwarder) -> dramati
     def forward_delivery(delivery_id: str) -> None:
         forward_once(forwarder, delivery_id)
 
-    return dramatiq.actor(
+    return dramatiq.actor(  # type: ignore[call-overload]
         forward_delivery,
         broker=broker,
         actor_name=ACTOR_NAME,

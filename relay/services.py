@@ -27,6 +27,7 @@ class Services:
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
+            decode_responses=True,
         )
 
     @cached_property

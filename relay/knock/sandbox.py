@@ -208,7 +208,7 @@ def create_sandbox(api_key: str = DEFAULT_API_KEY, id_field: str = "id") -> Flas
     def log_email(prospect_id: str) -> tuple[Response, int]:
         if not authorised():
             return _error(401, "invalid api key")
-        body = request.get_json(silent=True)
+        body: Any = request.get_json(silent=True)
         faulted = apply_fault("email", prospect_id, body)
         if faulted:
             return faulted
