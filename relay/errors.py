@@ -80,6 +80,13 @@ class StoreUnavailable(RelayError):
     default_message = "storage unavailable, retry later"
 
 
+class ProviderUnavailable(RelayError):
+    """A provider resource the webhook needs (e.g. a Mailgun stored message) is unreachable for now."""
+
+    status = 503
+    default_message = "provider unavailable, retry later"
+
+
 class UpstreamUnavailable(RelayError):
     """Knock could not be reached for a call the API makes synchronously."""
 

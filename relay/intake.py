@@ -21,7 +21,7 @@ from relay.deliveries import (
 )
 from relay.errors import Conflict, MalformedPayload, NotFound, StoreUnavailable
 from relay.knock.schema import render_log_email, validate_log_email
-from relay.message import Email
+from relay.message import Email, Ignored
 from relay.routing import Target, route_email
 from relay.services import Services
 
@@ -185,3 +185,24 @@ def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, age
     services.queue.enqueue(delivery_id)
     store.mark_enqueued(delivery_id)
     return store.get(delivery_id) or delivery
+
+
+def record_ignored(services: Services, item: Ignored, provider: str, received_at: datetime | None = None) -> Intake:
+    """Keep a record of a call that carries nothing to log, so operators can see it arrived."""
+    received_ms = int((received_at or datetime.now(UTC)).timestamp() * 1000)
+    delivery = Delivery(
+        id=new_delivery_id(),
+        status=IGNORED,
+        type="",
+        messageId=item.message_id or "",
+        provider=provider,
+        subject=item.subject,
+        sentTime="",
+        receivedAt=received_ms,
+        reason=item.reason,
+    )
+    try:
+        services.store.create(delivery, {}, claim=False)
+    except redis.RedisError as exc:
+        raise StoreUnavailable() from exc
+    return Intake((delivery.summary(),))

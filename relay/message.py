@@ -82,6 +82,15 @@ class Email:
         return None
 
 
+@dataclass(frozen=True)
+class Ignored:
+    """A webhook call that carries no email to log (e.g. a Mailgun `opened` event); recorded as ignored."""
+
+    reason: str
+    message_id: str | None = None
+    subject: str = ""
+
+
 def normalise_message_id(value: str | None) -> str | None:
     """Strip white space and angle brackets; None when nothing is left."""
     if not value:
@@ -228,10 +237,15 @@ def build_email(
 
 def header_pairs(message: Message) -> list[tuple[str, str]]:
     """Header pairs with RFC 2047 encoded words decoded."""
-    return [(name, _decode_header_value(message, name, raw)) for name, raw in message.raw_items()]
+    return decode_header_pairs(message.raw_items())
 
 
-def _decode_header_value(message: Message, name: str, raw: str) -> str:
+def decode_header_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Raw header values (as a provider hands them over) with RFC 2047 encoded words decoded."""
+    return [(name, _decode_header_value(name, raw)) for name, raw in pairs]
+
+
+def _decode_header_value(name: str, raw: str) -> str:
     try:
         return str(policy.default.header_fetch_parse(name, raw))
     except Exception:  # noqa: BLE001 - a broken header must not break the whole email

@@ -10,14 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import unquote_to_bytes
 
 from flask import Request
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from relay.config import Settings
-from relay.errors import Unauthorized
-from relay.message import Email
+from relay.errors import MalformedPayload, Unauthorized
+from relay.message import Email, Ignored
 
 
 class WebhookProvider(ABC):
@@ -33,8 +37,12 @@ class WebhookProvider(ABC):
         """Raise Unauthorized unless the request carries valid credentials or a valid signature."""
 
     @abstractmethod
-    def parse_request(self, request: Request, settings: Settings) -> list[Email]:
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         """The emails in the request; raise MalformedPayload when it cannot be read."""
+
+    def replay_token(self, request: Request) -> str | None:
+        """An id the provider repeats when it retries this very call (signed tokens), if any."""
+        return None
 
 
 def basic_auth_matches(header: str | None, pairs: tuple[tuple[str, str], ...]) -> bool:
@@ -67,3 +75,108 @@ class BasicAuthProvider(WebhookProvider):
             raise Unauthorized("webhook authentication is not configured (RELAY_WEBHOOK_BASIC_AUTH)")
         if not basic_auth_matches(request.headers.get("Authorization"), settings.webhook_basic_auth):
             raise Unauthorized("missing or wrong basic auth credentials")
+
+
+@dataclass(frozen=True)
+class FormPart:
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+    def text(self, charset: str | None = "utf-8") -> str:
+        """The part decoded with the charset the provider names (unknown charsets fall back to UTF-8)."""
+        try:
+            return self.data.decode(charset or "utf-8", errors="replace")
+        except LookupError:
+            return self.data.decode("utf-8", errors="replace")
+
+
+Form = dict[str, list[FormPart]]
+
+
+def read_form(request: Request) -> Form:
+    """Form fields as raw bytes, multipart or urlencoded.
+
+    Flask would decode every field as UTF-8; SendGrid posts each part in its
+    original charset without saying so on the part, so decoding waits until
+    the provider knows which charset applies.
+    """
+    body = request.get_data(cache=True, as_text=False)
+    fields: Form = {}
+    if request.mimetype == "multipart/form-data":
+        boundary = request.mimetype_params.get("boundary")
+        if not boundary:
+            raise MalformedPayload("multipart body without a boundary")
+        decoder = MultipartDecoder(boundary.encode("latin-1"))
+        try:
+            decoder.receive_data(body)
+            decoder.receive_data(None)
+            current: tuple[str, str | None, str | None] | None = None
+            chunks: list[bytes] = []
+            while True:
+                event = decoder.next_event()
+                if isinstance(event, NeedData | Epilogue):
+                    break
+                if isinstance(event, File | Field):
+                    filename = event.filename if isinstance(event, File) else None
+                    current, chunks = (event.name, filename, event.headers.get("content-type")), []
+                elif isinstance(event, Data) and current is not None:
+                    chunks.append(event.data)
+                    if not event.more_data:
+                        name, filename, content_type = current
+                        fields.setdefault(name, []).append(FormPart(b"".join(chunks), filename, content_type))
+                        current = None
+        except ValueError as exc:
+            raise MalformedPayload("unreadable multipart body") from exc
+        if not isinstance(event, Epilogue):
+            raise MalformedPayload("truncated multipart body")
+    elif request.mimetype == "application/x-www-form-urlencoded":
+        for pair in body.split(b"&"):
+            if not pair:
+                continue
+            raw_name, _, value = pair.partition(b"=")
+            key = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8", errors="replace")
+            fields.setdefault(key, []).append(FormPart(unquote_to_bytes(value.replace(b"+", b" "))))
+    else:
+        raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+    return fields
+
+
+def form_value(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
+    parts = form.get(name)
+    return parts[0].text(charset) if parts else None
+
+
+def json_object(raw: str | bytes | None, what: str) -> dict[str, Any]:
+    """A JSON object from a field or body, or MalformedPayload naming it."""
+    if raw is None or raw == "" or raw == b"":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedPayload(f"{what} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{what} must be a JSON object")
+    return value
+
+
+def request_json(request: Request) -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise MalformedPayload(f"expected application/json, got {request.mimetype or 'no content type'}")
+    value = json_object(request.get_data(cache=True), "body")
+    if not value:
+        raise MalformedPayload("empty JSON body")
+    return value
+
+
+# Provider JSON is untrusted: these read a value only when it has the expected type.
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

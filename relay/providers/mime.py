@@ -6,7 +6,7 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import Email, parse_mime
+from relay.message import Email, Ignored, parse_mime
 from relay.providers.base import BasicAuthProvider
 
 ACCEPTED_CONTENT_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
@@ -16,7 +16,7 @@ class RawMimeProvider(BasicAuthProvider):
     name = "mime"
     path = "/webhooks/mime"
 
-    def parse_request(self, request: Request, settings: Settings) -> list[Email]:
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         if request.mimetype and request.mimetype not in ACCEPTED_CONTENT_TYPES:
             raise MalformedPayload(f"expected Content-Type message/rfc822, got {request.mimetype}")
         # Envelope recipients, when the MTA passes them (e.g. Postfix's ${recipient}), as headers.

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from typing import Any
 
 import redis
 from flask import Blueprint, Response, jsonify, request
 
+from relay.deliveries import DUPLICATE
 from relay.errors import MalformedPayload
-from relay.intake import Intake, accept_email
+from relay.intake import Intake, accept_email, record_ignored
+from relay.message import Ignored
 from relay.providers import PROVIDERS
 from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
+from relay.services import Services
 from relay.web import services
 
 log = logging.getLogger(__name__)
@@ -25,34 +31,58 @@ def _quarantine(provider: WebhookProvider, error: MalformedPayload) -> None:
             provider=provider.name,
             reason=error.message,
             content_type=request.content_type,
-            body=request.get_data(cache=True),
+            body=request.get_data(cache=True, as_text=False),
         )
     except redis.RedisError:
         log.warning("could not quarantine unreadable request", extra={"provider": provider.name})
 
 
+def _token_key(provider: WebhookProvider, token: str) -> str:
+    return f"relay:webhook-token:{provider.name}:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def _previous_answer(relay: Services, provider: WebhookProvider, token: str | None) -> dict[str, Any] | None:
+    """The answer given to an earlier call with this signed token: a replay or a provider retry."""
+    if not token:
+        return None
+    stored = relay.redis.get(_token_key(provider, token))
+    if not stored:
+        return None
+    answer: dict[str, Any] = json.loads(stored)
+    deliveries = [{**d, "status": DUPLICATE} for d in answer.get("deliveries", [])]
+    return {"status": DUPLICATE, "deliveries": deliveries}
+
+
 def receive(provider: WebhookProvider) -> tuple[Response, int]:
     relay = services()
     provider.verify_request(request, relay.settings)
+    token = provider.replay_token(request)
+    previous = _previous_answer(relay, provider, token)
+    if previous is not None:
+        return jsonify(previous), 200
     try:
-        emails = provider.parse_request(request, relay.settings)
-        intakes = [accept_email(relay, email, provider.name) for email in emails]
+        items = provider.parse_request(request, relay.settings)
+        intakes = [
+            record_ignored(relay, item, provider.name)
+            if isinstance(item, Ignored)
+            else accept_email(relay, item, provider.name)
+            for item in items
+        ]
     except MalformedPayload as error:
-        log.info(
-            "unreadable webhook quarantined",
-            extra={"provider": provider.name, "reason": error.message},
-        )
+        log.info("unreadable webhook quarantined", extra={"provider": provider.name, "reason": error.message})
         _quarantine(provider, error)
         raise MalformedPayload(error.message, details=error.details, status=provider.malformed_status) from error
-    combined = Intake(tuple(d for intake in intakes for d in intake.deliveries))
-    return jsonify(combined.body()), 200
+    answer = Intake(tuple(d for intake in intakes for d in intake.deliveries)).body()
+    if token:
+        relay.redis.set(_token_key(provider, token), json.dumps(answer), ex=relay.settings.signature_max_age_seconds)
+    return jsonify(answer), 200
 
 
 def _register(provider: WebhookProvider) -> None:
     def view() -> tuple[Response, int]:
         return receive(provider)
 
-    webhooks.add_url_rule(provider.path, endpoint=provider.name, view_func=view, methods=["POST"])
+    webhooks.add_url_rule(provider.path, endpoint=provider.path.strip("/"), view_func=view, methods=["POST"])
 
 
 for _provider in PROVIDERS:

@@ -1,0 +1,68 @@
+"""Postmark inbound webhook (JSON), behind basic auth in the webhook URL."""
+
+from __future__ import annotations
+
+from email.utils import formataddr
+from typing import Any
+
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload
+from relay.message import Attachment, Email, Ignored, build_email
+from relay.providers.base import BasicAuthProvider, as_dict, as_list, as_str, request_json
+
+
+def _addresses(entries: Any) -> str:
+    """`ToFull`/`CcFull` ([{"Email", "Name"}]) as one header value."""
+    return ", ".join(
+        formataddr((as_str(e.get("Name")) or "", e["Email"]))
+        for e in map(as_dict, as_list(entries))
+        if as_str(e.get("Email"))
+    )
+
+
+class PostmarkInboundProvider(BasicAuthProvider):
+    name = "postmark"
+    path = "/webhooks/postmark/inbound"
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+        body = request_json(request)
+        sender = as_dict(body.get("FromFull"))
+        if not as_str(sender.get("Email")):
+            raise MalformedPayload("FromFull.Email is required")
+
+        headers: list[tuple[str, str]] = [("From", formataddr((as_str(sender.get("Name")) or "", sender["Email"])))]
+        for name, field in (("To", "ToFull"), ("Cc", "CcFull"), ("Bcc", "BccFull")):
+            value = _addresses(body.get(field))
+            if value:
+                headers.append((name, value))
+        headers.append(("Subject", as_str(body.get("Subject")) or ""))
+        if as_str(body.get("Date")):
+            headers.append(("Date", body["Date"]))
+        # `Headers` carries Message-ID; Postmark's own `MessageID` is a UUID that differs per copy,
+        # so it would defeat de-duplication and is not used.
+        for header in map(as_dict, as_list(body.get("Headers"))):
+            if as_str(header.get("Name")) and isinstance(header.get("Value"), str):
+                if header["Name"].lower() not in ("from", "to", "cc", "bcc", "subject", "date"):
+                    headers.append((header["Name"], header["Value"]))
+
+        attachments = [
+            Attachment(
+                as_str(a.get("Name")) or "attachment",
+                a["ContentLength"] if isinstance(a.get("ContentLength"), int) else 0,
+                as_str(a.get("ContentType")) or "application/octet-stream",
+            )
+            for a in map(as_dict, as_list(body.get("Attachments")))
+            if not as_str(a.get("ContentID"))
+        ]
+        original = as_str(body.get("OriginalRecipient"))
+        return [
+            build_email(
+                headers=headers,
+                text=as_str(body.get("TextBody")),
+                html=as_str(body.get("HtmlBody")),
+                attachments=attachments,
+                envelope_to=[original] if original else [],
+            )
+        ]

@@ -1,0 +1,70 @@
+"""SendGrid Inbound Parse, parsed mode and raw mode ("POST the raw, full MIME message")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload
+from relay.message import Attachment, Email, Ignored, build_email, parse_header_block, parse_mime
+from relay.providers.base import BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
+
+
+def envelope_of(form: Form) -> dict[str, Any]:
+    """`envelope` is JSON: {"to": [...], "from": "..."}; the SMTP recipients include Bcc."""
+    envelope = json_object(form_value(form, "envelope"), "envelope")
+    recipients = envelope.get("to")
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    sender = envelope.get("from")
+    return {
+        "envelope_to": [r for r in recipients or [] if isinstance(r, str)],
+        "envelope_from": sender if isinstance(sender, str) else None,
+    }
+
+
+def attachments_of(form: Form) -> list[Attachment]:
+    """Files listed in `attachment-info`; inline images (with a content-id) are not attachments."""
+    info = json_object(form_value(form, "attachment-info"), "attachment-info")
+    found = []
+    for field, details in info.items():
+        details = as_dict(details)
+        if details.get("content-id"):
+            continue
+        parts = form.get(field, [])
+        filename = details.get("filename") or details.get("name") or (parts[0].filename if parts else None) or field
+        content_type = details.get("type") or "application/octet-stream"
+        found.append(Attachment(str(filename), len(parts[0].data) if parts else 0, str(content_type)))
+    return found
+
+
+class SendGridInboundProvider(BasicAuthProvider):
+    name = "sendgrid"
+    path = "/webhooks/sendgrid/inbound"
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+        form = read_form(request)
+        envelope = envelope_of(form)
+        raw = form.get("email")
+        if raw:
+            return [parse_mime(raw[0].data, **envelope)]
+        if "headers" not in form:
+            raise MalformedPayload("neither headers (parsed mode) nor email (raw mode) in the post")
+
+        charsets = {k: str(v) for k, v in json_object(form_value(form, "charsets"), "charsets").items()}
+        # The raw header block keeps RFC 2047 encoded words, so it is the reliable source of
+        # headers; SendGrid's own from/to/subject fields are conveniences in unnamed charsets.
+        headers = parse_header_block(form_value(form, "headers", charsets.get("headers", "utf-8")) or "")
+        if not any(name.lower() == "subject" for name, _ in headers) and "subject" in form:
+            headers.append(("Subject", form_value(form, "subject", charsets.get("subject")) or ""))
+        return [
+            build_email(
+                headers=headers,
+                text=form_value(form, "text", charsets.get("text")),
+                html=form_value(form, "html", charsets.get("html")),
+                attachments=attachments_of(form),
+                **envelope,
+            )
+        ]
