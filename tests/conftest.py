@@ -143,3 +143,48 @@ def start_worker() -> Iterator[Callable[[Settings], RunningWorker]]:
 @pytest.fixture
 def worker(start_worker: Callable[[Settings], RunningWorker], settings: Settings) -> RunningWorker:
     return start_worker(settings)
+
+
+@dataclass
+class StorageStub:
+    """Stands in for Mailgun's message storage: serves the stored message, counts requests, can fail."""
+
+    url: str
+    seen: list[dict[str, Any]]
+    failures: list[int]
+
+
+def serve_storage() -> tuple[StorageStub, Any]:
+    from flask import Flask, Response, request
+
+    from tests.helpers import payload
+
+    app = Flask("mailgun-storage-stub")
+    stub = StorageStub("", [], [])
+
+    @app.get("/v3/domains/<domain>/messages/<key>")
+    def stored_message(domain: str, key: str) -> Response:
+        stub.seen.append({"path": request.path, "auth": request.authorization, "accept": request.headers.get("Accept")})
+        if stub.failures:
+            return Response("busy", status=stub.failures.pop(0))
+        return Response(payload("mailgun/stored-message.json"), mimetype="application/json")
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stub.url = f"http://127.0.0.1:{server.server_port}"
+    return stub, server
+
+
+@pytest.fixture
+def storage() -> Iterator[StorageStub]:
+    stub, server = serve_storage()
+    yield stub
+    server.shutdown()
+
+
+@pytest.fixture
+def outside_storage() -> Iterator[StorageStub]:
+    """A second storage server on an origin that is not allow-listed."""
+    stub, server = serve_storage()
+    yield stub
+    server.shutdown()

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://localhost:6379/15")
 API_TOKEN = "test-token"
 BASIC_USER, BASIC_PASS = "relay", "s3cret"
 SANDBOX_KEY = "sandbox-key"
+MAILGUN_SIGNING_KEY = "mailgun-signing-key-for-tests"
+MAILGUN_API_KEY = "mailgun-api-key-for-tests"
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+SENDGRID_FORM = "multipart/form-data; boundary=xYzZY"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -54,6 +63,8 @@ def relay_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "RELAY_RETRY_MAX_BACKOFF_SECONDS": "1",
         "RELAY_KNOCK_TIMEOUT_SECONDS": "5",
         "RELAY_MAX_REQUEST_BYTES": "65536",
+        "MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_SIGNING_KEY,
+        "MAILGUN_API_KEY": MAILGUN_API_KEY,
     }
     env.update(overrides)
     return env
@@ -92,3 +103,40 @@ def mime(
 
 def post_mime(client: Any, raw: bytes, headers: dict[str, str] | None = None) -> Any:
     return client.post("/webhooks/mime", data=raw, content_type="message/rfc822", headers=headers or basic_auth())
+
+
+def payload(name: str) -> bytes:
+    return (PAYLOADS / name).read_bytes()
+
+
+def mailgun_signature(key: str = MAILGUN_SIGNING_KEY, *, age: float = 0, token: str | None = None) -> dict[str, str]:
+    """Mailgun's signature fields: hex HMAC-SHA256 of timestamp + token."""
+    timestamp = str(int(time.time() - age))
+    token = token or uuid.uuid4().hex
+    signature = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    return {"timestamp": timestamp, "token": token, "signature": signature}
+
+
+def signed_urlencoded(body: bytes, signature: dict[str, str]) -> bytes:
+    from urllib.parse import urlencode
+
+    return body + b"&" + urlencode(signature).encode()
+
+
+def signed_multipart(body: bytes, signature: dict[str, str], boundary: bytes = b"xYzZY") -> bytes:
+    """Add the signature fields in front of a multipart body's first part."""
+
+    def part(name: str, value: str) -> bytes:
+        disposition = b'Content-Disposition: form-data; name="' + name.encode() + b'"'
+        return b"--" + boundary + b"\r\n" + disposition + b"\r\n\r\n" + value.encode() + b"\r\n"
+
+    extra = b"".join(part(k, v) for k, v in signature.items())
+    return extra + body
+
+
+def mailgun_event(name: str, signature: dict[str, str], storage_url: str | None = None) -> bytes:
+    event = json.loads(payload(f"mailgun/{name}"))
+    event["signature"] = signature
+    if storage_url is not None:
+        event["event-data"]["storage"]["url"] = storage_url
+    return json.dumps(event).encode()
