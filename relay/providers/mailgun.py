@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ USER_VARIABLES = {
     "knock_message_type": "message_type",
 }
 STORAGE_FETCH_TIMEOUT_SECONDS = 10
+# Files arrive as attachment-1, attachment-2, ... next to the attachment-count field.
+ATTACHMENT_FIELD = re.compile(r"^attachment-\d+$")
 
 
 def signature_problem(timestamp: str, token: str, signature: str, settings: Settings) -> str | None:
@@ -153,7 +156,7 @@ class MailgunRouteProvider(WebhookProvider):
         attachments = [
             Attachment(part.filename or name, len(part.data), part.content_type or "application/octet-stream")
             for name, parts in form.items()
-            if name.startswith("attachment-")
+            if ATTACHMENT_FIELD.match(name)
             for part in parts
         ]
         return [

@@ -1,0 +1,234 @@
+"""Mailgun route posts and event webhooks: HMAC signatures, 406 for unreadable posts, storage fetch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from relay.app import create_app
+from relay.providers.mailgun import origin_allowed
+from tests.conftest import StorageStub
+from tests.helpers import (
+    BEARER,
+    MAILGUN_API_KEY,
+    SENDGRID_FORM,
+    basic_auth,
+    mailgun_event,
+    mailgun_signature,
+    payload,
+    signed_multipart,
+    signed_urlencoded,
+)
+from tests.webhook_cases import WebhookCases
+
+URLENCODED = "application/x-www-form-urlencoded"
+ROUTE = "/webhooks/mailgun/inbound"
+EVENTS = "/webhooks/mailgun/events"
+STORAGE_PATH = "/v3/domains/mg.acme-living.com/messages/message_key"
+
+
+def signature_for(auth: str) -> dict[str, str]:
+    if auth == "wrong":
+        return mailgun_signature("not-the-key")
+    if auth == "missing":
+        return {}
+    if auth == "stale":
+        return mailgun_signature(age=86400 + 600)
+    return mailgun_signature()
+
+
+def route_post(auth: str = "valid", *, signature: dict[str, str] | None = None) -> dict[str, Any]:
+    body = payload("mailgun/route-parsed.urlencoded")
+    sig = signature if signature is not None else signature_for(auth)
+    return {"data": signed_urlencoded(body, sig) if sig else body, "content_type": URLENCODED}
+
+
+class TestMailgunRouteWebhook(WebhookCases):
+    path = ROUTE
+    malformed_status = 406
+
+    def request(self, auth: str = "valid") -> dict[str, Any]:
+        return route_post(auth)
+
+    def malformed_request(self) -> dict[str, Any]:
+        return {
+            "data": signed_urlencoded(b"message-headers=%5Bnot+json", mailgun_signature()),
+            "content_type": URLENCODED,
+        }
+
+    def oversized_request(self, size: int) -> dict[str, Any]:
+        return {
+            "data": signed_urlencoded(b"body-plain=" + b"x" * size, mailgun_signature()),
+            "content_type": URLENCODED,
+        }
+
+    def test_stale_signature_is_401(self, client: Any, redis_client: Any) -> None:
+        response = client.post(ROUTE, **route_post("stale"))
+        assert response.status_code == 401 and "stale" in response.json["error"]
+        assert redis_client.dbsize() == 0
+
+    def test_same_post_twice_is_a_duplicate(self, client: Any) -> None:
+        """A Mailgun retry repeats the signature and token; a new token with the same email dedups by Message-ID."""
+        signature = mailgun_signature()
+        first = client.post(ROUTE, **route_post(signature=signature))
+        retry = client.post(ROUTE, **route_post(signature=signature))
+        fresh = client.post(ROUTE, **route_post())
+        assert first.json["status"] == "unmatched"
+        assert retry.json["status"] == fresh.json["status"] == "duplicate"
+        assert (
+            retry.json["deliveries"][0]["id"] == fresh.json["deliveries"][0]["id"] == first.json["deliveries"][0]["id"]
+        )
+
+
+class TestMailgunEventWebhook(WebhookCases):
+    path = EVENTS
+    malformed_status = 406
+
+    def request(self, auth: str = "valid") -> dict[str, Any]:
+        signature = signature_for(auth) or {"timestamp": "", "token": "", "signature": ""}
+        return {"data": mailgun_event("event-opened.json", signature), "content_type": "application/json"}
+
+    def malformed_request(self) -> dict[str, Any]:
+        body = json.dumps({"signature": mailgun_signature(), "event-data": "nope"})
+        return {"data": body, "content_type": "application/json"}
+
+    def oversized_request(self, size: int) -> dict[str, Any]:
+        body = json.dumps({"signature": mailgun_signature(), "padding": "x" * size})
+        return {"data": body, "content_type": "application/json"}
+
+    def test_same_post_twice_is_a_duplicate(self, client: Any) -> None:
+        signature = mailgun_signature()
+        first = client.post(EVENTS, **{**self.request(), "data": mailgun_event("event-opened.json", signature)})
+        again = client.post(EVENTS, **{**self.request(), "data": mailgun_event("event-opened.json", signature)})
+        assert again.json["status"] == "duplicate"
+        assert again.json["deliveries"][0]["id"] == first.json["deliveries"][0]["id"]
+
+
+def test_parsed_route_post_uses_message_headers(client: Any, services: Any) -> None:
+    client.put("/v1/prospects/P7", json={"emails": ["zoe@example.com"]}, headers=BEARER)
+    response = client.post(ROUTE, **route_post())
+    (summary,) = response.json["deliveries"]
+    assert (summary["prospectId"], summary["type"]) == ("P7", "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
+    shown = client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json
+    body = services.store.payload(summary["id"])
+    assert shown["messageId"] == "CAE6+zoe-1@mail.gmail.com"
+    assert shown["sentTime"] == "2020-04-03T10:00:00.000Z"
+    assert body["subject"] == "Pets allowed? 🐶"  # base64 encoded word in message-headers
+    assert body["body"] == "<div>Hi, are <b>dogs</b> allowed?</div>"
+    # The X-Mailgun-Variables header carries knock_agent_username.
+    assert (shown["agentUsername"], body["agent"]) == ("dana", {"username": "dana"})
+
+
+def test_mime_route_post_reads_body_mime_and_user_variables(client: Any) -> None:
+    body = signed_multipart(payload("mailgun/route-mime.form"), mailgun_signature())
+    response = client.post(ROUTE, data=body, content_type=SENDGRID_FORM)
+    (summary,) = response.json["deliveries"]
+    assert summary["prospectId"] == "MG123"  # knock_prospect_id from X-Mailgun-Variables
+    shown = client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json
+    assert (shown["messageId"], shown["subject"]) == ("sam-parking-7@example.net", "Parking spots")
+
+
+def test_unconfigured_signing_key_refuses_everyone(make_settings: Any) -> None:
+    client = create_app(make_settings(MAILGUN_WEBHOOK_SIGNING_KEY="")).test_client()
+    response = client.post(ROUTE, **route_post())
+    assert response.status_code == 401 and "not configured" in response.json["error"]
+
+
+def test_signed_post_without_an_email_is_406(client: Any) -> None:
+    response = client.post(ROUTE, data=signed_urlencoded(b"subject=hi", mailgun_signature()), content_type=URLENCODED)
+    assert response.status_code == 406
+
+
+def delivered(client: Any, storage_url: str, signature: dict[str, str] | None = None) -> Any:
+    body = mailgun_event("event-delivered.json", signature or mailgun_signature(), storage_url)
+    return client.post(EVENTS, data=body, content_type="application/json")
+
+
+@pytest.fixture
+def storage_client(make_settings: Any, storage: StorageStub) -> Any:
+    return create_app(make_settings(RELAY_MAILGUN_STORAGE_ORIGINS=storage.url)).test_client()
+
+
+def test_delivered_event_logs_the_stored_message_as_outbound(storage_client: Any, storage: StorageStub) -> None:
+    storage_client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    response = delivered(storage_client, storage.url + STORAGE_PATH)
+    assert response.status_code == 200, response.json
+    (summary,) = response.json["deliveries"]
+    assert (summary["status"], summary["prospectId"], summary["type"]) == (
+        "queued",
+        "P1",
+        "EMAIL_MESSAGE_TO_PROSPECT_SENT",
+    )
+    shown = storage_client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json
+    assert shown["agentUsername"] == "dana.from.variables"  # user-variables win
+    assert shown["messageId"] == "next-steps-42@acme-living.com"
+    (request,) = storage.seen
+    assert request["accept"] == "message/rfc2822"
+    assert (request["auth"].username, request["auth"].password) == ("api", MAILGUN_API_KEY)
+
+
+def test_other_events_are_ignored_without_a_fetch(storage_client: Any, storage: StorageStub) -> None:
+    response = storage_client.post(
+        EVENTS, data=mailgun_event("event-opened.json", mailgun_signature()), content_type="application/json"
+    )
+    assert response.status_code == 200 and response.json["status"] == "ignored"
+    shown = storage_client.get(f"/v1/deliveries/{response.json['deliveries'][0]['id']}", headers=BEARER).json
+    assert shown["reason"] == "mailgun event opened"
+    assert storage.seen == []
+
+
+def test_storage_outside_the_allow_list_is_never_fetched(
+    storage_client: Any, storage: StorageStub, outside_storage: StorageStub
+) -> None:
+    for url in (
+        outside_storage.url + STORAGE_PATH,
+        outside_storage.url.replace("127.0.0.1", "localhost") + STORAGE_PATH,
+        f"http://user@{outside_storage.url[7:]}{STORAGE_PATH}",
+    ):
+        response = delivered(storage_client, url)
+        assert response.status_code == 406, url
+    assert outside_storage.seen == [] and storage.seen == []
+
+
+def test_transient_storage_failure_answers_503_so_mailgun_retries(storage_client: Any, storage: StorageStub) -> None:
+    storage.failures.append(502)
+    signature = mailgun_signature()
+    first = delivered(storage_client, storage.url + STORAGE_PATH, signature)
+    assert first.status_code == 503
+    assert storage_client.get("/v1/deliveries", headers=BEARER).json["deliveries"] == []
+    retry = delivered(storage_client, storage.url + STORAGE_PATH, signature)  # Mailgun resends the same signature
+    assert retry.status_code == 200 and retry.json["status"] in ("queued", "unmatched")
+
+
+def test_same_email_through_two_providers_is_logged_once(storage_client: Any, storage: StorageStub) -> None:
+    """The BCC copy through SendGrid and the Mailgun `delivered` event carry one Message-ID."""
+    storage_client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    bcc = storage_client.post(
+        "/webhooks/sendgrid/inbound",
+        data=payload("sendgrid/raw-mode.form"),
+        content_type=SENDGRID_FORM,
+        headers=basic_auth(),
+    )
+    event = delivered(storage_client, storage.url + STORAGE_PATH)
+    assert bcc.json["status"] == "queued" and event.json["status"] == "duplicate"
+    assert event.json["deliveries"][0]["id"] == bcc.json["deliveries"][0]["id"]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://se.api.mailgun.net/v3/domains/x/messages/k", True),
+        ("https://storage-us-east4.api.mailgun.net/v3/x", True),
+        ("https://mailgun.net.evil.com/v3/x", False),
+        ("https://evilmailgun.net/v3/x", False),
+        ("http://se.api.mailgun.net/v3/x", False),
+        ("https://se.api.mailgun.net:8443/v3/x", False),
+        ("https://user:pw@se.api.mailgun.net/v3/x", False),
+        ("https://[::1]/x", False),
+        ("not a url", False),
+    ],
+)
+def test_storage_origin_allow_list(url: str, allowed: bool) -> None:
+    assert origin_allowed(url, ("https://*.mailgun.net",)) is allowed
