@@ -119,6 +119,15 @@ def addresses(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def format_address(name: str | None, address: str) -> str:
+    """A header value for one mailbox; unlike email.utils.formataddr it keeps non-ASCII addresses."""
+    cleaned = address.strip().strip("<>")
+    if not name or not name.strip():
+        return f"<{cleaned}>"
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+    return f'"{quoted}" <{cleaned}>'
+
+
 def parse_date(value: str | None) -> datetime | None:
     """An RFC 5322 date as an aware UTC datetime, or None if absent or unreadable."""
     if not value:

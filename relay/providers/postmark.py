@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from email.utils import formataddr
 from typing import Any
 
 from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import Attachment, Email, Ignored, build_email
+from relay.message import Attachment, Email, Ignored, build_email, format_address
 from relay.providers.base import BasicAuthProvider, as_dict, as_list, as_str, request_json
 
 
 def _addresses(entries: Any) -> str:
     """`ToFull`/`CcFull` ([{"Email", "Name"}]) as one header value."""
     return ", ".join(
-        formataddr((as_str(e.get("Name")) or "", e["Email"]))
+        format_address(as_str(e.get("Name")), e["Email"])
         for e in map(as_dict, as_list(entries))
         if as_str(e.get("Email"))
     )
@@ -32,7 +31,7 @@ class PostmarkInboundProvider(BasicAuthProvider):
         if not as_str(sender.get("Email")):
             raise MalformedPayload("FromFull.Email is required")
 
-        headers: list[tuple[str, str]] = [("From", formataddr((as_str(sender.get("Name")) or "", sender["Email"])))]
+        headers: list[tuple[str, str]] = [("From", format_address(as_str(sender.get("Name")), sender["Email"]))]
         for name, field in (("To", "ToFull"), ("Cc", "CcFull"), ("Bcc", "BccFull")):
             value = _addresses(body.get(field))
             if value:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, StorageStub, serve_storage
 from tests.helpers import SANDBOX_KEY, free_port, relay_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,15 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def storage_stub() -> Iterator[StorageStub]:
+    """Mailgun's message storage, for `delivered` events posted to the real web process."""
+    stub, server = serve_storage()
+    yield stub
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, storage_stub: StorageStub) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("e2e-logs")
     sandbox_port, web_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
@@ -71,6 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         WEB_CONCURRENCY="2",
         # A killed worker's messages return after the heartbeat lapses (60 s in production).
         RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS="3",
+        RELAY_MAILGUN_STORAGE_ORIGINS=storage_stub.url,
     )
     sandbox = spawn(
         [sys.executable, "-m", "relay", "sandbox", "--port", str(sandbox_port), "--api-key", SANDBOX_KEY],
