@@ -64,11 +64,6 @@ class TestMailgunRouteWebhook(WebhookCases):
             "content_type": URLENCODED,
         }
 
-    def test_stale_signature_is_401(self, client: Any, redis_client: Any) -> None:
-        response = client.post(ROUTE, **route_post("stale"))
-        assert response.status_code == 401 and "stale" in response.json["error"]
-        assert redis_client.dbsize() == 0
-
     def test_same_post_twice_is_a_duplicate(self, client: Any) -> None:
         """A Mailgun retry repeats the signature and token; a new token with the same email dedups by Message-ID."""
         signature = mailgun_signature()
@@ -104,6 +99,46 @@ class TestMailgunEventWebhook(WebhookCases):
         again = client.post(EVENTS, **{**self.request(), "data": mailgun_event("event-opened.json", signature)})
         assert again.json["status"] == "duplicate"
         assert again.json["deliveries"][0]["id"] == first.json["deliveries"][0]["id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "post"),
+    [
+        (ROUTE, lambda sig: route_post(signature=sig)),
+        (EVENTS, lambda sig: {"data": mailgun_event("event-opened.json", sig), "content_type": "application/json"}),
+    ],
+)
+def test_stale_signature_is_401_and_nothing_is_stored(client: Any, redis_client: Any, path: str, post: Any) -> None:
+    response = client.post(path, **post(mailgun_signature(age=86400 + 600)))
+    assert response.status_code == 401 and "stale" in response.json["error"]
+    assert redis_client.dbsize() == 0
+    assert client.post(path, **post(mailgun_signature(age=86400 - 600))).status_code == 200
+
+
+def test_multipart_parsed_post_lists_attachments(client: Any, services: Any) -> None:
+    def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        return b"--xYzZY\r\nContent-Disposition: " + disposition.encode() + b"\r\n\r\n" + value + b"\r\n"
+
+    headers = json.dumps(
+        [["From", "zoe@example.com"], ["To", "leasing+prospect-Z1@reply.acme-living.com"], ["Subject", "docs"]]
+    )
+    body = (
+        b"".join(
+            [
+                part("message-headers", headers.encode()),
+                part("body-plain", "Here are my documents — thanks".encode()),
+                part("attachment-count", b"1"),
+                part("attachment-1", b"%PDF-1.4 fake", "bank statement.pdf"),
+            ]
+        )
+        + b"--xYzZY--\r\n"
+    )
+    response = client.post(ROUTE, data=signed_multipart(body, mailgun_signature()), content_type=SENDGRID_FORM)
+    (summary,) = response.json["deliveries"]
+    assert summary["prospectId"] == "Z1"
+    text = services.store.payload(summary["id"])["body"]
+    assert text.startswith("Here are my documents — thanks") and "bank statement.pdf (13 B)" in text
 
 
 def test_parsed_route_post_uses_message_headers(client: Any, services: Any) -> None:
