@@ -169,5 +169,19 @@ def directory_import(csv_file: TextIO) -> None:
     click.echo(f"imported {len(rows)} prospects")
 
 
+@cli.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--with-body", is_flag=True, help="Include the (base64) body.")
+def quarantine(limit: int, with_body: bool) -> None:
+    """Authenticated webhook posts that could not be read, newest first, one JSON object per line."""
+    from relay.quarantine import Quarantine
+
+    services = Services(settings_or_exit())
+    for entry in Quarantine(services.redis).entries(limit):
+        if not with_body:
+            entry.pop("body", None)
+        click.echo(json.dumps(entry))
+
+
 if __name__ == "__main__":
     cli()

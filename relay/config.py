@@ -62,10 +62,6 @@ class Settings:
     insecure_webhooks: bool = False
     worker_heartbeat_timeout_seconds: float = 60.0
 
-    @property
-    def api_enabled(self) -> bool:
-        return bool(self.api_token)
-
 
 class _Reader:
     """Reads variables one by one, collecting every problem before failing."""

@@ -42,6 +42,7 @@ local dedup_ttl = tonumber(ARGV[5])
 local status = ARGV[6]
 local prospect = ARGV[7]
 local message_key = ARGV[8]
+local cutoff = tonumber(score) - record_ttl * 1000
 if KEYS[1] ~= prefix .. "no-claim" then
   local holder = redis.call("get", KEYS[1])
   if holder and redis.call("exists", prefix .. "delivery:" .. holder) == 1 then
@@ -50,15 +51,19 @@ if KEYS[1] ~= prefix .. "no-claim" then
   redis.call("set", KEYS[1], id, "EX", dedup_ttl)
 end
 local record = prefix .. "delivery:" .. id
-local pairs = {}
-for i = 9, #ARGV do pairs[#pairs + 1] = ARGV[i] end
-redis.call("hset", record, unpack(pairs))
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call("hset", record, unpack(fields))
 redis.call("expire", record, record_ttl)
-redis.call("zadd", prefix .. "idx:all", score, id)
-redis.call("zadd", prefix .. "idx:status:" .. status, score, id)
+-- Entries older than the record TTL point at expired records: trim on every write.
+for _, index in ipairs({"idx:all", "idx:status:" .. status}) do
+  redis.call("zremrangebyscore", prefix .. index, "-inf", cutoff)
+  redis.call("zadd", prefix .. index, score, id)
+end
 redis.call("zadd", prefix .. "idx:message:" .. message_key, score, id)
 redis.call("expire", prefix .. "idx:message:" .. message_key, record_ttl)
 if prospect ~= "" then
+  redis.call("zremrangebyscore", prefix .. "idx:prospect:" .. prospect, "-inf", cutoff)
   redis.call("zadd", prefix .. "idx:prospect:" .. prospect, score, id)
 end
 return false
@@ -71,8 +76,7 @@ local prefix = ARGV[1]
 local id = ARGV[2]
 local new_status = ARGV[3]
 local allowed = ARGV[4]
-local ttl = ARGV[5]
-local drop_payload = ARGV[6]
+local drop_payload = ARGV[5]
 local record = prefix .. "delivery:" .. id
 local old = redis.call("hget", record, "status")
 if not old then return false end
@@ -81,19 +85,20 @@ if allowed ~= "" and not string.find("," .. allowed .. ",", "," .. old .. ",", 1
 end
 local score = redis.call("zscore", prefix .. "idx:all", id) or "0"
 redis.call("zrem", prefix .. "idx:status:" .. old, id)
+-- Entries older than the record TTL point at expired records: trim on every write.
+redis.call("zremrangebyscore", prefix .. "idx:status:" .. new_status, "-inf", ARGV[6])
 redis.call("zadd", prefix .. "idx:status:" .. new_status, score, id)
-local pairs = {"status", new_status}
+local fields = {"status", new_status}
 for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == "" then
     redis.call("hdel", record, ARGV[i])
   else
-    pairs[#pairs + 1] = ARGV[i]
-    pairs[#pairs + 1] = ARGV[i + 1]
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
   end
 end
-redis.call("hset", record, unpack(pairs))
+redis.call("hset", record, unpack(fields))
 if drop_payload == "1" then redis.call("hdel", record, "payload") end
-if ttl ~= "" then redis.call("expire", record, tonumber(ttl)) end
 return old
 """
 
@@ -277,7 +282,6 @@ class DeliveryStore:
         *,
         allowed_from: Iterable[str] = (),
         drop_payload: bool = False,
-        ttl: int | None = None,
         **changes: Any,
     ) -> str | None:
         """Move a delivery to `status`, setting `changes` (None deletes a field); the old status, or None if refused."""
@@ -286,8 +290,8 @@ class DeliveryStore:
             delivery_id,
             status,
             ",".join(allowed_from),
-            "" if ttl is None else ttl,
             "1" if drop_payload else "0",
+            now_ms() - self.record_ttl * 1000,
         ]
         for name, value in changes.items():
             if name == "payload":
@@ -303,9 +307,6 @@ class DeliveryStore:
 
     def ids_with_status(self, status: str) -> list[str]:
         return [str(m) for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
-
-    def count(self, status: str) -> int:
-        return int(self.redis.zcard(f"{PREFIX}idx:status:{status}"))
 
     def list(
         self,
@@ -372,10 +373,3 @@ class DeliveryStore:
             last = page[-1]
             next_cursor = f"{last.receivedAt}_{last.id}"
         return page, next_cursor
-
-    def trim_indexes(self) -> None:
-        """Drop index entries older than the record TTL (their records have expired)."""
-        cutoff = now_ms() - self.record_ttl * 1000
-        self.redis.zremrangebyscore(f"{PREFIX}idx:all", "-inf", cutoff)
-        for status in STATUSES:
-            self.redis.zremrangebyscore(f"{PREFIX}idx:status:{status}", "-inf", cutoff)

@@ -140,7 +140,6 @@ class Forwarder:
             DELIVERED,
             allowed_from=PENDING,
             drop_payload=True,
-            ttl=self.store.record_ttl,
             communicationId=communication_id or "",
             deliveredAt=now_ms(),
             lastError=None,

@@ -128,11 +128,12 @@ def replay_delivery(services: Services, delivery_id: str) -> Delivery:
     delivery = services.store.get(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}")
+    if delivery.status != DEAD:
+        raise Conflict(f"only dead deliveries can be replayed; this one is {delivery.status}")
     if services.store.payload(delivery_id) is None:
         raise Conflict("the delivery has no payload left to send")
-    old = services.store.transition(delivery_id, QUEUED, allowed_from=(DEAD,), retryFrom=now_ms(), reason=None)
-    if old is None:
-        raise Conflict(f"only dead deliveries can be replayed; this one is {delivery.status}")
+    if services.store.transition(delivery_id, QUEUED, allowed_from=(DEAD,), retryFrom=now_ms()) is None:
+        raise Conflict("the delivery changed while it was being replayed")
     services.queue.enqueue(delivery_id)
     services.store.mark_enqueued(delivery_id)
     return services.store.get(delivery_id) or delivery

@@ -44,11 +44,3 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # Dramatiq logs message ids and retries at INFO; its per-message chatter is DEBUG already.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
-def mask_address(address: str | None) -> str | None:
-    """`jo@acme.com` → `j…@acme.com`: enough to tell mailboxes apart, not enough to identify."""
-    if not address:
-        return address
-    local, _, domain = address.rpartition("@")
-    return f"{local[:1]}…@{domain}"

@@ -11,8 +11,10 @@ from typing import Any
 import redis
 
 KEY = "relay:quarantine"
-KEEP = 100  # newest entries kept; each may be up to RELAY_MAX_REQUEST_BYTES
+KEEP = 100  # newest entries kept
 TTL_SECONDS = 7 * 86400
+# Bodies may be 30 MiB; the first MiB shows what went wrong without letting the list eat Redis.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class Quarantine:
@@ -27,7 +29,9 @@ class Quarantine:
             "reason": reason,
             "contentType": content_type,
             "receivedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "body": base64.b64encode(body).decode(),
+            "size": len(body),
+            "truncated": len(body) > MAX_BODY_BYTES,
+            "body": base64.b64encode(body[:MAX_BODY_BYTES]).decode(),
         }
         pipe = self.redis.pipeline()
         pipe.lpush(KEY, json.dumps(entry))

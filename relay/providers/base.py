@@ -99,8 +99,17 @@ def read_form(request: Request) -> Form:
 
     Flask would decode every field as UTF-8; SendGrid posts each part in its
     original charset without saying so on the part, so decoding waits until
-    the provider knows which charset applies.
+    the provider knows which charset applies. Parsed once per request.
     """
+    cached: Form | None = request.environ.get("relay.form")
+    if cached is not None:
+        return cached
+    fields = _parse_form(request)
+    request.environ["relay.form"] = fields
+    return fields
+
+
+def _parse_form(request: Request) -> Form:
     body = request.get_data(cache=True, as_text=False)
     fields: Form = {}
     if request.mimetype == "multipart/form-data":

@@ -180,11 +180,8 @@ class MailgunEventProvider(WebhookProvider):
     malformed_status: ClassVar[int] = 406
 
     def _signature(self, request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(request.get_data(cache=True, as_text=False))
-        except ValueError:
-            return {}
-        return as_dict(as_dict(body).get("signature"))
+        # Flask caches the parsed body, so verify, replay check and parse read it once.
+        return as_dict(as_dict(request.get_json(force=True, silent=True)).get("signature"))
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         signature = self._signature(request)
