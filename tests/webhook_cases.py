@@ -67,6 +67,11 @@ class WebhookCases:
         response = down.post(self.path, **self.request())
         assert response.status_code == 503 and response.json["error"]
 
+    def test_unreadable_post_while_redis_is_down_is_503(self, make_settings: Any) -> None:
+        """It cannot be quarantined, so the provider is asked to retry rather than told to give up."""
+        down = create_app(make_settings(REDIS_URL="redis://127.0.0.1:1/0")).test_client()
+        assert down.post(self.path, **self.malformed_request()).status_code == 503
+
     def test_same_post_twice_is_a_duplicate(self, client: Any) -> None:
         first = client.post(self.path, **self.request())
         second = client.post(self.path, **self.request())

@@ -7,7 +7,6 @@ import json
 import logging
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 
 from relay.deliveries import DUPLICATE
@@ -26,15 +25,13 @@ webhooks = Blueprint("webhooks", __name__)
 
 
 def _quarantine(provider: WebhookProvider, error: MalformedPayload) -> None:
-    try:
-        Quarantine(services().redis).keep(
-            provider=provider.name,
-            reason=error.message,
-            content_type=request.content_type,
-            body=request.get_data(cache=True, as_text=False),
-        )
-    except redis.RedisError:
-        log.warning("could not quarantine unreadable request", extra={"provider": provider.name})
+    """Keep the raw request; if Redis cannot take it, the RedisError becomes a 503 and the provider retries."""
+    Quarantine(services().redis).keep(
+        provider=provider.name,
+        reason=error.message,
+        content_type=request.content_type,
+        body=request.get_data(cache=True, as_text=False),
+    )
 
 
 def _token_key(provider: WebhookProvider, token: str) -> str:
