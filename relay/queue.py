@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.middleware import Retries, TimeLimit
 
@@ -27,7 +28,9 @@ UNEXPECTED_ERROR_MAX_BACKOFF_MS = 300_000
 
 def build_broker(settings: Settings) -> RedisBroker:
     broker = RedisBroker(
-        url=settings.redis_url,
+        # Dramatiq decodes message bytes itself, so this client does not decode; the timeouts
+        # let a webhook answer 503 rather than hang when Redis stops answering.
+        client=redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10),
         namespace=NAMESPACE,
         heartbeat_timeout=int(settings.worker_heartbeat_timeout_seconds * 1000),
         maintenance_chance=MAINTENANCE_CHANCE,
