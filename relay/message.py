@@ -216,9 +216,10 @@ def build_email(
 
     mid = normalise_message_id(message_id) or normalise_message_id(first("message-id"))
     if mid is None:
+        # Header recipients only: the envelope and Bcc differ between copies of one email.
         mid = fallback_message_id(
-            sender,
-            to + cc + bcc + env_to,
+            sender.lower() if sender else None,
+            [a.lower() for a in to + cc],
             date_header,
             subject,
             (html or "") + "\x00" + (text or ""),

@@ -69,3 +69,12 @@ def test_something_that_is_not_an_email_is_malformed(raw: bytes) -> None:
 def test_unknown_charset_does_not_break_parsing() -> None:
     raw = b"From: a@x.com\r\nTo: b@y.com\r\nSubject: s\r\nContent-Type: text/plain; charset=x-klingon\r\n\r\nqapla\r\n"
     assert parse_mime(raw).text is not None
+
+
+def test_fallback_id_ignores_envelope_and_bcc_which_differ_between_copies() -> None:
+    headers = [("From", "Dana@acme-living.com"), ("To", "renter@example.com"), ("Subject", "Tour")]
+    sender_copy = build_email(
+        headers=[*headers, ("Bcc", "log@acme-living.com")], text="hi", envelope_to=["log@acme-living.com"]
+    )
+    recipient_copy = build_email(headers=headers, text="hi", envelope_to=["renter@example.com"])
+    assert sender_copy.message_id == recipient_copy.message_id
