@@ -123,6 +123,22 @@ def enqueue(services: Services, delivery: Delivery) -> None:
     services.store.mark_enqueued(delivery.id)
 
 
+def queue_again(services: Services, delivery: Delivery, **changes: Any) -> Delivery:
+    """Move a dead or unmatched delivery back to queued and enqueue it; undone if the enqueue fails."""
+    old = services.store.transition(delivery.id, QUEUED, allowed_from=(delivery.status,), retryFrom=now_ms(), **changes)
+    if old is None:
+        raise Conflict("the delivery changed meanwhile; try again")
+    try:
+        enqueue(services, delivery)
+    except redis.RedisError:
+        try:
+            services.store.transition(delivery.id, delivery.status, allowed_from=(QUEUED,))
+        except redis.RedisError:
+            log.warning("could not undo an unqueued replay", extra={"delivery_id": delivery.id})
+        raise
+    return services.store.get(delivery.id) or delivery
+
+
 def replay_delivery(services: Services, delivery_id: str) -> Delivery:
     """Queue a dead delivery again; its retry window starts anew."""
     delivery = services.store.get(delivery_id)
@@ -132,11 +148,7 @@ def replay_delivery(services: Services, delivery_id: str) -> Delivery:
         raise Conflict(f"only dead deliveries can be replayed; this one is {delivery.status}")
     if services.store.payload(delivery_id) is None:
         raise Conflict("the delivery has no payload left to send")
-    if services.store.transition(delivery_id, QUEUED, allowed_from=(DEAD,), retryFrom=now_ms()) is None:
-        raise Conflict("the delivery changed while it was being replayed")
-    services.queue.enqueue(delivery_id)
-    services.store.mark_enqueued(delivery_id)
-    return services.store.get(delivery_id) or delivery
+    return queue_again(services, delivery)
 
 
 def replay_dead(services: Services) -> list[str]:
@@ -171,21 +183,14 @@ def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, age
     if agent:
         payload["agent"] = {"username": agent}
     store.assign_prospect(delivery_id, prospect_id)
-    old = store.transition(
-        delivery_id,
-        QUEUED,
-        allowed_from=(UNMATCHED,),
+    return queue_again(
+        services,
+        delivery,
         prospectId=prospect_id,
         agentUsername=agent or delivery.agentUsername,
         payload=payload,
         reason=None,
-        retryFrom=now_ms(),
     )
-    if old is None:
-        raise Conflict("the delivery changed while it was being resolved")
-    services.queue.enqueue(delivery_id)
-    store.mark_enqueued(delivery_id)
-    return store.get(delivery_id) or delivery
 
 
 def record_ignored(services: Services, item: Ignored, provider: str, received_at: datetime | None = None) -> Intake:
