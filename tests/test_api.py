@@ -105,8 +105,9 @@ def test_deliveries_list_filters_and_pages_newest_first(client: Any) -> None:
 
     by_status = client.get("/v1/deliveries?status=unmatched", headers=BEARER).json["deliveries"]
     assert [d["id"] for d in by_status] == [unmatched]
-    by_message = client.get("/v1/deliveries?messageId=3@x", headers=BEARER).json["deliveries"]
-    assert [d["id"] for d in by_message] == [ids[3]]
+    for query in ("3@x", "%3C3@x%3E"):  # with or without angle brackets
+        by_message = client.get(f"/v1/deliveries?messageId={query}", headers=BEARER).json["deliveries"]
+        assert [d["id"] for d in by_message] == [ids[3]]
     assert (
         client.get("/v1/deliveries?status=queued&prospectId=P1", headers=BEARER).json["deliveries"][0]["id"] == ids[-1]
     )

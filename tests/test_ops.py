@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from relay.app import create_app
+from relay.logs import JsonFormatter
+from tests.helpers import BEARER, basic_auth, mime, wait_for_status
 
 
 def test_healthz_needs_no_dependency(make_settings: Any) -> None:
@@ -27,3 +30,19 @@ def test_every_response_carries_a_request_id(client: Any) -> None:
 def test_unknown_paths_are_json_404(client: Any) -> None:
     response = client.get("/nope")
     assert response.status_code == 404 and response.json["error"]
+
+
+def test_info_logs_carry_no_addresses_bodies_or_secrets(client: Any, sandbox: Any, worker: Any, caplog: Any) -> None:
+    sandbox.seed("P1", agent="pat")
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    caplog.set_level(logging.INFO)
+    response = client.post(
+        "/webhooks/mime", data=mime(body="secret tour code 4711"), content_type="message/rfc822", headers=basic_auth()
+    )
+    wait_for_status(client, response.json["deliveries"][0]["id"], "delivered")
+    client.post("/webhooks/mime", data=b"garbage", content_type="message/rfc822", headers=basic_auth())
+    lines = [JsonFormatter().format(record) for record in caplog.records if record.levelno >= logging.INFO]
+    assert any("delivered to Knock" in line for line in lines)
+    for line in lines:
+        for leaked in ("renter@example.com", "leasing@acme-living.com", "4711", "s3cret", "test-token", "sandbox-key"):
+            assert leaked not in line, line

@@ -13,7 +13,7 @@ from relay.deliveries import STATUSES
 from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
 from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery
 from relay.knock.client import KnockRejected, KnockTransientError
-from relay.message import Metadata, build_email
+from relay.message import Metadata, build_email, normalise_message_id
 from relay.routing import MESSAGE_TYPES
 from relay.web import services
 from relay.web.openapi import OPENAPI
@@ -216,7 +216,7 @@ def list_deliveries() -> Response:
     query = load_query(DeliveryQuerySchema())
     page, next_cursor = services().store.list(
         status=query["status"],
-        message_id=query["messageId"],
+        message_id=normalise_message_id(query["messageId"]),
         prospect_id=query["prospectId"],
         cursor=query["cursor"],
         limit=query["limit"],
