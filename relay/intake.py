@@ -19,7 +19,7 @@ from relay.deliveries import (
     new_delivery_id,
     now_ms,
 )
-from relay.errors import Conflict, MalformedPayload, NotFound, StoreUnavailable
+from relay.errors import Conflict, MalformedPayload, NotFound
 from relay.knock.schema import render_log_email, validate_log_email
 from relay.message import Email, Ignored
 from relay.routing import Target, route_email
@@ -50,40 +50,37 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
     """Route the email, store one delivery per prospect (or one unmatched/ignored) and queue what can go."""
     received_at = received_at or datetime.now(UTC)
     received_ms = int(received_at.timestamp() * 1000)
-    try:
-        view = services.directory.view_for(email, services.rules.reply_tag_prefix)
-        route = route_email(email, services.rules, view)
-        targets = route.targets or (Target(None),)
-        summaries = []
-        for target in targets:
-            payload = render_log_email(email, route.message_type, target.agent_username, received_at)
-            problems = validate_log_email(payload, agent_pending=target.agent_username is None)
-            if problems:
-                raise MalformedPayload("email cannot be mapped to a Knock body", details=problems)
-            reason: str | None
-            if route.ignored_reason:
-                status, reason = IGNORED, route.ignored_reason
-            elif target.prospect_id is None:
-                status, reason = UNMATCHED, route.unmatched_reason
-            else:
-                status, reason = QUEUED, None
-            delivery = Delivery(
-                id=new_delivery_id(),
-                status=status,
-                type=route.message_type,
-                direction=route.direction,
-                messageId=email.message_id,
-                provider=provider,
-                subject=payload["subject"],
-                sentTime=payload["sentTime"],
-                receivedAt=received_ms,
-                prospectId=target.prospect_id,
-                agentUsername=target.agent_username,
-                reason=reason,
-            )
-            summaries.append(store_and_queue(services, delivery, payload))
-    except redis.RedisError as exc:
-        raise StoreUnavailable() from exc
+    view = services.directory.view_for(email, services.rules.reply_tag_prefix)
+    route = route_email(email, services.rules, view)
+    targets = route.targets or (Target(None),)
+    summaries = []
+    for target in targets:
+        payload = render_log_email(email, route.message_type, target.agent_username, received_at)
+        problems = validate_log_email(payload, agent_pending=target.agent_username is None)
+        if problems:
+            raise MalformedPayload("email cannot be mapped to a Knock body", details=problems)
+        reason: str | None
+        if route.ignored_reason:
+            status, reason = IGNORED, route.ignored_reason
+        elif target.prospect_id is None:
+            status, reason = UNMATCHED, route.unmatched_reason
+        else:
+            status, reason = QUEUED, None
+        delivery = Delivery(
+            id=new_delivery_id(),
+            status=status,
+            type=route.message_type,
+            direction=route.direction,
+            messageId=email.message_id,
+            provider=provider,
+            subject=payload["subject"],
+            sentTime=payload["sentTime"],
+            receivedAt=received_ms,
+            prospectId=target.prospect_id,
+            agentUsername=target.agent_username,
+            reason=reason,
+        )
+        summaries.append(store_and_queue(services, delivery, payload))
     intake = Intake(tuple(summaries))
     log.info(
         "email accepted",
@@ -207,8 +204,5 @@ def record_ignored(services: Services, item: Ignored, provider: str, received_at
         receivedAt=received_ms,
         reason=item.reason,
     )
-    try:
-        services.store.create(delivery, {}, claim=False)
-    except redis.RedisError as exc:
-        raise StoreUnavailable() from exc
+    services.store.create(delivery, {}, claim=False)
     return Intake((delivery.summary(),))

@@ -63,10 +63,6 @@ class DeliveryQueue:
         )
         self.broker.enqueue(message)
 
-    def depth(self) -> int:
-        """Messages waiting, delayed or in flight."""
-        return int(self.broker.do_qsize(QUEUE_NAME))
-
 
 def register_forward_actor(broker: RedisBroker, forwarder: Forwarder) -> dramatiq.Actor:  # type: ignore[type-arg]
     def forward_delivery(delivery_id: str) -> None:

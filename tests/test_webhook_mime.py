@@ -84,3 +84,10 @@ def test_body_without_length_is_cut_at_the_cap(client: Any, settings: Any) -> No
 def test_no_body_produces_a_5xx(client: Any, raw: bytes) -> None:
     response = client.post("/webhooks/mime", data=raw, content_type="message/rfc822", headers=basic_auth())
     assert response.status_code < 500, response.json
+
+
+def test_dedup_claim_lasts_the_configured_window(make_settings: Any, redis_client: Any) -> None:
+    client = create_app(make_settings(RELAY_DEDUP_TTL_SECONDS="120")).test_client()
+    client.post("/webhooks/mime", data=mime(), content_type="message/rfc822", headers=basic_auth())
+    (claim,) = redis_client.keys("relay:dedup:*")
+    assert 110 < redis_client.ttl(claim) <= 120

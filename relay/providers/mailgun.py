@@ -40,24 +40,26 @@ STORAGE_FETCH_TIMEOUT_SECONDS = 10
 ATTACHMENT_FIELD = re.compile(r"^attachment-\d+$")
 
 
-def signature_problem(timestamp: str, token: str, signature: str, settings: Settings) -> str | None:
-    """Why a Mailgun signature is not acceptable, or None when it is."""
+def check_signature(timestamp: Any, token: Any, signature: Any, settings: Settings) -> None:
+    """Raise Unauthorized unless `signature` is HMAC-SHA256(signing key, timestamp + token) and recent."""
     key = settings.mailgun_webhook_signing_key
     if not key:
-        return None if settings.insecure_webhooks else "webhook signing is not configured (MAILGUN_WEBHOOK_SIGNING_KEY)"
+        if settings.insecure_webhooks:
+            return
+        raise Unauthorized("webhook signing is not configured (MAILGUN_WEBHOOK_SIGNING_KEY)")
+    timestamp, token, signature = (str(v) if v else "" for v in (timestamp, token, signature))
     if not (timestamp and token and signature):
-        return "missing Mailgun signature"
+        raise Unauthorized("missing Mailgun signature")
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
-        return "wrong Mailgun signature"
+        raise Unauthorized("wrong Mailgun signature")
     try:
         age = time.time() - float(timestamp)
-    except ValueError:
-        return "malformed Mailgun timestamp"
+    except ValueError as exc:
+        raise Unauthorized("malformed Mailgun timestamp") from exc
     # Mailgun retries for 8 hours with the original signature, so the window must be generous.
     if abs(age) > settings.signature_max_age_seconds:
-        return "stale Mailgun signature"
-    return None
+        raise Unauthorized("stale Mailgun signature")
 
 
 def metadata_from_variables(variables: Any) -> Metadata:
@@ -69,6 +71,16 @@ def metadata_from_variables(variables: Any) -> Metadata:
         if isinstance(variables.get(name), str | int) and str(variables[name]).strip()
     }
     return Metadata(**values)
+
+
+def with_user_variables(email: Email) -> Email:
+    """Route posts carry the route's user variables as an X-Mailgun-Variables JSON header."""
+    raw = email.header("x-mailgun-variables")
+    try:
+        variables = json.loads(raw) if raw else None
+    except ValueError:
+        variables = None
+    return replace(email, metadata=email.metadata.merged(metadata_from_variables(variables)))
 
 
 def timestamp_of(value: Any) -> datetime | None:
@@ -117,14 +129,9 @@ class MailgunRouteProvider(WebhookProvider):
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         form = self._form(request)
-        problem = signature_problem(
-            form_value(form, "timestamp") or "",
-            form_value(form, "token") or "",
-            form_value(form, "signature") or "",
-            settings,
+        check_signature(
+            form_value(form, "timestamp"), form_value(form, "token"), form_value(form, "signature"), settings
         )
-        if problem:
-            raise Unauthorized(problem)
 
     def replay_token(self, request: Request) -> str | None:
         return form_value(self._form(request), "token")
@@ -139,9 +146,7 @@ class MailgunRouteProvider(WebhookProvider):
         }
         mime = form.get("body-mime")
         if mime:
-            email = parse_mime(mime[0].data, **common)
-            user_metadata = metadata_from_variables(_loads(email.header("x-mailgun-variables")))
-            return [replace(email, metadata=email.metadata.merged(user_metadata))]
+            return [with_user_variables(parse_mime(mime[0].data, **common))]
 
         raw_headers = form_value(form, "message-headers")
         if raw_headers is None:
@@ -151,25 +156,21 @@ class MailgunRouteProvider(WebhookProvider):
             pairs = [(str(name), str(value)) for name, value in listed]
         except (ValueError, TypeError) as exc:
             raise MalformedPayload("message-headers must be a JSON list of [name, value] pairs") from exc
-        headers = decode_header_pairs(pairs)
-        variables = next((v for n, v in headers if n.lower() == "x-mailgun-variables"), None)
         attachments = [
             Attachment(part.filename or name, len(part.data), part.content_type or "application/octet-stream")
             for name, parts in form.items()
             if ATTACHMENT_FIELD.match(name)
             for part in parts
         ]
-        return [
-            build_email(
-                headers=headers,
-                text=form_value(form, "body-plain"),
-                html=form_value(form, "body-html"),
-                attachments=attachments,
-                message_id=form_value(form, "Message-Id"),
-                metadata=metadata_from_variables(_loads(variables)),
-                **common,
-            )
-        ]
+        email = build_email(
+            headers=decode_header_pairs(pairs),
+            text=form_value(form, "body-plain"),
+            html=form_value(form, "body-html"),
+            attachments=attachments,
+            message_id=form_value(form, "Message-Id"),
+            **common,
+        )
+        return [with_user_variables(email)]
 
 
 class MailgunEventProvider(WebhookProvider):
@@ -185,14 +186,7 @@ class MailgunEventProvider(WebhookProvider):
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         signature = self._signature(request)
-        problem = signature_problem(
-            str(signature.get("timestamp") or ""),
-            str(signature.get("token") or ""),
-            str(signature.get("signature") or ""),
-            settings,
-        )
-        if problem:
-            raise Unauthorized(problem)
+        check_signature(signature.get("timestamp"), signature.get("token"), signature.get("signature"), settings)
 
     def replay_token(self, request: Request) -> str | None:
         token = self._signature(request).get("token")
@@ -229,16 +223,21 @@ def fetch_stored_message(url: str, settings: Settings) -> bytes:
     """The stored message's MIME; ProviderUnavailable when Mailgun should retry the event later."""
     if not settings.mailgun_api_key:
         raise ProviderUnavailable("MAILGUN_API_KEY is not configured; cannot fetch the stored message")
+    body = b""
     try:
-        response = requests.get(
+        with requests.get(
             url,
             auth=("api", settings.mailgun_api_key),
             headers={"Accept": "message/rfc2822"},
             timeout=STORAGE_FETCH_TIMEOUT_SECONDS,
             allow_redirects=False,  # a redirect could lead outside the allow-list
             stream=True,
-        )
-        body = response.raw.read(settings.max_request_bytes + 1, decode_content=True)
+        ) as response:
+            # Read no more than the cap (plus one byte, to tell a message that fits from one that does not).
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > settings.max_request_bytes:
+                    break
     except requests.RequestException as exc:
         raise ProviderUnavailable(f"stored message fetch failed: {type(exc).__name__}") from exc
     if response.status_code in (404, 410):
@@ -252,12 +251,3 @@ def fetch_stored_message(url: str, settings: Settings) -> bytes:
     if not isinstance(mime, str) or not mime:
         raise MalformedPayload("stored message has no body-mime")
     return mime.encode("utf-8", "surrogateescape")
-
-
-def _loads(value: str | None) -> Any:
-    if not value:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        return None
