@@ -127,6 +127,8 @@ def run_tests(args: list[str]) -> int:
         processes.append(process)
         url = base.rsplit("/", 1)[0] + "/15"
     env["RELAY_TEST_REDIS_URL"] = url
+    # Tests that need a Redis of their own (persistence settings, outages) start this binary.
+    env.setdefault("RELAY_TEST_REDIS_SERVER", redis_server_binary())
     try:
         return subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env)
     finally:
@@ -161,6 +163,7 @@ def run_stack() -> int:
     env.setdefault("RELAY_WEBHOOK_BASIC_AUTH", DEV_BASIC_AUTH)
     env.setdefault("RELAY_MAILBOX_DOMAINS", "acme-living.com")
     env.setdefault("PORT", "8000")
+    env.setdefault("RELAY_WORKER_PORT", str(free_port()))
     env.setdefault("REDIS_URL", "redis://localhost:6379/0")
     processes: list[subprocess.Popen[bytes]] = []
     try:

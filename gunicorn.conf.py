@@ -1,16 +1,27 @@
-"""gunicorn settings; PORT and WEB_CONCURRENCY are honoured."""
+"""gunicorn settings; PORT, WEB_CONCURRENCY, RELAY_WEB_THREADS and LOG_LEVEL are honoured."""
 
 import os
+
+from relay.logs import gunicorn_logconfig
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("RELAY_WEB_THREADS", "4"))
 worker_class = "gthread"
 # Webhooks answer after Redis, never after Knock; a slow client upload is the long pole.
+# Behind a buffering proxy (the chart's ingress) bodies arrive whole and fast.
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
-accesslog = None  # the app logs one JSON line per request
+# The app logs one JSON line per request (with its duration); gunicorn's own lines are JSON too.
+accesslog = None
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+logconfig_dict = gunicorn_logconfig(loglevel)
 # Settings are read and checked once in the master, so a bad setting fails start-up with its lines.
 preload_app = True
+# The worker heartbeat file lives in memory, which also works on a read-only root filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# No runtime control socket: it would be written under $HOME (absent on a read-only root
+# filesystem) and shared by every gunicorn of the same user; scaling is the orchestrator's job.
+control_socket_disable = True

@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import sys
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import click
 
@@ -15,13 +15,17 @@ from relay.logs import configure_logging
 from relay.services import Services
 
 
+def exit_with_problems(problems: list[str]) -> NoReturn:
+    for problem in problems:
+        click.echo(f"configuration error: {problem}", err=True)
+    sys.exit(1)
+
+
 def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ConfigError as error:
-        for problem in error.problems:
-            click.echo(f"configuration error: {problem}", err=True)
-        sys.exit(1)
+        exit_with_problems(error.problems)
 
 
 @click.group()
@@ -49,20 +53,24 @@ def worker(threads: int, shutdown_grace: float) -> None:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     from relay.worker import run_worker
 
-    run_worker(
-        Services(settings_or_exit()),
-        threads=threads,
-        shutdown_grace_seconds=shutdown_grace,
-    )
+    services = Services(settings_or_exit())
+    refusals = services.persistence.check_at_start()
+    if refusals:
+        exit_with_problems(refusals)
+    try:
+        run_worker(services, threads=threads, shutdown_grace_seconds=shutdown_grace)
+    except ConfigError as error:
+        exit_with_problems(error.problems)
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8081, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="RELAY_SANDBOX_HOST")
+@click.option("--port", type=int, default=8081, show_default=True, envvar="RELAY_SANDBOX_PORT")
 @click.option(
     "--api-key",
     default="sandbox-key",
     show_default=True,
+    envvar="RELAY_SANDBOX_API_KEY",
     help="The x-api-key it accepts.",
 )
 @click.option(
@@ -79,6 +87,33 @@ def sandbox(host: str, port: int, api_key: str, id_field: str) -> None:
     from relay.knock.sandbox import create_sandbox
 
     run_simple(host, port, create_sandbox(api_key, id_field), threaded=True)
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=4.0, show_default=True)
+def healthcheck(timeout: float) -> None:
+    """Exit 0 when a relay process in this container answers /healthz.
+
+    Tries the web server (PORT, 8000), the worker's port (RELAY_WORKER_PORT, 8001) and the
+    sandbox (RELAY_SANDBOX_PORT, 8081) on the loopback, so one image check fits every role.
+    """
+    import urllib.error
+    import urllib.request
+
+    ports = {
+        os.environ.get("PORT") or "8000",
+        os.environ.get("RELAY_WORKER_PORT") or "8001",
+        os.environ.get("RELAY_SANDBOX_PORT") or "8081",
+    }
+    for port in sorted(ports - {"0"}):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as answer:
+                if answer.status == 200:
+                    click.echo(f"healthy on port {port}")
+                    return
+        except (urllib.error.URLError, OSError):
+            continue
+    raise click.ClickException("no relay process answers /healthz")
 
 
 @cli.group()

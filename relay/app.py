@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from relay.config import Settings, load_settings
+from relay.config import ConfigError, Settings, load_settings
 from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
 from relay.logs import request_id
 from relay.services import Services
@@ -22,7 +23,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["relay"] = Services(settings)
+    services = Services(settings)
+    refusals = services.persistence.check_at_start()
+    if refusals:
+        raise ConfigError(refusals)
+    app.extensions["relay"] = services
 
     from relay.web.api import api
     from relay.web.ops import ops
@@ -37,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def start_request() -> None:
         rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
         g.request_id = rid
+        g.started = time.perf_counter()
         request_id.set(rid)
         # Refuse oversized bodies before anything reads them (chunked bodies are cut while read).
         if request.content_length is not None and request.content_length > settings.max_request_bytes:
@@ -57,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
                 },
             )
         return response

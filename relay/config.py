@@ -61,6 +61,8 @@ class Settings:
     ignore_auto_replies: bool = True
     insecure_webhooks: bool = False
     worker_heartbeat_timeout_seconds: float = 60.0
+    worker_port: int = 8001
+    require_durable_redis: bool = False
 
 
 class _Reader:
@@ -74,7 +76,9 @@ class _Reader:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def number(self, name: str, default: float, *, minimum: float = 0, integer: bool = False) -> Any:
+    def number(
+        self, name: str, default: float, *, minimum: float = 0, maximum: float | None = None, integer: bool = False
+    ) -> Any:
         raw = self.text(name)
         if raw is None:
             return default
@@ -86,6 +90,9 @@ class _Reader:
             return default
         if value < minimum:
             self.problems.append(f"{name}: must be at least {minimum}, got {raw!r}")
+            return default
+        if maximum is not None and value > maximum:
+            self.problems.append(f"{name}: must be at most {maximum}, got {raw!r}")
             return default
         return value
 
@@ -217,6 +224,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ignore_auto_replies=read.flag("RELAY_IGNORE_AUTO_REPLIES", True),
         insecure_webhooks=read.flag("RELAY_INSECURE_WEBHOOKS", False),
         worker_heartbeat_timeout_seconds=read.number("RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS", 60.0, minimum=1),
+        worker_port=read.number("RELAY_WORKER_PORT", 8001, maximum=65535, integer=True),
+        require_durable_redis=read.flag("RELAY_REQUIRE_DURABLE_REDIS", False),
     )
     if read.problems:
         raise ConfigError(read.problems)

@@ -37,10 +37,26 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """JSON lines on stdout for every logger of the process (one format for the container's log)."""
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Dramatiq logs message ids and retries at INFO; its per-message chatter is DEBUG already.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
+    """gunicorn's `logconfig_dict`: its own messages as the same JSON lines on stdout."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "root": {"level": level.upper(), "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "handlers": ["stdout"], "propagate": False},
+            "gunicorn.access": {"level": level.upper(), "handlers": ["stdout"], "propagate": False},
+        },
+    }

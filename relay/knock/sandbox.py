@@ -300,6 +300,7 @@ def create_sandbox(api_key: str = DEFAULT_API_KEY, id_field: str = "id") -> Flas
         return jsonify({"status": "reset"}), 200
 
     @app.get("/_sandbox/health")
+    @app.get("/healthz")
     def health() -> tuple[Response, int]:
         return jsonify({"status": "ok"}), 200
 

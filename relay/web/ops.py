@@ -18,9 +18,14 @@ def healthz() -> tuple[Response, int]:
 
 @ops.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready only when Redis answers: without it nothing can be accepted."""
+    """Ready only when Redis answers (without it nothing can be accepted) and, when
+    RELAY_REQUIRE_DURABLE_REDIS is on, persists its data."""
+    check = services().persistence
     try:
         services().redis.ping()
+        report = check.report()
     except redis.RedisError:
         return jsonify({"status": "unavailable", "redis": "unreachable"}), 503
-    return jsonify({"status": "ok", "redis": "ok"}), 200
+    if not check.acceptable(report):
+        return jsonify({"status": "unavailable", "redis": "not durable", "persistence": report.public()}), 503
+    return jsonify({"status": "ok", "redis": "ok", "persistence": report.public()}), 200

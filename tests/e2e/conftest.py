@@ -45,7 +45,8 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        worker = spawn([sys.executable, "-m", "relay", "worker", "--threads", "2"], self.env, self.logs / "worker.log")
+        env = {**self.env, "RELAY_WORKER_PORT": str(free_port())}
+        worker = spawn([sys.executable, "-m", "relay", "worker", "--threads", "2"], env, self.logs / "worker.log")
         self.workers.append(worker)
         return worker
 
