@@ -1,0 +1,280 @@
+"""The Helm chart, linted and rendered by Helm's own engine, every manifest validated offline."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from relay.config import load_settings
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "knock-relay"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+KUBERNETES = kubernetes_validate.latest_version()
+
+
+def ci_values(name: str) -> dict[str, Any]:
+    return yaml.safe_load((CHART / "ci" / name).read_text())  # type: ignore[no-any-return]
+
+
+def render(values: dict[str, Any] | None = None, release: str = "relay") -> list[dict[str, Any]]:
+    with helm_python.Chart.load(str(CHART)) as chart:
+        files = chart.render(values or {}, name=release, namespace="leasing")
+    manifests = []
+    for path, text in files.items():
+        if path.endswith(".yaml"):
+            manifests += [doc for doc in yaml.safe_load_all(text) if doc]
+    return manifests
+
+
+def notes(values: dict[str, Any] | None = None) -> str:
+    with helm_python.Chart.load(str(CHART)) as chart:
+        return chart.render(values or {}, name="relay", namespace="leasing")["knock-relay/templates/NOTES.txt"]
+
+
+def one(manifests: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
+    found = [m for m in manifests if m["kind"] == kind and (component is None or component_of(m) == component)]
+    assert len(found) == 1, [(m["kind"], m["metadata"]["name"]) for m in found]
+    return found[0]
+
+
+def component_of(manifest: dict[str, Any]) -> str | None:
+    return manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only  # type: ignore[no-any-return]
+
+
+def pods(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    specs = [m["spec"]["template"]["spec"] for m in manifests if m["kind"] == "Deployment"]
+    return specs + [m["spec"] for m in manifests if m["kind"] == "Pod"]
+
+
+VALUE_SETS = [pytest.param({}, id="defaults")] + [
+    pytest.param(yaml.safe_load(path.read_text()), id=path.name) for path in CI_VALUES
+]
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_chart_lints_without_warnings(values: dict[str, Any]) -> None:
+    report = helm_python.lint(str(CHART), values, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_every_rendered_manifest_validates_strictly(values: dict[str, Any]) -> None:
+    manifests = render(values)
+    assert {"ConfigMap", "Secret", "Service", "Deployment", "Pod"} <= {m["kind"] for m in manifests} or values
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+
+
+def test_ci_values_turn_every_option_on() -> None:
+    manifests = render(ci_values("all-on-values.yaml"))
+    kinds = sorted(m["kind"] for m in manifests)
+    assert kinds.count("Deployment") == 3  # web, worker, sandbox
+    assert kinds.count("HorizontalPodAutoscaler") == 2 and kinds.count("PodDisruptionBudget") == 2
+    assert "Ingress" in kinds and "ServiceAccount" in kinds and kinds.count("Service") == 2
+
+
+def test_web_and_worker_run_their_commands_with_their_probes() -> None:
+    manifests = render()
+    web = container(one(manifests, "Deployment", "web"))
+    assert web["command"] == ["gunicorn", "wsgi:app"]
+    port = {p["name"]: p["containerPort"] for p in web["ports"]}["http"]
+    assert {"name": "PORT", "value": str(port)} in web["env"]
+    assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert web["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+    worker_deployment = one(manifests, "Deployment", "worker")
+    worker = container(worker_deployment)
+    assert worker["command"] == ["python", "-m", "relay", "worker"]
+    grace = float(worker["args"][worker["args"].index("--shutdown-grace") + 1])
+    assert worker_deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+    health_port = {p["name"]: p["containerPort"] for p in worker["ports"]}["health"]
+    assert {"name": "RELAY_WORKER_PORT", "value": str(health_port)} in worker["env"]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "readinessProbe" not in worker  # a worker takes no traffic
+
+
+def test_a_grace_period_below_the_worker_shutdown_grace_is_refused() -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="terminationGracePeriodSeconds must be above"):
+        render({"worker": {"shutdownGraceSeconds": 60, "terminationGracePeriodSeconds": 60}})
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_every_pod_is_locked_down(values: dict[str, Any]) -> None:
+    for pod in pods(render(values)):
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for each in pod["containers"]:
+            context = each["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert "limits" in each["resources"] and "memory" in each["resources"]["limits"]
+        relay_containers = [c for c in pod["containers"] if c["name"] != "readyz"]
+        for each in relay_containers:
+            assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]  # the one writable place
+        if relay_containers:
+            assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
+
+
+def test_replica_and_autoscaling_values_change_the_output() -> None:
+    fixed = render({"web": {"replicaCount": 5}, "worker": {"replicaCount": 3}})
+    assert one(fixed, "Deployment", "web")["spec"]["replicas"] == 5
+    assert one(fixed, "Deployment", "worker")["spec"]["replicas"] == 3
+    assert not [m for m in fixed if m["kind"] == "HorizontalPodAutoscaler"]
+
+    scaled = render({"worker": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 9}}})
+    assert "replicas" not in one(scaled, "Deployment", "worker")["spec"]
+    assert one(scaled, "Deployment", "web")["spec"]["replicas"] == 2
+    hpa = one(scaled, "HorizontalPodAutoscaler", "worker")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 9)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == one(scaled, "Deployment", "worker")["metadata"]["name"]
+
+
+def test_disruption_budgets_select_their_own_pods() -> None:
+    manifests = render()
+    for component in ("web", "worker"):
+        budget = one(manifests, "PodDisruptionBudget", component)
+        labels = one(manifests, "Deployment", component)["spec"]["template"]["metadata"]["labels"]
+        assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert not [m for m in render({"web": {"podDisruptionBudget": {"enabled": False}}}) if component_of(m) == "web"
+                and m["kind"] == "PodDisruptionBudget"]  # fmt: skip
+
+
+def environment(manifests: list[dict[str, Any]], component: str) -> dict[str, str]:
+    """What the component's container sees: ConfigMap and Secret through envFrom, then its own env."""
+    spec = container(one(manifests, "Deployment", component))
+    env: dict[str, str] = {}
+    for source in spec["envFrom"]:
+        ref = source.get("configMapRef") or source.get("secretRef")
+        matching = [m for m in manifests if m["metadata"]["name"] == ref["name"] and m["kind"] in ("ConfigMap", "Secret")]
+        for manifest in matching:
+            env.update(manifest.get("data") or manifest.get("stringData") or {})
+    env.update({item["name"]: item["value"] for item in spec.get("env", [])})
+    return env
+
+
+def test_rendered_environment_is_a_valid_relay_configuration() -> None:
+    manifests = render(ci_values("all-on-values.yaml"))
+    for component in ("web", "worker"):
+        settings = load_settings(environment(manifests, component))
+        assert settings.environment == "production"
+        assert settings.redis_url == "rediss://:redis-password@redis.leasing.svc:6380/0"
+        assert settings.mailbox_domains == {"acme-living.com", "reply.acme-living.com"}
+        assert settings.knock_rate_limit == 20 and settings.require_durable_redis is True
+        assert settings.webhook_basic_auth == (("relay", "first-secret"), ("relay2", "second-secret"))
+        # Staging: the sandbox is on, so Knock is the in-cluster sandbox with its key.
+        sandbox_service = one(manifests, "Service", "sandbox")
+        assert settings.knock_base_url == f"http://{sandbox_service['metadata']['name']}:8081"
+        assert settings.knock_api_key == "staging-sandbox-key"
+    assert load_settings(environment(manifests, "worker")).worker_port == 9001
+
+    production = render({**ci_values("all-on-values.yaml"), "sandbox": {"enabled": False}})
+    for component in ("web", "worker"):
+        settings = load_settings(environment(production, component))
+        assert settings.knock_base_url == "https://stage-syndication.knockrentals.com"
+        assert settings.knock_api_key == "knock-api-key"
+        assert settings.api_token == "relay-api-token" and settings.mailgun_api_key == "mailgun-api-key"
+        assert settings.mailgun_webhook_signing_key == "mailgun-signing-key"
+
+
+def test_existing_secret_replaces_the_charts_secret() -> None:
+    manifests = render(ci_values("existing-secret-values.yaml"))
+    assert not [m for m in manifests if m["kind"] == "Secret"]
+    for component in ("web", "worker"):
+        refs = [s.get("secretRef", {}).get("name") for s in container(one(manifests, "Deployment", component))["envFrom"]]
+        assert "knock-relay-credentials" in refs
+
+
+def test_ingress_buffers_whole_bodies_up_to_the_relay_limit() -> None:
+    ingress = one(render({"ingress": {"enabled": True}}), "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    body_mib = int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m"))
+    assert body_mib * 1024 * 1024 > 31457280
+    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert paths == {"/webhooks", "/v1"}  # probes stay inside the cluster
+    unbuffered = one(render({"ingress": {"enabled": True, "bufferRequests": False}}), "Ingress")
+    assert "nginx.ingress.kubernetes.io/proxy-request-buffering" not in unbuffered["metadata"].get("annotations", {})
+
+
+def test_long_release_names_are_truncated_and_keep_their_component() -> None:
+    release = "a-very-long-release-name-for-the-leasing-team-in-production-cluster"
+    for manifest in render({"sandbox": {"enabled": True}}, release=release):
+        name = manifest["metadata"]["name"]
+        assert len(name) <= 63 and not name.endswith("-"), name
+    names = {m["metadata"]["name"] for m in render(release=release) if m["kind"] == "Deployment"}
+    assert {n.rsplit("-", 1)[1] for n in names} == {"web", "worker"}
+
+
+def test_helm_test_pod_checks_readyz_through_the_service() -> None:
+    manifests = render()
+    pod = one(manifests, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = one(manifests, "Service", "web")
+    script = "\n".join(container_ for container_ in pod["spec"]["containers"][0]["command"])
+    assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/readyz" in script
+
+
+def test_notes_print_the_webhook_url_for_each_provider() -> None:
+    text = notes({"ingress": {"enabled": True, "hosts": [{"host": "relay.acme-living.com", "paths": [
+        {"path": "/webhooks", "pathType": "Prefix"}]}], "tls": [{"secretName": "t", "hosts": ["relay.acme-living.com"]}]}})  # fmt: skip
+    for url in (
+        "https://USER:PASS@relay.acme-living.com/webhooks/sendgrid/inbound",
+        "https://relay.acme-living.com/webhooks/mailgun/inbound",
+        "https://relay.acme-living.com/webhooks/mailgun/events",
+        "https://USER:PASS@relay.acme-living.com/webhooks/postmark/inbound",
+        "https://relay.acme-living.com/webhooks/mime",
+    ):
+        assert url in text
+    assert "WARNING: secrets.redisUrl is empty" in notes()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"web": {"port": "eighty"}},
+        {"config": {"environment": "staging"}},
+        {"config": {"knockBaseUrl": "ftp://knock"}},
+        {"webb": {}},
+        {"ingress": {"hosts": [{"host": "h", "paths": [{"path": "webhooks", "pathType": "Prefix"}]}]}},
+    ],
+)
+def test_schema_rejects_mistyped_values(values: dict[str, Any]) -> None:
+    with helm_python.Chart.load(str(CHART)) as chart, pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema(values)
+
+
+def test_every_value_is_commented() -> None:
+    """Each leaf in values.yaml has a comment line above it, or sits in a block whose key has one."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    uncommented = []
+    covered_below: int | None = None  # indentation of a commented block whose children need no comment
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][\w.-]*):(.*)$", line)
+        if not match:
+            continue
+        indent, key, rest = len(match[1]), match[2], match[3].strip()
+        if covered_below is not None and indent > covered_below:
+            continue
+        covered_below = None
+        previous = next((lines[i].strip() for i in range(number - 1, -1, -1) if lines[i].strip()), "")
+        if previous.startswith("#"):
+            covered_below = indent
+        elif rest:  # a leaf without its own comment
+            uncommented.append(key)
+    assert uncommented == []
