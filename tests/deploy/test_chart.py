@@ -161,8 +161,9 @@ def environment(manifests: list[dict[str, Any]], component: str) -> dict[str, st
     env: dict[str, str] = {}
     for source in spec["envFrom"]:
         ref = source.get("configMapRef") or source.get("secretRef")
-        matching = [m for m in manifests if m["metadata"]["name"] == ref["name"] and m["kind"] in ("ConfigMap", "Secret")]
-        for manifest in matching:
+        for manifest in manifests:
+            if manifest["metadata"]["name"] != ref["name"] or manifest["kind"] not in ("ConfigMap", "Secret"):
+                continue
             env.update(manifest.get("data") or manifest.get("stringData") or {})
     env.update({item["name"]: item["value"] for item in spec.get("env", [])})
     return env
@@ -196,7 +197,8 @@ def test_existing_secret_replaces_the_charts_secret() -> None:
     manifests = render(ci_values("existing-secret-values.yaml"))
     assert not [m for m in manifests if m["kind"] == "Secret"]
     for component in ("web", "worker"):
-        refs = [s.get("secretRef", {}).get("name") for s in container(one(manifests, "Deployment", component))["envFrom"]]
+        sources = container(one(manifests, "Deployment", component))["envFrom"]
+        refs = [source.get("secretRef", {}).get("name") for source in sources]
         assert "knock-relay-credentials" in refs
 
 
@@ -231,8 +233,12 @@ def test_helm_test_pod_checks_readyz_through_the_service() -> None:
 
 
 def test_notes_print_the_webhook_url_for_each_provider() -> None:
-    text = notes({"ingress": {"enabled": True, "hosts": [{"host": "relay.acme-living.com", "paths": [
-        {"path": "/webhooks", "pathType": "Prefix"}]}], "tls": [{"secretName": "t", "hosts": ["relay.acme-living.com"]}]}})  # fmt: skip
+    host = "relay.acme-living.com"
+    text = notes({"ingress": {
+        "enabled": True,
+        "hosts": [{"host": host, "paths": [{"path": "/webhooks", "pathType": "Prefix"}]}],
+        "tls": [{"secretName": "t", "hosts": [host]}],
+    }})  # fmt: skip
     for url in (
         "https://USER:PASS@relay.acme-living.com/webhooks/sendgrid/inbound",
         "https://relay.acme-living.com/webhooks/mailgun/inbound",
