@@ -14,6 +14,7 @@ from relay.config import ConfigError, Settings, load_settings
 from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
 from relay.logs import request_id
 from relay.services import Services
+from relay.untrusted_json import UntrustedJSONProvider
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json = UntrustedJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     services = Services(settings)
     refusals = services.persistence.check_at_start()
@@ -74,26 +76,28 @@ def create_app(settings: Settings | None = None) -> Flask:
 def register_error_handlers(app: Flask) -> None:
     """Every error the relay answers with, mapped to HTTP in one place."""
 
-    def answer(error: RelayError) -> tuple[Response, int]:
-        return jsonify(error.body()), error.status
+    def answer(error: RelayError) -> tuple[Response, int, dict[str, str]]:
+        return jsonify(error.body()), error.status, error.headers()
 
     @app.errorhandler(RelayError)
-    def relay_error(error: RelayError) -> tuple[Response, int]:
+    def relay_error(error: RelayError) -> tuple[Response, int, dict[str, str]]:
         return answer(error)
 
     @app.errorhandler(redis.RedisError)
-    def store_unavailable(error: redis.RedisError) -> tuple[Response, int]:
+    def store_unavailable(error: redis.RedisError) -> tuple[Response, int, dict[str, str]]:
         log.warning("redis unavailable", extra={"error": type(error).__name__})
         return answer(StoreUnavailable())
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
+    def too_large(_: RequestEntityTooLarge) -> tuple[Response, int, dict[str, str]]:
         return answer(PayloadTooLarge())
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Response, int]:
+    def http_error(error: HTTPException) -> tuple[Response, int, list[tuple[str, str]]]:
         status = error.code or 400
-        return jsonify({"error": (error.description or error.name)}), status
+        # Keep what werkzeug says the status needs (e.g. `Allow` on a 405), in a JSON body.
+        kept = [(k, v) for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")]
+        return jsonify({"error": (error.description or error.name)}), status, kept
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:

@@ -30,12 +30,31 @@ class RelayError(Exception):
             payload["details"] = self.details
         return payload
 
+    def headers(self) -> dict[str, str]:
+        """Response headers HTTP asks for with this status."""
+        return {}
+
+
+#: `WWW-Authenticate` challenges (a 401 must name one): the partner API's, basic-auth webhooks', Mailgun's.
+BEARER_CHALLENGE = 'Bearer realm="knock-relay"'
+BASIC_CHALLENGE = 'Basic realm="knock-relay webhooks", charset="UTF-8"'
+MAILGUN_CHALLENGE = 'Mailgun-HMAC-SHA256 realm="knock-relay webhooks"'
+#: Seconds a caller should wait before retrying a 503.
+RETRY_AFTER_SECONDS = 10
+
 
 class Unauthorized(RelayError):
     """Credentials or signature missing, wrong or stale."""
 
     status = 401
     default_message = "unauthorized"
+
+    def __init__(self, message: str | None = None, *, challenge: str = BEARER_CHALLENGE) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge}
 
 
 class MalformedPayload(RelayError):
@@ -73,17 +92,25 @@ class PayloadTooLarge(RelayError):
     default_message = "request too large"
 
 
-class StoreUnavailable(RelayError):
-    """Redis cannot be reached; the caller should retry later."""
+class RetryLater(RelayError):
+    """Something the relay needs is away for now; the caller should retry later."""
 
     status = 503
+    default_message = "unavailable, retry later"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+class StoreUnavailable(RetryLater):
+    """Redis cannot be reached."""
+
     default_message = "storage unavailable, retry later"
 
 
-class ProviderUnavailable(RelayError):
+class ProviderUnavailable(RetryLater):
     """A provider resource the webhook needs (e.g. a Mailgun stored message) is unreachable for now."""
 
-    status = 503
     default_message = "provider unavailable, retry later"
 
 

@@ -263,7 +263,38 @@ def test_same_email_through_two_providers_is_logged_once(storage_client: Any, st
         ("https://user:pw@se.api.mailgun.net/v3/x", False),
         ("https://[::1]/x", False),
         ("not a url", False),
+        # Parser confusion: requests would connect to evil.com for each of these.
+        ("https://evil.com\\.mailgun.net/", False),
+        ("https://evil.com\\@se.api.mailgun.net/", False),
+        ("https://evil.com#.mailgun.net", False),
+        ("https://evil.com?.mailgun.net", False),
+        ("https://evil.com%5c.mailgun.net/", False),
+        ("https://evil.com%2f.mailgun.net/", False),
+        ("https://se.api.mailgun.net@evil.com/", False),
+        ("https://se.api.mailgun.net\t.evil.com/", False),
+        ("https://se.api.mailgun.net./v3/x", False),
+        # Lookalike hosts.
+        ("https://x.mailgun.net.evil.com/v3/x", False),
+        ("https://mailgun.net.evil/v3/x", False),
+        ("https://mailgun.net/v3/x", False),  # `*.` needs a subdomain
+        ("https://se.api.mailgun.net/v3/x@y", False),
     ],
 )
 def test_storage_origin_allow_list(url: str, allowed: bool) -> None:
     assert origin_allowed(url, ("https://*.mailgun.net",)) is allowed
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://storage.example.com/v3/x", True),
+        ("https://STORAGE.example.com/v3/x", True),
+        ("https://storage.example.com.evil.com/v3/x", False),
+        ("https://host.evil.com/v3/x", False),
+        ("https://evil.storage.example.com/v3/x", False),
+        ("https://storage.example.com:443/v3/x", False),
+        ("https://evil.com\\.storage.example.com/v3/x", False),
+    ],
+)
+def test_exact_host_origins_admit_only_that_host(url: str, allowed: bool) -> None:
+    assert origin_allowed(url, ("https://storage.example.com",)) is allowed

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -20,8 +19,9 @@ from flask import Request
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from relay.config import Settings
-from relay.errors import MalformedPayload, Unauthorized
+from relay.errors import BASIC_CHALLENGE, MalformedPayload, Unauthorized
 from relay.message import Email, Ignored
+from relay.untrusted_json import loads
 
 
 class WebhookProvider(ABC):
@@ -72,9 +72,11 @@ class BasicAuthProvider(WebhookProvider):
         if not settings.webhook_basic_auth:
             if settings.insecure_webhooks:
                 return
-            raise Unauthorized("webhook authentication is not configured (RELAY_WEBHOOK_BASIC_AUTH)")
+            raise Unauthorized(
+                "webhook authentication is not configured (RELAY_WEBHOOK_BASIC_AUTH)", challenge=BASIC_CHALLENGE
+            )
         if not basic_auth_matches(request.headers.get("Authorization"), settings.webhook_basic_auth):
-            raise Unauthorized("missing or wrong basic auth credentials")
+            raise Unauthorized("missing or wrong basic auth credentials", challenge=BASIC_CHALLENGE)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def json_object(raw: str | bytes | None, what: str) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except ValueError as exc:
         raise MalformedPayload(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from dataclasses import replace
@@ -14,9 +13,11 @@ from urllib.parse import urlsplit
 
 import requests
 from flask import Request
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from relay.config import Settings
-from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
+from relay.errors import MAILGUN_CHALLENGE, MalformedPayload, ProviderUnavailable, Unauthorized
 from relay.message import Attachment, Email, Ignored, Metadata, build_email, decode_header_pairs, parse_mime
 from relay.providers.base import (
     Form,
@@ -28,6 +29,7 @@ from relay.providers.base import (
     read_form,
     request_json,
 )
+from relay.untrusted_json import loads
 
 #: Mailgun user variables that carry explicit routing metadata (SPEC §5.5).
 USER_VARIABLES = {
@@ -46,20 +48,22 @@ def check_signature(timestamp: Any, token: Any, signature: Any, settings: Settin
     if not key:
         if settings.insecure_webhooks:
             return
-        raise Unauthorized("webhook signing is not configured (MAILGUN_WEBHOOK_SIGNING_KEY)")
+        raise Unauthorized(
+            "webhook signing is not configured (MAILGUN_WEBHOOK_SIGNING_KEY)", challenge=MAILGUN_CHALLENGE
+        )
     timestamp, token, signature = (str(v) if v else "" for v in (timestamp, token, signature))
     if not (timestamp and token and signature):
-        raise Unauthorized("missing Mailgun signature")
+        raise Unauthorized("missing Mailgun signature", challenge=MAILGUN_CHALLENGE)
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
-        raise Unauthorized("wrong Mailgun signature")
+        raise Unauthorized("wrong Mailgun signature", challenge=MAILGUN_CHALLENGE)
     try:
         age = time.time() - float(timestamp)
     except ValueError as exc:
-        raise Unauthorized("malformed Mailgun timestamp") from exc
+        raise Unauthorized("malformed Mailgun timestamp", challenge=MAILGUN_CHALLENGE) from exc
     # Mailgun retries for 8 hours with the original signature, so the window must be generous.
     if abs(age) > settings.signature_max_age_seconds:
-        raise Unauthorized("stale Mailgun signature")
+        raise Unauthorized("stale Mailgun signature", challenge=MAILGUN_CHALLENGE)
 
 
 def metadata_from_variables(variables: Any) -> Metadata:
@@ -77,7 +81,7 @@ def with_user_variables(email: Email) -> Email:
     """Route posts carry the route's user variables as an X-Mailgun-Variables JSON header."""
     raw = email.header("x-mailgun-variables")
     try:
-        variables = json.loads(raw) if raw else None
+        variables = loads(raw) if raw else None
     except ValueError:
         variables = None
     return replace(email, metadata=email.metadata.merged(metadata_from_variables(variables)))
@@ -90,27 +94,47 @@ def timestamp_of(value: Any) -> datetime | None:
         return None
 
 
-def origin_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    """`scheme://host[:port]` of `url` against the allow-list, where `*.` matches any subdomain."""
+# A host as DNS spells it: labels of letters, digits and hyphens (no trailing dot, no escapes).
+_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+
+
+def allowed_fetch_url(url: str, allowed: tuple[str, ...]) -> str | None:
+    """The URL to fetch when `url`'s origin is on the allow-list (`*.` matches subdomains), else None.
+
+    The host is read by urllib3's parser, the one `requests` connects with, and must agree with
+    the standard library's reading: a URL that two parsers read differently (a backslash, an
+    `@`, an escape in the host) is refused rather than guessed at.
+    """
+    if any(ch in url for ch in "\\@") or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+        return None
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    host = (parts.hostname or "").lower()
-    if not host or parts.username or parts.password:
-        return False
+        connected = parse_url(url)
+        standard = urlsplit(url)
+        standard_port = standard.port
+    except (LocationParseError, ValueError):
+        return None
+    host = (connected.host or "").lower()
+    if (
+        connected.auth
+        or not _HOSTNAME.match(host)
+        or (connected.scheme, host, connected.port) != (standard.scheme, standard.hostname, standard_port)
+    ):
+        return None
     for origin in allowed:
         scheme, _, rest = origin.partition("://")
         pattern, _, allowed_port = rest.partition(":")
-        if parts.scheme != scheme or (str(port or "") != allowed_port):
+        if connected.scheme != scheme or str(connected.port or "") != allowed_port:
             continue
         if pattern.startswith("*."):
             if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
+                return connected.url
         elif host == pattern:
-            return True
-    return False
+            return connected.url
+    return None
+
+
+def origin_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    return allowed_fetch_url(url, allowed) is not None
 
 
 class MailgunRouteProvider(WebhookProvider):
@@ -152,7 +176,7 @@ class MailgunRouteProvider(WebhookProvider):
         if raw_headers is None:
             raise MalformedPayload("neither message-headers nor body-mime in the post")
         try:
-            listed = json.loads(raw_headers)
+            listed = loads(raw_headers)
             pairs = [(str(name), str(value)) for name, value in listed]
         except (ValueError, TypeError) as exc:
             raise MalformedPayload("message-headers must be a JSON list of [name, value] pairs") from exc
@@ -202,10 +226,11 @@ class MailgunEventProvider(WebhookProvider):
         if event["event"] != "delivered":
             return [Ignored(f"mailgun event {event['event'][:40]}", message_id, subject)]
 
-        url = as_str(as_dict(event.get("storage")).get("url"))
-        if not url:
+        stated_url = as_str(as_dict(event.get("storage")).get("url"))
+        if not stated_url:
             raise MalformedPayload("delivered event without storage.url")
-        if not origin_allowed(url, settings.mailgun_storage_origins):
+        url = allowed_fetch_url(stated_url, settings.mailgun_storage_origins)
+        if url is None:
             raise MalformedPayload("storage.url is outside RELAY_MAILGUN_STORAGE_ORIGINS")
         raw = fetch_stored_message(url, settings)
         recipient = as_str(event.get("recipient"))
