@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.message import ParseLimits
+
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
@@ -63,6 +65,13 @@ class Settings:
     worker_heartbeat_timeout_seconds: float = 60.0
     worker_port: int = 8001
     require_durable_redis: bool = False
+    max_addresses: int = 1000
+    max_mime_parts: int = 500
+    max_mime_depth: int = 20
+
+    @property
+    def parse_limits(self) -> ParseLimits:
+        return ParseLimits(addresses=self.max_addresses, parts=self.max_mime_parts, depth=self.max_mime_depth)
 
 
 class _Reader:
@@ -226,6 +235,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_heartbeat_timeout_seconds=read.number("RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS", 60.0, minimum=1),
         worker_port=read.number("RELAY_WORKER_PORT", 8001, maximum=65535, integer=True),
         require_durable_redis=read.flag("RELAY_REQUIRE_DURABLE_REDIS", False),
+        max_addresses=read.number("RELAY_MAX_ADDRESSES", 1000, minimum=1, integer=True),
+        max_mime_parts=read.number("RELAY_MAX_MIME_PARTS", 500, minimum=1, integer=True),
+        max_mime_depth=read.number("RELAY_MAX_MIME_DEPTH", 20, minimum=1, integer=True),
     )
     if read.problems:
         raise ConfigError(read.problems)

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
@@ -140,26 +140,44 @@ class Delivery:
     deliveredAt: int | None = None
     reason: str | None = None
     retryFrom: int | None = None
+    #: Remote images the body loads when Knock shows it.
+    remoteImages: list[str] = field(default_factory=list)
+    #: What parsing left out beyond the caps (addresses, parts, nesting).
+    truncated: list[str] = field(default_factory=list)
+    #: An earlier attempt may have reached Knock without its answer being recorded.
+    possibleDuplicate: bool = False
     enqueued: bool = False
 
     _INTS = ("receivedAt", "attempts", "deliveredAt", "retryFrom")
+    _LISTS = ("remoteImages", "truncated")
+    _FLAGS = ("possibleDuplicate", "enqueued")
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Delivery:
-        known = {f.name for f in fields(cls)} - {"enqueued"}
+        known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
         for name in cls._INTS:
             if name in values:
                 values[name] = int(values[name])
-        values["enqueued"] = raw.get("enqueued") == "1"
+        for name in cls._LISTS:
+            if name in values:
+                values[name] = json.loads(values[name])
+        for name in cls._FLAGS:
+            values[name] = raw.get(name) == "1"
         return cls(**values)
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for name, value in asdict(self).items():
-            if value is None or name == "enqueued":
+            if value is None or name == "enqueued" or (name in self._LISTS and not value):
                 continue
-            out[name] = str(value)
+            if name in self._LISTS:
+                out[name] = json.dumps(value)
+            elif name in self._FLAGS:
+                if value:
+                    out[name] = "1"
+            else:
+                out[name] = str(value)
         return out
 
     def public(self) -> dict[str, Any]:
@@ -181,6 +199,9 @@ class Delivery:
             "communicationId": self.communicationId,
             "deliveredAt": iso_from_ms(self.deliveredAt),
             "reason": self.reason,
+            "remoteImages": self.remoteImages,
+            "truncated": self.truncated,
+            "possibleDuplicate": self.possibleDuplicate,
         }
 
     def summary(self, status: str | None = None) -> dict[str, Any]:

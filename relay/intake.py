@@ -20,7 +20,7 @@ from relay.deliveries import (
     now_ms,
 )
 from relay.errors import Conflict, MalformedPayload, NotFound
-from relay.knock.schema import render_log_email, validate_log_email
+from relay.knock.schema import remote_images, render_log_email, validate_log_email
 from relay.message import Email, Ignored
 from relay.routing import Target, route_email
 from relay.services import Services
@@ -79,6 +79,8 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
             prospectId=target.prospect_id,
             agentUsername=target.agent_username,
             reason=reason,
+            remoteImages=remote_images(payload["body"]),
+            truncated=list(email.truncated),
         )
         summaries.append(store_and_queue(services, delivery, payload))
     intake = Intake(tuple(summaries))

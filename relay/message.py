@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import quopri
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -22,6 +23,34 @@ METADATA_HEADERS = {
     "x-knock-agent-username": "agent_username",
     "x-knock-message-type": "message_type",
 }
+
+
+#: Headers whose values are mailbox lists: read as addresses, never decoded as text.
+ADDRESS_HEADERS = frozenset(
+    {"from", "sender", "to", "cc", "bcc", "reply-to", "resent-from", "resent-sender", "resent-to", "resent-cc",
+     "resent-bcc", "delivered-to", "return-path"}
+)  # fmt: skip
+#: Headers whose text is shown (the subject goes to Knock), so their RFC 2047 words are decoded.
+#: Every other header is only matched against tokens, so it is unfolded and left raw: decoding
+#: Received, DKIM-Signature and the like costs much and tells the relay nothing.
+TEXT_HEADERS = frozenset({"subject"})
+#: The decoded text of a header is read from at most this many characters.
+MAX_TEXT_HEADER_CHARS = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Caps that keep parsing cost linear in the input; beyond them an email is read in part."""
+
+    addresses: int = 1000  # per address header (To, Cc, Bcc, envelope)
+    parts: int = 500  # MIME parts read
+    depth: int = 20  # multipart nesting levels read
+
+
+#: Names recorded in `Email.truncated` when a cap was reached.
+TRUNCATED_ADDRESSES = "addresses"
+TRUNCATED_PARTS = "parts"
+TRUNCATED_NESTING = "nesting"
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,7 @@ class Email:
     headers: tuple[tuple[str, str], ...] = ()
     provider_timestamp: datetime | None = None
     metadata: Metadata = field(default_factory=Metadata)
+    truncated: tuple[str, ...] = ()
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -109,14 +139,27 @@ def normalise_address(value: str) -> str | None:
     return f"{local}@{domain.lower()}"
 
 
-def addresses(values: Iterable[str]) -> tuple[str, ...]:
-    """Addresses from header values such as `"Doe, Jo" <jo@x.com>, b@y.com`, lowercased, in order."""
+def addresses(values: Iterable[str], limit: int | None = None) -> tuple[str, ...]:
+    """Addresses from header values such as `"Doe, Jo" <jo@x.com>, b@y.com`, each once, in order.
+
+    At most `limit` of them: see `addresses_within`.
+    """
+    return addresses_within(values, limit)[0]
+
+
+def addresses_within(values: Iterable[str], limit: int | None) -> tuple[tuple[str, ...], bool]:
+    """The addresses (at most `limit`) and whether more were left out."""
     found: list[str] = []
+    seen: set[str] = set()
     for _, addr in getaddresses([v for v in values if v]):
         normalised = normalise_address(addr)
-        if normalised and normalised.lower() not in {f.lower() for f in found}:
-            found.append(normalised)
-    return tuple(found)
+        if not normalised or normalised.lower() in seen:
+            continue
+        if limit is not None and len(found) >= limit:
+            return tuple(found), True
+        seen.add(normalised.lower())
+        found.append(normalised)
+    return tuple(found), False
 
 
 def format_address(name: str | None, address: str) -> str:
@@ -187,12 +230,17 @@ def build_email(
     provider_timestamp: datetime | None = None,
     metadata: Metadata | None = None,
     message_id: str | None = None,
+    limits: ParseLimits | None = None,
+    truncated: Iterable[str] = (),
 ) -> Email:
     """Assemble an Email from decoded header pairs and body parts.
 
     Header names are matched case-insensitively; `message_id` overrides the
-    header when a provider hands it over separately.
+    header when a provider hands it over separately. `truncated` names caps the
+    caller already reached (MIME parts, nesting); address caps are applied here.
     """
+    limits = limits or ParseLimits()
+    cut = list(truncated)
     pairs = tuple((name.strip().lower(), str(value)) for name, value in headers)
 
     def values(name: str) -> list[str]:
@@ -202,14 +250,14 @@ def build_email(
         found = values(name)
         return found[0] if found else None
 
-    senders = addresses(values("from")) or addresses(values("sender"))
+    senders = addresses(values("from"), 1) or addresses(values("sender"), 1)
     sender = senders[0] if senders else None
-    to, cc, bcc = (
-        addresses(values("to")),
-        addresses(values("cc")),
-        addresses(values("bcc")),
-    )
-    env_to = addresses(envelope_to)
+    to, to_cut = addresses_within(values("to"), limits.addresses)
+    cc, cc_cut = addresses_within(values("cc"), limits.addresses)
+    bcc, bcc_cut = addresses_within(values("bcc"), limits.addresses)
+    env_to, env_cut = addresses_within(envelope_to, limits.addresses)
+    if (to_cut or cc_cut or bcc_cut or env_cut) and TRUNCATED_ADDRESSES not in cut:
+        cut.append(TRUNCATED_ADDRESSES)
     env_from = normalise_address(envelope_from) if envelope_from else None
     subject = _WHITESPACE.sub(" ", first("subject") or "").strip()
     date_header = first("date")
@@ -242,6 +290,7 @@ def build_email(
         headers=pairs,
         provider_timestamp=provider_timestamp,
         metadata=header_metadata.merged(metadata) if metadata else header_metadata,
+        truncated=tuple(cut),
     )
 
 
@@ -251,15 +300,31 @@ def header_pairs(message: Message) -> list[tuple[str, str]]:
 
 
 def decode_header_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Raw header values (as a provider hands them over) with RFC 2047 encoded words decoded."""
+    """Raw header values (as a provider hands them over): text headers decoded, the rest unfolded."""
     return [(name, _decode_header_value(name, raw)) for name, raw in pairs]
 
 
-def _decode_header_value(name: str, raw: str) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(value: str) -> str:
+    """Raw 8-bit header bytes (kept as surrogate escapes) read as UTF-8; anything unreadable replaced."""
+    if not _SURROGATE.search(value):
+        return value
     try:
-        return str(policy.default.header_fetch_parse(name, raw))
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # lone surrogates that are not escapes (e.g. from JSON)
+        return _SURROGATE.sub("\ufffd", value)
+
+
+def _decode_header_value(name: str, raw: str) -> str:
+    unfolded = without_surrogates(_WHITESPACE.sub(" ", str(raw)).strip())
+    if name.lower() not in TEXT_HEADERS or "=?" not in unfolded:
+        return unfolded
+    try:
+        return str(policy.default.header_fetch_parse(name, unfolded[:MAX_TEXT_HEADER_CHARS]))
     except Exception:  # noqa: BLE001 - a broken header must not break the whole email
-        return _WHITESPACE.sub(" ", raw).strip()
+        return unfolded
 
 
 def parse_header_block(block: str) -> list[tuple[str, str]]:
@@ -283,10 +348,71 @@ def _is_attachment(part: Message) -> bool:
     return disposition == "attachment" or (disposition != "inline" and bool(part.get_filename()))
 
 
-def parse_mime(raw: bytes, **extra: object) -> Email:
+def encoded_size(part: Message) -> int:
+    """The decoded size of a part, computed from its encoded form: attachments are never decoded to be sized."""
+    payload = part.get_payload(decode=False)
+    if not isinstance(payload, str):
+        return 0
+    encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
+    if encoding == "base64":
+        tail = payload.rstrip()[-2:]
+        blanks = sum(payload.count(c) for c in ("\n", "\r", " ", "\t"))
+        return max(0, (len(payload) - blanks) * 3 // 4 - tail.count("="))
+    if encoding == "quoted-printable":
+        return len(quopri.decodestring(payload.encode("ascii", "replace")))
+    return len(payload.encode("utf-8", "surrogateescape"))
+
+
+_BOUNDARY_PARAMETER = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+_DELIMITER_LINE = re.compile(rb"^--([^\s]+?)(--)?[ \t]*\r?$", re.MULTILINE)
+
+
+def cut_after_parts(raw: bytes, max_parts: int) -> tuple[bytes, bool]:
+    """The message up to its `max_parts`-th MIME part, and whether anything was cut.
+
+    Done on the bytes, before the parser builds every part in memory: a message of a hundred
+    thousand tiny parts costs no more than one of `max_parts`.
+    """
+    boundaries = {m[1] or m[2] for m in _BOUNDARY_PARAMETER.finditer(raw)}
+    if not boundaries:
+        return raw, False
+    opened = 0
+    for line in _DELIMITER_LINE.finditer(raw):
+        if line[1] in boundaries and not line[2]:
+            opened += 1
+            if opened > max_parts:
+                return raw[: line.start()], True
+    return raw, False
+
+
+def walk_within(message: Message, max_depth: int) -> tuple[list[Message], bool]:
+    """The leaf parts, depth first in order, reading at most `max_depth` levels of multipart nesting."""
+    leaves: list[Message] = []
+    too_deep = False
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if not part.is_multipart():
+            leaves.append(part)
+            continue
+        if depth >= max_depth:
+            too_deep = True
+            continue
+        children = part.get_payload()
+        if isinstance(children, list):
+            stack.extend((child, depth + 1) for child in reversed(children) if isinstance(child, Message))
+    return leaves, too_deep
+
+
+def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object) -> Email:
     """Read one RFC 5322 message; `extra` goes to build_email (envelope, metadata, ...)."""
+    limits = limits or ParseLimits()
     if not raw or not raw.strip():
         raise MalformedPayload("empty message")
+    truncated: list[str] = []
+    raw, cut = cut_after_parts(raw, limits.parts)
+    if cut:
+        truncated.append(TRUNCATED_PARTS)
     try:
         message = BytesParser(policy=policy.default).parsebytes(raw)
     except Exception as exc:  # noqa: BLE001 - the stdlib parser is lenient; anything it raises is bad input
@@ -298,22 +424,27 @@ def parse_mime(raw: bytes, **extra: object) -> Email:
     text: str | None = None
     html: str | None = None
     attachments: list[Attachment] = []
-    for part in message.walk():
-        if part.is_multipart():
-            continue
+    leaves, too_deep = walk_within(message, limits.depth)
+    if too_deep:
+        truncated.append(TRUNCATED_NESTING)
+    for part in leaves:
         content_type = part.get_content_type()
         if _is_attachment(part):
-            payload = part.get_payload(decode=True)
-            size = len(payload) if isinstance(payload, bytes) else 0
-            attachments.append(Attachment(part.get_filename() or "attachment", size, content_type))
+            attachments.append(Attachment(part.get_filename() or "attachment", encoded_size(part), content_type))
         elif content_type == "text/html" and html is None:
             html = _part_text(part)
         elif content_type == "text/plain" and text is None:
             text = _part_text(part)
         elif part.get_content_maintype() not in ("text", "multipart"):
-            payload = part.get_payload(decode=True)
             if content_type.startswith("image/") and part.get("content-id"):
                 continue  # inline images referenced by cid: are dropped with their references
-            size = len(payload) if isinstance(payload, bytes) else 0
-            attachments.append(Attachment(part.get_filename() or "attachment", size, content_type))
-    return build_email(headers=pairs, text=text, html=html, attachments=attachments, **extra)  # type: ignore[arg-type]
+            attachments.append(Attachment(part.get_filename() or "attachment", encoded_size(part), content_type))
+    return build_email(
+        headers=pairs, text=text, html=html, attachments=attachments, limits=limits, truncated=truncated,
+        **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def iter_parts(message: Message) -> Iterator[Message]:
+    """Every leaf part (no depth cap); for callers that already hold a bounded message."""
+    yield from walk_within(message, 10_000)[0]

@@ -35,7 +35,11 @@ _ALLOWED_ATTRIBUTES = {
     "th": {"colspan", "rowspan", "valign", "bgcolor"},
     "table": {"border", "cellpadding", "cellspacing", "bgcolor"},
 }
+# Declaration values may only be words, numbers, colours and lists of them: no parentheses (so no
+# url(), expression() or var()), no backslash escapes, no comments, no at-rules.
+_SAFE_STYLE_VALUE = re.compile(r"^[#\w\s.,%'\"!+-]+$")
 _URL_SCHEMES = {"http", "https", "mailto", "tel"}
+_REMOTE_IMAGE = re.compile(r"<img\b[^>]*?\ssrc=\"(https?://[^\"]+)\"", re.IGNORECASE)
 # An <img> pointing at a cid: part shows nothing once attachments are gone, so it goes whole.
 _CID_IMAGE = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?\s*cid:[^>]*>", re.IGNORECASE)
 
@@ -79,9 +83,22 @@ def subject_of(email: Email) -> str:
     return email.subject.strip() or NO_SUBJECT
 
 
-def _drop_cid_src(element: str, attribute: str, value: str) -> str | None:
+def safe_style(value: str) -> str | None:
+    """Only declarations of the allowed properties whose values cannot load or run anything."""
+    kept = []
+    for declaration in value.split(";"):
+        name, colon, setting = declaration.partition(":")
+        name, setting = name.strip().lower(), setting.strip()
+        if colon and name in _SAFE_STYLE_PROPERTIES and _SAFE_STYLE_VALUE.match(setting):
+            kept.append(f"{name}:{setting}")
+    return ";".join(kept) or None
+
+
+def _filter_attribute(element: str, attribute: str, value: str) -> str | None:
     if attribute == "src" and value.strip().lower().startswith("cid:"):
         return None
+    if attribute == "style":
+        return safe_style(value)
     return value
 
 
@@ -90,7 +107,7 @@ def sanitise_html(markup: str) -> str:
     return nh3.clean(
         _CID_IMAGE.sub("", markup),
         attributes=_ALLOWED_ATTRIBUTES,
-        attribute_filter=_drop_cid_src,
+        attribute_filter=_filter_attribute,
         url_schemes=_URL_SCHEMES,
         filter_style_properties=_SAFE_STYLE_PROPERTIES,
         clean_content_tags={
@@ -104,6 +121,11 @@ def sanitise_html(markup: str) -> str:
             "head",
         },
     ).strip()
+
+
+def remote_images(body: str) -> list[str]:
+    """The remote images a (sanitised) body loads when shown: Knock shows them, so the record lists them."""
+    return list(dict.fromkeys(html_lib.unescape(url) for url in _REMOTE_IMAGE.findall(body)))
 
 
 def text_as_html(text: str) -> str:

@@ -170,7 +170,7 @@ class MailgunRouteProvider(WebhookProvider):
         }
         mime = form.get("body-mime")
         if mime:
-            return [with_user_variables(parse_mime(mime[0].data, **common))]
+            return [with_user_variables(parse_mime(mime[0].data, limits=settings.parse_limits, **common))]
 
         raw_headers = form_value(form, "message-headers")
         if raw_headers is None:
@@ -187,6 +187,7 @@ class MailgunRouteProvider(WebhookProvider):
             for part in parts
         ]
         email = build_email(
+            limits=settings.parse_limits,
             headers=decode_header_pairs(pairs),
             text=form_value(form, "body-plain"),
             html=form_value(form, "body-html"),
@@ -236,6 +237,7 @@ class MailgunEventProvider(WebhookProvider):
         recipient = as_str(event.get("recipient"))
         email = parse_mime(
             raw,
+            limits=settings.parse_limits,
             envelope_to=[recipient] if recipient else [],
             provider_timestamp=timestamp_of(event.get("timestamp")),
             metadata=metadata_from_variables(event.get("user-variables")),

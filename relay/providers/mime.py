@@ -25,6 +25,7 @@ class RawMimeProvider(BasicAuthProvider):
         return [
             parse_mime(
                 request.get_data(cache=True),
+                limits=settings.parse_limits,
                 envelope_to=envelope_to,
                 envelope_from=envelope_from,
             )

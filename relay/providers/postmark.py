@@ -58,6 +58,7 @@ class PostmarkInboundProvider(BasicAuthProvider):
         original = as_str(body.get("OriginalRecipient"))
         return [
             build_email(
+                limits=settings.parse_limits,
                 headers=headers,
                 text=as_str(body.get("TextBody")),
                 html=as_str(body.get("HtmlBody")),

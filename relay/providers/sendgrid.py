@@ -49,7 +49,7 @@ class SendGridInboundProvider(BasicAuthProvider):
         envelope = envelope_of(form)
         raw = form.get("email")
         if raw:
-            return [parse_mime(raw[0].data, **envelope)]
+            return [parse_mime(raw[0].data, limits=settings.parse_limits, **envelope)]
         if "headers" not in form:
             raise MalformedPayload("neither headers (parsed mode) nor email (raw mode) in the post")
 
@@ -61,6 +61,7 @@ class SendGridInboundProvider(BasicAuthProvider):
             headers.append(("Subject", form_value(form, "subject", charsets.get("subject")) or ""))
         return [
             build_email(
+                limits=settings.parse_limits,
                 headers=headers,
                 text=form_value(form, "text", charsets.get("text")),
                 html=form_value(form, "html", charsets.get("html")),

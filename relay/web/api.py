@@ -191,6 +191,7 @@ def log_message() -> tuple[Response, int]:
     if body["sentTime"] is not None:
         headers.append(("Date", format_datetime(body["sentTime"])))
     email = build_email(
+        limits=services().settings.parse_limits,
         headers=headers,
         text=body["text"],
         html=body["html"],

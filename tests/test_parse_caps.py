@@ -1,0 +1,157 @@
+"""Parsing cost stays linear and capped: hostile emails are logged with what was read, and the record says so.
+
+Each test has a timeout far above its normal run time and far below what the uncapped parser took
+(minutes), so a regression fails here instead of hanging a web worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.app import create_app
+from relay.message import ParseLimits, encoded_size, parse_mime
+from tests.helpers import BEARER, basic_auth
+
+BIG = str(16 * 1024 * 1024)
+
+
+def header_block(extra: str = "") -> bytes:
+    return (
+        "From: Dana <dana@acme-living.com>\r\nSubject: Hello\r\nMessage-ID: <caps@acme-living.com>\r\n"
+        f"Date: Tue, 31 Mar 2020 16:22:06 -0700\r\nMIME-Version: 1.0\r\n{extra}"
+    ).encode()
+
+
+def many_addresses(count: int) -> bytes:
+    to = ", ".join(f"Renter {i} <renter{i}@example.com>" for i in range(count))
+    return header_block(f"To: {to}\r\nContent-Type: text/plain\r\n\r\n") + b"See you Friday.\r\n"
+
+
+def many_parts(count: int) -> bytes:
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(count))
+    head = header_block('To: renter1@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n')
+    return head + parts + b"--b--\r\n"
+
+
+def deep_nesting(depth: int) -> bytes:
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (i, i) for i in range(depth))
+    closing = b"".join(b"\r\n--n%d--" % i for i in reversed(range(depth)))
+    return header_block("To: renter1@example.com\r\n") + opening + b"Content-Type: text/plain\r\n\r\ndeep" + closing
+
+
+@pytest.fixture
+def big_client(make_settings: Any) -> Any:
+    return create_app(make_settings(RELAY_MAX_REQUEST_BYTES=BIG)).test_client()
+
+
+def delivery_of(client: Any, response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.json
+    (summary,) = response.json["deliveries"]
+    return client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(60)
+def test_fifty_thousand_recipients_are_read_up_to_the_cap(big_client: Any) -> None:
+    big_client.put("/v1/prospects/P7", json={"emails": ["renter7@example.com"]}, headers=BEARER)
+    response = big_client.post("/webhooks/mime", data=many_addresses(50_000), content_type="message/rfc822",
+                               headers=basic_auth())  # fmt: skip
+    shown = delivery_of(big_client, response)
+    assert (shown["status"], shown["prospectId"]) == ("queued", "P7")
+    assert shown["truncated"] == ["addresses"]
+
+
+def test_address_cap_follows_its_setting(make_settings: Any) -> None:
+    client = create_app(make_settings(RELAY_MAX_REQUEST_BYTES=BIG, RELAY_MAX_ADDRESSES="5")).test_client()
+    client.put("/v1/prospects/P7", json={"emails": ["renter7@example.com"]}, headers=BEARER)
+    response = client.post("/webhooks/mime", data=many_addresses(10), content_type="message/rfc822",
+                           headers=basic_auth())  # fmt: skip
+    shown = delivery_of(client, response)
+    # renter7 is the eighth address, past the cap of five: no prospect is found.
+    assert (shown["status"], shown["truncated"]) == ("unmatched", ["addresses"])
+
+
+@pytest.mark.timeout(60)
+def test_a_hundred_thousand_parts_are_read_up_to_the_cap(big_client: Any) -> None:
+    response = big_client.post("/webhooks/mime", data=many_parts(100_000), content_type="message/rfc822",
+                               headers=basic_auth())  # fmt: skip
+    shown = delivery_of(big_client, response)
+    assert shown["truncated"] == ["parts"]
+
+
+def test_part_cap_keeps_the_parts_before_it() -> None:
+    raw = many_parts(3).replace(b"\r\n\r\nx\r\n", b"\r\n\r\nfirst\r\n", 1)
+    email = parse_mime(raw, limits=ParseLimits(parts=1))
+    assert (email.text or "").strip() == "first" and email.truncated == ("parts",)
+    assert parse_mime(raw, limits=ParseLimits(parts=3)).truncated == ()
+
+
+@pytest.mark.timeout(60)
+def test_nesting_beyond_the_cap_is_left_out(big_client: Any) -> None:
+    response = big_client.post("/webhooks/mime", data=deep_nesting(100), content_type="message/rfc822",
+                               headers=basic_auth())  # fmt: skip
+    shown = delivery_of(big_client, response)
+    assert shown["truncated"] == ["nesting"]
+    shallow = parse_mime(deep_nesting(3), limits=ParseLimits(depth=5))
+    assert shallow.truncated == () and (shallow.text or "").strip() == "deep"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("build", "size", "peak_mib"),
+    [(many_parts, 100_000, 250), (many_addresses, 50_000, 250), (deep_nesting, 2_000, 150)],
+)
+def test_hostile_messages_are_parsed_in_bounded_memory(build: Any, size: int, peak_mib: int, tmp_path: Path) -> None:
+    """Parsed in a process of its own, so its peak memory is this message's alone."""
+    path = tmp_path / "hostile.eml"
+    path.write_bytes(build(size))
+    script = (
+        "import resource, sys; from relay.message import parse_mime; "
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "email = parse_mime(open(sys.argv[1], 'rb').read()); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, ','.join(email.truncated))"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=100,
+                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    grown_kib, truncated = result.stdout.split()
+    assert int(grown_kib) < peak_mib * 1024, f"{int(grown_kib) // 1024} MiB"
+    assert truncated
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"a", b"ab", b"abc", b"hello world!", bytes(range(256)) * 40, b"\x00" * 4097],
+)
+def test_attachment_sizes_are_computed_without_decoding(data: bytes) -> None:
+    encoded = base64.encodebytes(data).decode()
+    raw = (
+        header_block(
+            'To: renter1@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\n"
+            'Content-Disposition: attachment; filename="f.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        )
+        + encoded.replace("\n", "\r\n").encode()
+        + b"--b--\r\n"
+    )
+    (attachment,) = parse_mime(raw).attachments
+    assert attachment.size == len(data)
+
+
+def test_quoted_printable_and_plain_sizes(tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    for encoding, payload in (("quoted-printable", "caf\u00e9 = ok\n" * 50), ("7bit", "plain text\n" * 10)):
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "a@b.com", "c@d.com", "s"
+        message.set_content("hi")
+        message.add_attachment(payload.encode(), maintype="text", subtype="csv", filename="t.csv", cte=encoding)
+        (part,) = [p for p in message.walk() if p.get_filename()]
+        assert encoded_size(part) == len(part.get_payload(decode=True))
+    assert json.dumps([])
