@@ -110,3 +110,39 @@ def test_schema_allows_a_pending_agent_only_when_asked() -> None:
     body = render_log_email(message(text="x"), "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED", None, RECEIVED)
     assert "agent" in validate_log_email(body)
     assert validate_log_email(body, agent_pending=True) == {}
+
+
+@pytest.mark.parametrize(
+    ("style", "kept"),
+    [
+        ("width:expression(alert(1))", None),
+        ("background:url(https://tracker.example/x.gif)", None),
+        ("background-image:url(javascript:alert(1))", None),
+        ("color:re\\64", None),
+        ("color:red/**/;width:1px", "width:1px"),
+        ("behavior:url(x.htc);-moz-binding:url(x)", None),
+        ("color:red; font-weight:bold; position:fixed", "color:red;font-weight:bold"),
+        ("font-family:Arial, sans-serif;text-align:center", "font-family:Arial, sans-serif;text-align:center"),
+    ],
+)
+def test_inline_css_keeps_only_inert_declarations(style: str, kept: str | None) -> None:
+    from relay.knock.schema import safe_style
+
+    assert safe_style(style) == kept
+    body = sanitise_html(f'<p style="{style}">x</p>')
+    assert "expression" not in body and "url(" not in body and "\\" not in body
+
+
+def test_style_and_title_text_never_reach_knock() -> None:
+    body = sanitise_html("<html><head><title>Secret title</title><style>p{color:red}</style></head><body><p>Hi</p>")
+    assert body == "<p>Hi</p>"
+
+
+def test_remote_images_are_listed_once_and_cid_images_dropped() -> None:
+    from relay.knock.schema import remote_images
+
+    body = sanitise_html(
+        '<img src="https://t.example/p.gif?a=1&b=2"><img src="cid:logo"><img src="https://t.example/p.gif?a=1&b=2">'
+    )
+    assert remote_images(body) == ["https://t.example/p.gif?a=1&b=2"]
+    assert "cid:" not in body

@@ -10,7 +10,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from relay.app import create_app
-from tests.helpers import basic_auth, mime
+from tests.helpers import basic_auth, delivery, mime, post_mime
 from tests.webhook_cases import WebhookCases
 
 AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="guess")}
@@ -91,3 +91,14 @@ def test_dedup_claim_lasts_the_configured_window(make_settings: Any, redis_clien
     client.post("/webhooks/mime", data=mime(), content_type="message/rfc822", headers=basic_auth())
     (claim,) = redis_client.keys("relay:dedup:*")
     assert 110 < redis_client.ttl(claim) <= 120
+
+
+def test_remote_images_are_listed_on_the_record(client: Any) -> None:
+    raw = (
+        mime(body="x")
+        .replace(b"text/plain", b"text/html")
+        .replace(b"\r\n\r\nx", b'\r\n\r\n<p>Hi</p><img src="https://cdn.example.com/banner.png"><img src="cid:logo">')
+    )
+    response = post_mime(client, raw)
+    shown = delivery(client, response.json["deliveries"][0]["id"])
+    assert shown["remoteImages"] == ["https://cdn.example.com/banner.png"]
