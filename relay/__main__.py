@@ -53,7 +53,7 @@ def worker(threads: int, shutdown_grace: float) -> None:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     from relay.worker import run_worker
 
-    services = Services(settings_or_exit())
+    services = Services(settings_or_exit(), patient=True)
     refusals = services.persistence.check_at_start()
     if refusals:
         exit_with_problems(refusals)

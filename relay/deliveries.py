@@ -70,7 +70,8 @@ return false
 """
 
 # Moves a record to a new status (only from the allowed ones, when given),
-# keeping the status index in step; returns the old status or false.
+# keeping the status index in step, and schedules it when ARGV[7] names a due time;
+# returns the old status or false.
 _TRANSITION = """
 local prefix = ARGV[1]
 local id = ARGV[2]
@@ -89,7 +90,8 @@ redis.call("zrem", prefix .. "idx:status:" .. old, id)
 redis.call("zremrangebyscore", prefix .. "idx:status:" .. new_status, "-inf", ARGV[6])
 redis.call("zadd", prefix .. "idx:status:" .. new_status, score, id)
 local fields = {"status", new_status}
-for i = 7, #ARGV, 2 do
+if ARGV[7] ~= "" then redis.call("zadd", prefix .. "due", ARGV[7], id) end
+for i = 8, #ARGV, 2 do
   if ARGV[i + 1] == "" then
     redis.call("hdel", record, ARGV[i])
   else
@@ -101,6 +103,24 @@ redis.call("hset", record, unpack(fields))
 if drop_payload == "1" then redis.call("hdel", record, "payload") end
 return old
 """
+
+
+# Pops up to ARGV[3] retries due by ARGV[1], leasing each until ARGV[2]: a worker that dies
+# before queueing them leaves them due again once the lease runs out.
+_CLAIM_DUE = """
+local ids = redis.call("zrangebyscore", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call("zadd", KEYS[1], ARGV[2], id) end
+return ids
+"""
+
+# Drops a leased retry once queued, unless it was scheduled anew meanwhile (its score changed).
+_RELEASE_DUE = """
+local score = redis.call("zscore", KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1], ARGV[1]) end
+"""
+
+DUE_KEY = f"{PREFIX}due"
+POSSIBLE_DUPLICATES_KEY = f"{PREFIX}idx:possible-duplicate"
 
 
 def now_ms() -> int:
@@ -146,9 +166,12 @@ class Delivery:
     truncated: list[str] = field(default_factory=list)
     #: An earlier attempt may have reached Knock without its answer being recorded.
     possibleDuplicate: bool = False
+    #: The attempt being sent; cleared when its outcome is recorded. Found set, the attempt's
+    #: worker died between sending and recording.
+    inFlight: int | None = None
     enqueued: bool = False
 
-    _INTS = ("receivedAt", "attempts", "deliveredAt", "retryFrom")
+    _INTS = ("receivedAt", "attempts", "deliveredAt", "retryFrom", "inFlight")
     _LISTS = ("remoteImages", "truncated")
     _FLAGS = ("possibleDuplicate", "enqueued")
 
@@ -221,6 +244,8 @@ class DeliveryStore:
         self.dedup_ttl = dedup_ttl
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
+        self._claim_due = client.register_script(_CLAIM_DUE)
+        self._release_due = client.register_script(_RELEASE_DUE)
 
     @staticmethod
     def claim_key(message_id: str, prospect_id: str | None) -> str:
@@ -303,9 +328,11 @@ class DeliveryStore:
         *,
         allowed_from: Iterable[str] = (),
         drop_payload: bool = False,
+        schedule_at: int | None = None,
         **changes: Any,
     ) -> str | None:
-        """Move a delivery to `status`, setting `changes` (None deletes a field); the old status, or None if refused."""
+        """Move a delivery to `status`, setting `changes` (None deletes a field) and, with `schedule_at`,
+        scheduling it then, all at once; the old status, or None if refused."""
         args: list[Any] = [
             PREFIX,
             delivery_id,
@@ -313,6 +340,7 @@ class DeliveryStore:
             ",".join(allowed_from),
             "1" if drop_payload else "0",
             now_ms() - self.record_ttl * 1000,
+            "" if schedule_at is None else schedule_at,
         ]
         for name, value in changes.items():
             if name == "payload":
@@ -325,6 +353,36 @@ class DeliveryStore:
         mapping = {k: json.dumps(v) if k == "payload" else str(v) for k, v in changes.items() if v is not None}
         if mapping:
             self.redis.hset(self.record_key(delivery_id), mapping=mapping)  # type: ignore[arg-type]
+
+    # Attempts and retries ------------------------------------------------------------------
+
+    def begin_attempt(self, delivery_id: str, attempt: int) -> None:
+        """Count the attempt and mark it in flight; written before anything is sent to Knock."""
+        self.redis.hset(self.record_key(delivery_id), mapping={"attempts": attempt, "inFlight": attempt})
+
+    def mark_possible_duplicate(self, delivery_id: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(self.record_key(delivery_id), "possibleDuplicate", "1")
+        pipe.zadd(POSSIBLE_DUPLICATES_KEY, {delivery_id: now_ms()})
+        pipe.zremrangebyscore(POSSIBLE_DUPLICATES_KEY, "-inf", now_ms() - self.record_ttl * 1000)
+        pipe.execute()
+
+    def schedule(self, delivery_id: str, due_ms: int) -> None:
+        """Queue the delivery again at `due_ms` (the worker's retry scheduler moves it when due)."""
+        self.redis.zadd(DUE_KEY, {delivery_id: due_ms})
+
+    def claim_due(self, now: int, lease_ms: int, limit: int = 100) -> tuple[list[str], int]:
+        """Retries due by `now`, leased for `lease_ms`; and the lease score to release them with."""
+        lease = now + lease_ms
+        ids = self._claim_due(keys=[DUE_KEY], args=[now, lease, limit])
+        return [str(i) for i in ids], lease
+
+    def release_due(self, delivery_id: str, lease: int) -> None:
+        self._release_due(keys=[DUE_KEY], args=[delivery_id, lease])
+
+    def due_at(self, delivery_id: str) -> int | None:
+        score = self.redis.zscore(DUE_KEY, delivery_id)
+        return None if score is None else int(score)
 
     def ids_with_status(self, status: str) -> list[str]:
         return [str(m) for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]

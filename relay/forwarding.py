@@ -8,9 +8,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TypeVar
 
-from dramatiq import Retry
+import redis
 
 from relay.deliveries import (
     DEAD,
@@ -58,7 +58,13 @@ class RetryPolicy:
 
 
 class Forwarder:
-    """Sends a delivery's Knock body; resolves a pending agent first (Knock, then the default)."""
+    """Sends a delivery's Knock body; resolves a pending agent first (Knock, then the default).
+
+    Retries are scheduled in Redis (`DeliveryStore.schedule`) and queued again by the worker's
+    `RetryScheduler` when due, not held in the worker's memory, so a Redis outage or a worker
+    restart forgets none. Once Knock has answered, the outcome is written until Redis takes it:
+    a failed write is retried, never the send.
+    """
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class Forwarder:
         default_agent: str | None = None,
         acquire_rate_slot: Callable[[], None] = lambda: None,
         lock_seconds: float = 60.0,
+        redis_wait: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -78,21 +85,26 @@ class Forwarder:
         self.default_agent = default_agent
         self.acquire_rate_slot = acquire_rate_slot
         self.lock_seconds = lock_seconds
+        self.redis_wait = redis_wait or wait_for_redis
 
     def forward(self, delivery_id: str) -> str | None:
-        """Try once; the resulting status, or raise dramatiq.Retry with the delay for the next try."""
+        """Try once; the resulting status (RETRYING when a retry was scheduled)."""
         lock_key = f"relay:lock:{delivery_id}"
         token = uuid.uuid4().hex
         # Two messages for one delivery (a re-enqueue after a lost acknowledgement) must not both send.
         if not self.store.redis.set(lock_key, token, nx=True, px=int(self.lock_seconds * 1000)):
             # Held by a worker sending it now, or by one that died while sending: try when it lapses.
-            remaining = self.store.redis.pttl(lock_key)
-            raise Retry("delivery is being forwarded elsewhere", delay=max(int(remaining), 0) + 500)
+            remaining = max(int(self.store.redis.pttl(lock_key)), 0)
+            self.store.schedule(delivery_id, now_ms() + remaining + 500)
+            return None
         try:
             return self._forward_locked(delivery_id)
         finally:
-            if self.store.redis.get(lock_key) == token:
-                self.store.redis.delete(lock_key)
+            try:
+                if self.store.redis.get(lock_key) == token:
+                    self.store.redis.delete(lock_key)
+            except redis.RedisError:
+                pass  # the lock lapses by itself
 
     def _forward_locked(self, delivery_id: str) -> str | None:
         delivery = self.store.get(delivery_id)
@@ -100,14 +112,20 @@ class Forwarder:
             return delivery.status if delivery else None
         payload = self.store.payload(delivery_id)
         if payload is None or not delivery.prospectId:
-            self._give_up(delivery, "nothing to send: payload or prospect missing")
-            return DEAD
+            return self._give_up(delivery, "nothing to send: payload or prospect missing")
+        if delivery.inFlight is not None and not delivery.possibleDuplicate:
+            # The attempt before this one was sent (or about to be) and its outcome never recorded.
+            self.store.mark_possible_duplicate(delivery.id)
+            log.warning(
+                "possible duplicate: an earlier attempt may have reached Knock",
+                extra={"delivery_id": delivery.id, "attempt": delivery.inFlight},
+            )
 
         if "agent" not in payload:
             try:
                 agent = self._resolve_agent(delivery.prospectId)
             except KnockTransientError as exc:
-                self._retry_later(delivery, f"agent lookup: {exc.message}", exc.retry_after)
+                return self._retry_later(delivery, f"agent lookup: {exc.message}", exc.retry_after)
             if agent is None:
                 self.store.transition(delivery.id, UNMATCHED, allowed_from=PENDING, reason="no agent")
                 log.info("delivery unmatched: no agent", extra={"delivery_id": delivery.id})
@@ -117,41 +135,55 @@ class Forwarder:
 
         problems = validate_log_email(payload)
         if problems:
-            self._give_up(delivery, f"invalid Knock body: {problems}")
-            return DEAD
+            return self._give_up(delivery, f"invalid Knock body: {problems}")
 
         self.acquire_rate_slot()
-        attempts = delivery.attempts + 1
-        self.store.update_fields(delivery.id, attempts=attempts)
+        attempt = delivery.attempts + 1
+        self.store.begin_attempt(delivery.id, attempt)  # nothing is sent unless this is stored
         started = time.monotonic()
         try:
             communication_id = self.knock.log_email(delivery.prospectId, payload)
         except KnockTransientError as exc:
             log.info(
                 "Knock answered transiently",
-                extra={"delivery_id": delivery.id, "status": exc.status},
+                extra={"delivery_id": delivery.id, "status": exc.status, "attempt": attempt},
             )
-            self._retry_later(delivery, exc.message, exc.retry_after, attempts)
+            error, retry_after = exc.message, exc.retry_after
+            return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt))
         except KnockRejected as exc:
-            self._give_up(delivery, exc.message)
-            return DEAD
-        self.store.transition(
-            delivery.id,
-            DELIVERED,
-            allowed_from=PENDING,
-            drop_payload=True,
-            communicationId=communication_id or "",
-            deliveredAt=now_ms(),
-            lastError=None,
+            rejection = exc.message
+            return self._record(lambda: self._give_up(delivery, rejection))
+        self._record(
+            lambda: self.store.transition(
+                delivery.id,
+                DELIVERED,
+                allowed_from=PENDING,
+                drop_payload=True,
+                communicationId=communication_id or "",
+                deliveredAt=now_ms(),
+                lastError=None,
+                inFlight=None,
+            )
         )
         log.info(
             "delivered to Knock",
-            extra={
-                "delivery_id": delivery.id,
-                "elapsed_ms": int((time.monotonic() - started) * 1000),
-            },
+            extra={"delivery_id": delivery.id, "elapsed_ms": int((time.monotonic() - started) * 1000)},
         )
         return DELIVERED
+
+    def _record(self, write: Callable[[], T]) -> T:
+        """Run a write that records what Knock said, again and again until Redis takes it."""
+        failures = 0
+        while True:
+            try:
+                return write()
+            except redis.RedisError as exc:
+                failures += 1
+                log.warning(
+                    "recording Knock's answer failed; retrying the write, not the send",
+                    extra={"error": type(exc).__name__, "failures": failures},
+                )
+                self.redis_wait(failures)
 
     def _resolve_agent(self, prospect_id: str) -> str | None:
         cached = self.directory.known_knock_agent(prospect_id)
@@ -166,9 +198,10 @@ class Forwarder:
             return agent
         return self.default_agent
 
-    def _give_up(self, delivery: Delivery, error: str) -> None:
-        self.store.transition(delivery.id, DEAD, allowed_from=PENDING, lastError=error)
+    def _give_up(self, delivery: Delivery, error: str) -> str:
+        self.store.transition(delivery.id, DEAD, allowed_from=PENDING, lastError=error, inFlight=None)
         log.warning("delivery dead", extra={"delivery_id": delivery.id})
+        return DEAD
 
     def _retry_later(
         self,
@@ -176,28 +209,49 @@ class Forwarder:
         error: str,
         retry_after: float | None,
         attempts: int | None = None,
-    ) -> NoReturn:
+    ) -> str:
         """Schedule the next try, or mark the delivery dead once it is older than the maximum age."""
         attempts = attempts if attempts is not None else delivery.attempts
         remaining = self.policy.remaining(delivery.retryFrom or delivery.receivedAt)
         if remaining <= 0:
-            self._give_up(delivery, error)
-            raise _GaveUp()
+            return self._give_up(delivery, error)
         delay = min(self.policy.delay_for(max(1, attempts), retry_after), remaining)
-        self.store.transition(delivery.id, RETRYING, allowed_from=PENDING, lastError=error)
-        raise Retry(error, delay=max(1, int(delay * 1000)))
+        # Never sooner than Retry-After, even when the maximum age comes first: then it goes dead later.
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self.store.transition(
+            delivery.id,
+            RETRYING,
+            allowed_from=PENDING,
+            lastError=error,
+            inFlight=None,
+            schedule_at=now_ms() + max(1, int(delay * 1000)),
+        )
+        return RETRYING
 
 
-class _GaveUp(Exception):
-    """Internal: the delivery went dead while retrying; the actor treats it as done."""
+T = TypeVar("T")
+
+
+def wait_for_redis(failures: int) -> None:
+    """Back off while Redis is away: 0.5 s, doubling, at most 10 s."""
+    time.sleep(min(10.0, 0.5 * 2 ** min(failures - 1, 5)))
 
 
 def forward_once(forwarder: Forwarder, delivery_id: str) -> str | None:
-    """Actor body: `Retry` reaches Dramatiq (which re-enqueues with delay); giving up is done."""
-    try:
-        return forwarder.forward(delivery_id)
-    except _GaveUp:
-        return DEAD
+    """Actor body. A Redis error before anything was sent is waited out and the attempt made again:
+    the message stays with this worker rather than going back through the broker mid-outage."""
+    failures = 0
+    while True:
+        try:
+            return forwarder.forward(delivery_id)
+        except redis.RedisError as exc:
+            failures += 1
+            log.warning(
+                "redis unavailable while forwarding; waiting",
+                extra={"delivery_id": delivery_id, "error": type(exc).__name__, "failures": failures},
+            )
+            forwarder.redis_wait(failures)
 
 
-__all__ = ["Forwarder", "RetryPolicy", "forward_once"]
+__all__ = ["Forwarder", "RetryPolicy", "forward_once", "wait_for_redis"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import dramatiq
 import redis
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
-from dramatiq.middleware import Retries, TimeLimit
+from dramatiq.middleware import Retries
 
 from relay.config import Settings
 from relay.forwarding import Forwarder, forward_once
@@ -20,22 +22,40 @@ NAMESPACE = "relay-queue"
 # longer than the heartbeat timeout.
 MAINTENANCE_CHANCE = MAINTENANCE_SCALE // 10
 
-# Delivery retries are decided by the forwarder (dramatiq.Retry with a delay);
-# these bounds only pace unexpected errors such as a Redis blip in the worker.
+# Delivery retries are scheduled by the forwarder in Redis, never through Dramatiq's delays
+# (held in a worker's memory, and dropped when its connection breaks); these bounds only pace
+# unexpected errors, i.e. bugs.
 UNEXPECTED_ERROR_MIN_BACKOFF_MS = 5_000
 UNEXPECTED_ERROR_MAX_BACKOFF_MS = 300_000
 
+# A worker notices a vanished Redis (network cut, host gone) within about 10 + 3 x 5 seconds.
+_KEEPALIVE = {
+    option: value
+    for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, option)
+}
 
-def build_broker(settings: Settings) -> RedisBroker:
+
+def build_broker(settings: Settings, *, patient: bool = False) -> RedisBroker:
+    """The broker. A web process gives up on a silent Redis after seconds (the webhook answers 503);
+    a `patient` one (the worker) waits it out: a hung Redis that resumes loses nothing, whereas a
+    timed-out acknowledgement would leave its message stranded with the worker until it restarts."""
+    if patient:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            socket_keepalive_options={getattr(socket, name): value for name, value in _KEEPALIVE.items()},
+        )
+    else:
+        # Dramatiq decodes message bytes itself, so neither client decodes responses.
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     broker = RedisBroker(
-        # Dramatiq decodes message bytes itself, so this client does not decode; the timeouts
-        # let a webhook answer 503 rather than hang when Redis stops answering.
-        client=redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10),
+        client=client,
         namespace=NAMESPACE,
         heartbeat_timeout=int(settings.worker_heartbeat_timeout_seconds * 1000),
         maintenance_chance=MAINTENANCE_CHANCE,
         middleware=[
-            TimeLimit(time_limit=int((settings.knock_timeout_seconds * 3 + 60) * 1000)),
             Retries(
                 max_retries=None,  # type: ignore[arg-type]
                 min_backoff=UNEXPECTED_ERROR_MIN_BACKOFF_MS,

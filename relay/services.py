@@ -19,6 +19,8 @@ from relay.routing import RoutingRules
 @dataclass
 class Services:
     settings: Settings
+    #: The worker waits out a silent Redis instead of timing out (see queue.build_broker).
+    patient: bool = False
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -49,7 +51,7 @@ class Services:
 
     @cached_property
     def broker(self):  # type: ignore[no-untyped-def]
-        return build_broker(self.settings)
+        return build_broker(self.settings, patient=self.patient)
 
     @cached_property
     def queue(self) -> DeliveryQueue:

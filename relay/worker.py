@@ -17,6 +17,7 @@ from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
 from relay.config import ConfigError
+from relay.deliveries import now_ms
 from relay.forwarding import Forwarder, RetryPolicy
 from relay.queue import register_forward_actor
 from relay.services import Services
@@ -58,13 +59,74 @@ def build_forwarder(services: Services) -> Forwarder:
     )
 
 
-def stopped_threads(worker: dramatiq.Worker) -> list[str]:
-    """Names of the worker's consumer and forwarding threads that are no longer running."""
-    threads: list[threading.Thread] = [*worker.consumers.values(), *worker.workers]
-    return [thread.name for thread in threads if not thread.is_alive()]
+class RetryScheduler(threading.Thread):
+    """Queues scheduled retries when they fall due. Never dies: a Redis error is logged and waited out.
+
+    Every worker process runs one; a retry is leased while it is queued, so two schedulers never
+    both queue it, and one that dies mid-way leaves it due again when the lease ends.
+    """
+
+    LEASE_MS = 60_000
+
+    def __init__(self, services: Services, *, interval: float = 0.25) -> None:
+        super().__init__(name="retry-scheduler", daemon=True)
+        self.store = services.store
+        self.queue = services.queue
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                queued = self.queue_due()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any error
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("retry scheduler waiting for redis", extra={"error": type(exc).__name__})
+                self.stopping.wait(min(5.0, 0.5 * failures))
+                continue
+            if not queued:
+                self.stopping.wait(self.interval)
+
+    def queue_due(self) -> int:
+        due, lease = self.store.claim_due(now_ms(), self.LEASE_MS)
+        for delivery_id in due:
+            self.queue.enqueue(delivery_id)
+            self.store.release_due(delivery_id, lease)
+        return len(due)
+
+    def stop(self) -> None:
+        self.stopping.set()
 
 
-def serve_health(worker: dramatiq.Worker, port: int) -> ThreadingHTTPServer:
+class RelayWorker:
+    """One worker process's moving parts: Dramatiq's consumer and forwarding threads, and the retry scheduler."""
+
+    def __init__(self, services: Services, *, threads: int, idle_poll_ms: int = 1000) -> None:
+        self.services = services
+        register_forward_actor(services.broker, build_forwarder(services))
+        self.dramatiq = dramatiq.Worker(services.broker, worker_threads=threads, worker_timeout=idle_poll_ms)
+        self.scheduler = RetryScheduler(services)
+
+    def start(self) -> None:
+        self.dramatiq.start()
+        self.scheduler.start()
+
+    def stop(self, timeout_seconds: float) -> None:
+        self.scheduler.stop()
+        self.dramatiq.stop(timeout=int(timeout_seconds * 1000))
+        self.scheduler.join(timeout=5)
+        self.services.broker.close()
+
+    def stopped_threads(self) -> list[str]:
+        """Names of the threads that should run and no longer do."""
+        threads: list[threading.Thread] = [*self.dramatiq.consumers.values(), *self.dramatiq.workers, self.scheduler]
+        return [thread.name for thread in threads if not thread.is_alive()]
+
+
+def serve_health(worker: RelayWorker, port: int) -> ThreadingHTTPServer:
     """The worker's small HTTP port: `/healthz` is 200 while every thread it started still runs.
 
     Liveness deliberately ignores Redis: restarting a worker does not bring Redis back, and the
@@ -76,7 +138,7 @@ def serve_health(worker: dramatiq.Worker, port: int) -> ThreadingHTTPServer:
             if self.path.split("?")[0] != "/healthz":
                 self.answer(404, {"error": "not found"})
                 return
-            stopped = stopped_threads(worker)
+            stopped = worker.stopped_threads()
             if stopped:
                 self.answer(503, {"status": "failing", "stoppedThreads": stopped})
             else:
@@ -100,8 +162,7 @@ def serve_health(worker: dramatiq.Worker, port: int) -> ThreadingHTTPServer:
 
 
 def run_worker(services: Services, *, threads: int, shutdown_grace_seconds: float) -> None:
-    register_forward_actor(services.broker, build_forwarder(services))
-    worker = dramatiq.Worker(services.broker, worker_threads=threads, worker_timeout=1000)
+    worker = RelayWorker(services, threads=threads)
     stopping = threading.Event()
     port = services.settings.worker_port
 
@@ -118,8 +179,7 @@ def run_worker(services: Services, *, threads: int, shutdown_grace_seconds: floa
     worker.start()
     log.info("worker started", extra={"threads": threads, "port": port or None})
     stopping.wait()
-    worker.stop(timeout=int(shutdown_grace_seconds * 1000))
+    worker.stop(shutdown_grace_seconds)
     if health:
         health.shutdown()
-    services.broker.close()
     log.info("worker stopped")

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import pytest
 import redis
 import requests
@@ -18,9 +17,8 @@ from werkzeug.serving import make_server
 from relay.app import create_app
 from relay.config import Settings, load_settings
 from relay.knock.sandbox import create_sandbox
-from relay.queue import register_forward_actor
 from relay.services import Services
-from relay.worker import build_forwarder
+from relay.worker import RelayWorker
 from tests.helpers import REDIS_URL, SANDBOX_KEY, free_port, redis_server_binary, relay_env, wait_until
 
 
@@ -115,17 +113,15 @@ def services(app) -> Services:  # type: ignore[no-untyped-def]
 
 
 class RunningWorker:
-    """The real forward actor consuming the real Redis queue, in this process's threads."""
+    """The real worker (forward actor, retry scheduler) consuming the real Redis queue, in this process's threads."""
 
     def __init__(self, settings: Settings) -> None:
-        self.services = Services(settings)
-        register_forward_actor(self.services.broker, build_forwarder(self.services))
-        self.worker = dramatiq.Worker(self.services.broker, worker_threads=2, worker_timeout=100)
+        self.services = Services(settings, patient=True)
+        self.worker = RelayWorker(self.services, threads=2, idle_poll_ms=100)
         self.worker.start()
 
     def stop(self) -> None:
-        self.worker.stop(timeout=10_000)
-        self.services.broker.close()
+        self.worker.stop(10)
 
 
 @pytest.fixture

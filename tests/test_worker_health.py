@@ -7,32 +7,30 @@ import subprocess
 import sys
 from typing import Any
 
-import dramatiq
 import requests
 
-from relay.queue import register_forward_actor
 from relay.services import Services
-from relay.worker import build_forwarder, serve_health
+from relay.worker import RelayWorker, serve_health
 from tests.helpers import free_port, relay_env, wait_until
 
 
 def test_healthz_is_ok_while_every_thread_runs_and_failing_once_one_stops(settings: Any) -> None:
-    services = Services(settings)
-    register_forward_actor(services.broker, build_forwarder(services))
-    worker = dramatiq.Worker(services.broker, worker_threads=2, worker_timeout=100)
+    worker = RelayWorker(Services(settings, patient=True), threads=2)
     worker.start()
     server = serve_health(worker, free_port())
     url = f"http://127.0.0.1:{server.server_port}"
     try:
         assert requests.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
         assert requests.get(f"{url}/other", timeout=5).status_code == 404
-        worker.stop(timeout=10_000)
+        worker.scheduler.stop()
+        worker.scheduler.join(timeout=5)
         answer = requests.get(f"{url}/healthz", timeout=5)
-        assert answer.status_code == 503
-        assert len(answer.json()["stoppedThreads"]) == 4  # two consumers (queue and delay queue), two forwarders
+        assert (answer.status_code, answer.json()["stoppedThreads"]) == (503, ["retry-scheduler"])
+        worker.stop(10)
+        # two consumers (queue and delay queue), two forwarding threads, the scheduler
+        assert len(requests.get(f"{url}/healthz", timeout=5).json()["stoppedThreads"]) == 5
     finally:
         server.shutdown()
-        services.broker.close()
 
 
 def test_worker_process_serves_healthz_and_refuses_a_taken_port(sandbox: Any) -> None:

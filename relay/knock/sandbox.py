@@ -44,6 +44,7 @@ class Fault:
     status: int = 503
     count: int = 1
     delay: float = 0.0
+    rate: float = 1.0  # the share of matching requests that get the fault, until `count` have
     retry_after: str | None = None
     error_message: str = "sandbox fault"
     path: str = "email"  # "email", "prospect" or "any"
@@ -84,6 +85,8 @@ class SandboxState:
         with self.lock:
             for fault in self.faults:
                 if fault.path in (kind, "any"):
+                    if fault.rate < 1 and random.random() >= fault.rate:
+                        return None
                     fault.count -= 1
                     if fault.count <= 0:
                         self.faults.remove(fault)
@@ -278,6 +281,7 @@ def create_sandbox(api_key: str = DEFAULT_API_KEY, id_field: str = "id") -> Flas
             status=int(body.get("status", 503)),
             count=int(body.get("count", 1)),
             delay=float(body.get("delay", 0)),
+            rate=float(body.get("rate", 1.0)),
             retry_after=None if body.get("retryAfter") is None else str(body["retryAfter"]),
             error_message=str(body.get("errorMessage", "sandbox fault")),
             path=str(body.get("path", "email")),
