@@ -62,8 +62,16 @@ class Sandbox:
         return [r for r in self.call("GET", "/_sandbox/requests").json()["requests"] if r["status"] == "started"]
 
     def events(self, prospect_id: str) -> list[dict[str, Any]]:
-        response = self.call("GET", f"/prospect/{prospect_id}/events")
-        return response.json()["events"] if response.status_code == 200 else []
+        """Every email logged for the prospect, all pages."""
+        events: list[dict[str, Any]] = []
+        cursor: str | None = "0"
+        while cursor is not None:
+            response = self.call("GET", f"/prospect/{prospect_id}/events", params={"cursor": cursor, "limit": 200})
+            if response.status_code != 200:
+                return events
+            events += response.json()["events"]
+            cursor = response.json()["nextCursor"]
+        return events
 
     def prospect(self, prospect_id: str) -> dict[str, Any]:
         return self.call("GET", f"/prospect/{prospect_id}").json()["prospect"]
