@@ -47,6 +47,7 @@ def route_post(auth: str = "valid", *, signature: dict[str, str] | None = None) 
 
 class TestMailgunRouteWebhook(WebhookCases):
     path = ROUTE
+    expected = ("unmatched", None, "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
     malformed_status = 406
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
@@ -79,6 +80,7 @@ class TestMailgunRouteWebhook(WebhookCases):
 
 class TestMailgunEventWebhook(WebhookCases):
     path = EVENTS
+    expected = ("ignored", None, "")
     malformed_status = 406
 
     def request(self, auth: str = "valid") -> dict[str, Any]:

@@ -18,6 +18,7 @@ AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="gues
 
 class TestRawMimeWebhook(WebhookCases):
     path = "/webhooks/mime"
+    expected = ("unmatched", None, "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
         return {"data": mime(), "content_type": "message/rfc822", "headers": AUTH[auth]}

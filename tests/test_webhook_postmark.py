@@ -20,6 +20,7 @@ def inbound(**changes: Any) -> dict[str, Any]:
 
 class TestPostmarkWebhook(WebhookCases):
     path = PATH
+    expected = ("queued", "PM555", "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
         return {"json": inbound(), "headers": AUTH[auth]}

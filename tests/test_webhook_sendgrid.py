@@ -27,6 +27,7 @@ def stored(client: Any, services: Any, response: Any) -> tuple[dict[str, Any], d
 
 class TestSendGridWebhook(WebhookCases):
     path = "/webhooks/sendgrid/inbound"
+    expected = ("queued", "SG777", "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
         return {"data": payload(PARSED), "content_type": SENDGRID_FORM, "headers": AUTH[auth]}
