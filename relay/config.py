@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.message import ParseLimits
+from relay.sender_auth import ENFORCE, MODES
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Settings:
     max_addresses: int = 1000
     max_mime_parts: int = 500
     max_mime_depth: int = 20
+    sender_auth: str = "enforce"
+    trusted_authserv_ids: tuple[str, ...] = ()
 
     @property
     def parse_limits(self) -> ParseLimits:
@@ -176,6 +179,14 @@ def _storage_origins(reader: _Reader) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _sender_auth_mode(reader: _Reader) -> str:
+    mode = (reader.text("RELAY_SENDER_AUTH") or ENFORCE).lower()
+    if mode not in MODES:
+        reader.problems.append(f"RELAY_SENDER_AUTH: must be one of {', '.join(MODES)}, got {mode!r}")
+        return ENFORCE
+    return mode
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment or raise ConfigError listing every problem."""
     env = os.environ if env is None else env
@@ -238,6 +249,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_addresses=read.number("RELAY_MAX_ADDRESSES", 1000, minimum=1, integer=True),
         max_mime_parts=read.number("RELAY_MAX_MIME_PARTS", 500, minimum=1, integer=True),
         max_mime_depth=read.number("RELAY_MAX_MIME_DEPTH", 20, minimum=1, integer=True),
+        sender_auth=_sender_auth_mode(read),
+        trusted_authserv_ids=tuple(item.lower() for item in read.items("RELAY_TRUSTED_AUTHSERV_IDS")),
     )
     if read.problems:
         raise ConfigError(read.problems)

@@ -166,6 +166,8 @@ class Delivery:
     truncated: list[str] = field(default_factory=list)
     #: An earlier attempt may have reached Knock without its answer being recorded.
     possibleDuplicate: bool = False
+    #: The sender authentication verdict and what it rests on (`pass: dkim=pass acme-living.com`).
+    senderAuth: str | None = None
     #: The attempt being sent; cleared when its outcome is recorded. Found set, the attempt's
     #: worker died between sending and recording.
     inFlight: int | None = None
@@ -225,6 +227,7 @@ class Delivery:
             "remoteImages": self.remoteImages,
             "truncated": self.truncated,
             "possibleDuplicate": self.possibleDuplicate,
+            "senderAuth": self.senderAuth,
         }
 
     def summary(self, status: str | None = None) -> dict[str, Any]:

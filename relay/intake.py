@@ -81,6 +81,7 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
             reason=reason,
             remoteImages=remote_images(payload["body"]),
             truncated=list(email.truncated),
+            senderAuth=email.sender_auth.describe(),
         )
         summaries.append(store_and_queue(services, delivery, payload))
     intake = Intake(tuple(summaries))

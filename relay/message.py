@@ -14,6 +14,7 @@ from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from relay.errors import MalformedPayload
+from relay.sender_auth import SenderAuth
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -95,6 +96,7 @@ class Email:
     provider_timestamp: datetime | None = None
     metadata: Metadata = field(default_factory=Metadata)
     truncated: tuple[str, ...] = ()
+    sender_auth: SenderAuth = field(default_factory=SenderAuth)
 
     @property
     def recipients(self) -> tuple[str, ...]:

@@ -7,10 +7,11 @@ exactly the addresses and ids this email names (see `addresses_to_look_up`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from relay.errors import MalformedPayload
-from relay.message import Email
+from relay.message import Email, Metadata
+from relay.sender_auth import ENFORCE, FAIL, NOT_AUTHENTICATED, OFF, PASS
 
 TO_PROSPECT = "EMAIL_MESSAGE_TO_PROSPECT_SENT"
 FROM_PROSPECT = "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED"
@@ -30,6 +31,7 @@ class RoutingRules:
     automated_senders: tuple[str, ...] = ()
     reply_tag_prefix: str = "prospect-"
     ignore_auto_replies: bool = True
+    sender_auth: str = ENFORCE
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ def prospects_of(
     )
     if tagged:
         return tagged, None
+    if any(reply_tag_prospect(a, rules.reply_tag_prefix) for a in email.recipients):
+        return [], "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS"
     return [], "sender is not a known prospect and no recipient carries a reply tag"
 
 
@@ -176,9 +180,22 @@ def agent_of(email: Email, direction: str, prospect_id: str, view: DirectoryView
     return view.prospect_agents.get(prospect_id) or None
 
 
+def honours_metadata(email: Email, direction: str, rules: RoutingRules) -> bool:
+    """Routing metadata in the mail itself (X-Knock-* headers, route variables) could be written by
+    anyone: it counts on leasing-side mail whose sender is authenticated, or from a trusted caller."""
+    if rules.sender_auth == OFF or email.sender_auth.vouched:
+        return True
+    return direction == OUTBOUND and email.sender_auth.status == PASS
+
+
 def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
     direction = direction_of(email, rules, view)
+    if not honours_metadata(email, direction, rules):
+        email = replace(email, metadata=Metadata())
     message_type = message_type_of(email, direction, rules)
+    if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status == FAIL:
+        # Mail claiming to come from the leasing side that the provider could not authenticate.
+        return Route(direction, message_type, (), None, NOT_AUTHENTICATED)
     prospect_ids, unmatched_reason = prospects_of(email, direction, rules, view)
     targets = tuple(Target(pid, agent_of(email, direction, pid, view)) for pid in prospect_ids)
     ignored_reason = None

@@ -73,4 +73,5 @@ class Services:
             automated_senders=s.automated_senders,
             reply_tag_prefix=s.reply_tag_prefix,
             ignore_auto_replies=s.ignore_auto_replies,
+            sender_auth=s.sender_auth,
         )

@@ -23,6 +23,12 @@ MAILGUN_API_KEY = "mailgun-api-key-for-tests"
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 SENDGRID_FORM = "multipart/form-data; boundary=xYzZY"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
+TRUSTED_AUTHSERV_ID = "mx.acme-living.com"
+
+
+def authenticated(domain: str = "acme-living.com", result: str = "pass") -> str:
+    """An Authentication-Results header from the trusted receiving MTA, for `mime(extra_headers=...)`."""
+    return f"Authentication-Results: {TRUSTED_AUTHSERV_ID}; dkim={result} header.d={domain}; spf=none"
 
 
 def free_port() -> int:
@@ -67,6 +73,8 @@ def relay_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "MAILGUN_API_KEY": MAILGUN_API_KEY,
         # Several workers run at once in the tests; those that need the health port pick a free one.
         "RELAY_WORKER_PORT": "0",
+        # The MTA in front of /webhooks/mime in these tests stamps Authentication-Results as this host.
+        "RELAY_TRUSTED_AUTHSERV_IDS": TRUSTED_AUTHSERV_ID,
     }
     env.update(overrides)
     return env

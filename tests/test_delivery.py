@@ -6,9 +6,11 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from relay.app import create_app
 from tests.conftest import Sandbox
-from tests.helpers import BEARER, delivery, mime, post_mime, wait_for_status
+from tests.helpers import BEARER, authenticated, delivery, mime, post_mime, wait_for_status
 
 
 def register(client: Any, prospect_id: str, *emails: str, agent: str | None = None) -> None:
@@ -118,19 +120,41 @@ def test_reply_tag_finds_the_prospect(client: Any, sandbox: Sandbox, worker: Any
     assert sandbox.events("4WXU6U2J")[0]["agent"]["username"] == "kim"
 
 
+METADATA_HEADERS = "\n".join(
+    [
+        "X-Knock-Prospect-Id: PX",
+        "X-Knock-Agent-Username: meta.agent",
+        "X-Knock-Message-Type: EMAIL_AUTOMATED_MESSAGE_SENT",
+    ]
+)
+
+
 def test_metadata_headers_choose_prospect_agent_and_type(client: Any, sandbox: Sandbox, worker: Any) -> None:
+    """On leasing-side mail whose sender the receiving MTA authenticated."""
     sandbox.seed("PX")
-    extra = "\n".join(
-        [
-            "X-Knock-Prospect-Id: PX",
-            "X-Knock-Agent-Username: meta.agent",
-            "X-Knock-Message-Type: EMAIL_AUTOMATED_MESSAGE_SENT",
-        ]
-    )
-    summary = only_delivery(post_mime(client, mime(sender="stranger@example.com", extra_headers=extra)))
+    extra = METADATA_HEADERS + "\n" + authenticated()
+    summary = only_delivery(post_mime(client, mime(sender="dana@acme-living.com", extra_headers=extra)))
     wait_for_status(client, summary["id"], "delivered")
     event = sandbox.events("PX")[0]
     assert (event["agent"]["username"], event["type"]) == ("meta.agent", "EMAIL_AUTOMATED_MESSAGE_SENT")
+
+
+@pytest.mark.parametrize(
+    ("sender", "authentication"),
+    [
+        ("stranger@example.com", ""),  # a prospect's mail cannot steer itself
+        ("stranger@example.com", authenticated("example.com")),
+        ("dana@acme-living.com", ""),  # no verdict
+        ("dana@acme-living.com", authenticated(result="fail")),
+        ("dana@acme-living.com", authenticated("evil.com")),  # passes, but for another domain
+    ],
+)
+def test_metadata_headers_are_ignored_unless_the_leasing_sender_is_authenticated(
+    client: Any, sender: str, authentication: str
+) -> None:
+    response = post_mime(client, mime(sender=sender, extra_headers=METADATA_HEADERS + "\n" + authentication))
+    summary = only_delivery(response)
+    assert summary["prospectId"] != "PX" and summary["type"] != "EMAIL_AUTOMATED_MESSAGE_SENT"
 
 
 def test_knock_agent_lookup_is_cached(client: Any, services: Any, sandbox: Sandbox, worker: Any) -> None:

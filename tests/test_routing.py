@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from relay.errors import MalformedPayload
@@ -17,6 +19,7 @@ from relay.routing import (
     Target,
     route_email,
 )
+from relay.sender_auth import FAIL, NONE, NOT_AUTHENTICATED, PASS, SenderAuth, vouched_by
 
 RULES = RoutingRules(
     mailbox_domains=frozenset({"acme-living.com", "reply.acme-living.com", "frontdesk@gmail.com"}),
@@ -125,16 +128,19 @@ def test_no_prospect_is_unmatched_with_a_reason() -> None:
 
 def test_explicit_metadata_wins_over_inference() -> None:
     metadata = Metadata(prospect_id="PX", agent_username="meta.agent", message_type="EMAIL_AUTOMATED_MESSAGE_SENT")
-    route = route_email(email("renter@example.com", "leasing@acme-living.com", metadata=metadata), RULES, VIEW)
+    vouched = replace(
+        email("renter@example.com", "leasing@acme-living.com", metadata=metadata), sender_auth=vouched_by("partner API")
+    )
+    route = route_email(vouched, RULES, VIEW)
     assert route.message_type == AUTOMATED
     assert route.targets == (Target("PX", "meta.agent"),)
 
 
 def test_unknown_explicit_type_is_rejected() -> None:
+    claimed = email("renter@example.com", "x@acme-living.com", metadata=Metadata(message_type="FAX"))
     with pytest.raises(MalformedPayload):
-        route_email(
-            email("renter@example.com", "x@acme-living.com", metadata=Metadata(message_type="FAX")), RULES, VIEW
-        )
+        route_email(replace(claimed, sender_auth=vouched_by("partner API")), RULES, VIEW)
+    assert route_email(claimed, RULES, VIEW).message_type == FROM_PROSPECT  # a header anyone wrote: ignored
 
 
 def test_agent_order_sender_agent_then_prospect_agent_then_left_to_the_worker() -> None:
@@ -153,3 +159,42 @@ def test_agent_order_sender_agent_then_prospect_agent_then_left_to_the_worker() 
         route_email(email("leasing@acme-living.com", "second@example.org"), RULES, VIEW).targets[0].agent_username
         is None
     )
+
+
+AGENT_MAIL = ("dana@acme-living.com", "renter@example.com")
+CLAIMED = Metadata(prospect_id="PX", agent_username="meta.agent")
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "expected_reason", "metadata_counts"),
+    [
+        ("enforce", FAIL, NOT_AUTHENTICATED, False),
+        ("enforce", PASS, None, True),
+        ("enforce", NONE, None, False),
+        ("report", FAIL, None, False),
+        ("off", FAIL, None, True),
+    ],
+)
+def test_leasing_side_mail_is_judged_by_its_sender_authentication(
+    mode: str, status: str, expected_reason: str | None, metadata_counts: bool
+) -> None:
+    rules = replace(RULES, sender_auth=mode)
+    claimed = replace(email(*AGENT_MAIL, metadata=CLAIMED), sender_auth=SenderAuth(status, "dkim=x"))
+    route = route_email(claimed, rules, VIEW)
+    assert route.unmatched_reason == expected_reason
+    if expected_reason:
+        assert route.targets == ()
+    else:
+        assert route.targets == ((Target("PX", "meta.agent"),) if metadata_counts else (Target("P1", "dana"),))
+
+
+def test_inbound_mail_is_never_parked_for_authentication_and_its_headers_never_count() -> None:
+    claimed = replace(email("renter@example.com", "leasing@acme-living.com", metadata=CLAIMED),
+                      sender_auth=SenderAuth(PASS, "dkim=pass example.com"))  # fmt: skip
+    route = route_email(claimed, RULES, VIEW)
+    assert route.targets == (Target("P1", "pat"),)
+
+
+def test_reply_tag_on_a_domain_off_the_leasing_side_names_the_real_reason() -> None:
+    route = route_email(email("stranger@example.com", "leasing+prospect-PM555@reply.other.com"), RULES, VIEW)
+    assert route.unmatched_reason == "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS"

@@ -29,6 +29,7 @@ from relay.providers.base import (
     read_form,
     request_json,
 )
+from relay.sender_auth import from_mailgun, vouched_by
 from relay.untrusted_json import loads
 
 #: Mailgun user variables that carry explicit routing metadata (SPEC §5.5).
@@ -78,13 +79,18 @@ def metadata_from_variables(variables: Any) -> Metadata:
 
 
 def with_user_variables(email: Email) -> Email:
-    """Route posts carry the route's user variables as an X-Mailgun-Variables JSON header."""
+    """Route posts carry the route's user variables as an X-Mailgun-Variables JSON header, and
+    Mailgun's SPF and DKIM verdicts as X-Mailgun-Spf and X-Mailgun-Dkim-Check-Result."""
     raw = email.header("x-mailgun-variables")
     try:
         variables = loads(raw) if raw else None
     except ValueError:
         variables = None
-    return replace(email, metadata=email.metadata.merged(metadata_from_variables(variables)))
+    return replace(
+        email,
+        metadata=email.metadata.merged(metadata_from_variables(variables)),
+        sender_auth=from_mailgun(email.headers, email.envelope_from, email.sender),
+    )
 
 
 def timestamp_of(value: Any) -> datetime | None:
@@ -243,7 +249,8 @@ class MailgunEventProvider(WebhookProvider):
             metadata=metadata_from_variables(event.get("user-variables")),
             message_id=message_id,
         )
-        return [email]
+        # Mail the account sent through Mailgun's API: Mailgun's record of it vouches for its sender.
+        return [replace(email, sender_auth=vouched_by("sent through Mailgun"))]
 
 
 def fetch_stored_message(url: str, settings: Settings) -> bytes:

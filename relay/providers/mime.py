@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
 from relay.message import Email, Ignored, parse_mime
 from relay.providers.base import BasicAuthProvider
+from relay.sender_auth import from_authentication_results
 
 ACCEPTED_CONTENT_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
 
@@ -22,11 +25,12 @@ class RawMimeProvider(BasicAuthProvider):
         # Envelope recipients, when the MTA passes them (e.g. Postfix's ${recipient}), as headers.
         envelope_to = [v for v in request.headers.getlist("X-Envelope-To") if v]
         envelope_from = request.headers.get("X-Envelope-From")
-        return [
-            parse_mime(
-                request.get_data(cache=True),
-                limits=settings.parse_limits,
-                envelope_to=envelope_to,
-                envelope_from=envelope_from,
-            )
-        ]
+        email = parse_mime(
+            request.get_data(cache=True),
+            limits=settings.parse_limits,
+            envelope_to=envelope_to,
+            envelope_from=envelope_from,
+        )
+        # Only the operator's own MTA can vouch for the sender, through Authentication-Results.
+        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+        return [replace(email, sender_auth=verdict)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import Request
@@ -10,6 +11,7 @@ from relay.config import Settings
 from relay.errors import MalformedPayload
 from relay.message import Attachment, Email, Ignored, build_email, format_address
 from relay.providers.base import BasicAuthProvider, as_dict, as_list, as_str, request_json
+from relay.sender_auth import NONE, from_authentication_results, from_received_spf
 
 
 def _addresses(entries: Any) -> str:
@@ -56,13 +58,16 @@ class PostmarkInboundProvider(BasicAuthProvider):
             if not as_str(a.get("ContentID"))
         ]
         original = as_str(body.get("OriginalRecipient"))
-        return [
-            build_email(
-                limits=settings.parse_limits,
-                headers=headers,
-                text=as_str(body.get("TextBody")),
-                html=as_str(body.get("HtmlBody")),
-                attachments=attachments,
-                envelope_to=[original] if original else [],
-            )
-        ]
+        email = build_email(
+            limits=settings.parse_limits,
+            headers=headers,
+            text=as_str(body.get("TextBody")),
+            html=as_str(body.get("HtmlBody")),
+            attachments=attachments,
+            envelope_to=[original] if original else [],
+        )
+        # Postmark adds Received-SPF on receipt; a trusted Authentication-Results says more (DKIM, DMARC).
+        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+        if verdict.status == NONE:
+            verdict = from_received_spf(email.header("received-spf"), None, email.sender)
+        return [replace(email, sender_auth=verdict)]

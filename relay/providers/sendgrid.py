@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import Request
@@ -10,6 +11,7 @@ from relay.config import Settings
 from relay.errors import MalformedPayload
 from relay.message import Attachment, Email, Ignored, build_email, parse_header_block, parse_mime
 from relay.providers.base import BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
+from relay.sender_auth import from_sendgrid
 
 
 def envelope_of(form: Form) -> dict[str, Any]:
@@ -49,7 +51,7 @@ class SendGridInboundProvider(BasicAuthProvider):
         envelope = envelope_of(form)
         raw = form.get("email")
         if raw:
-            return [parse_mime(raw[0].data, limits=settings.parse_limits, **envelope)]
+            return [with_verdict(parse_mime(raw[0].data, limits=settings.parse_limits, **envelope), form)]
         if "headers" not in form:
             raise MalformedPayload("neither headers (parsed mode) nor email (raw mode) in the post")
 
@@ -59,13 +61,18 @@ class SendGridInboundProvider(BasicAuthProvider):
         headers = parse_header_block(form_value(form, "headers", charsets.get("headers", "utf-8")) or "")
         if not any(name.lower() == "subject" for name, _ in headers) and "subject" in form:
             headers.append(("Subject", form_value(form, "subject", charsets.get("subject")) or ""))
-        return [
-            build_email(
-                limits=settings.parse_limits,
-                headers=headers,
-                text=form_value(form, "text", charsets.get("text")),
-                html=form_value(form, "html", charsets.get("html")),
-                attachments=attachments_of(form),
-                **envelope,
-            )
-        ]
+        email = build_email(
+            limits=settings.parse_limits,
+            headers=headers,
+            text=form_value(form, "text", charsets.get("text")),
+            html=form_value(form, "html", charsets.get("html")),
+            attachments=attachments_of(form),
+            **envelope,
+        )
+        return [with_verdict(email, form)]
+
+
+def with_verdict(email: Email, form: Form) -> Email:
+    """SendGrid posts its SPF and DKIM verdicts beside the email, in both modes."""
+    verdict = from_sendgrid(form_value(form, "SPF"), form_value(form, "dkim"), email.envelope_from, email.sender)
+    return replace(email, sender_auth=verdict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 from email.utils import format_datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from relay.intake import accept_email, replay_dead, replay_delivery, resolve_del
 from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import Metadata, build_email, normalise_message_id
 from relay.routing import MESSAGE_TYPES
+from relay.sender_auth import vouched_by
 from relay.web import services
 from relay.web.openapi import OPENAPI
 
@@ -198,6 +200,7 @@ def log_message() -> tuple[Response, int]:
         message_id=body["messageId"],
         metadata=Metadata(body["prospectId"], body["agentUsername"], body["type"]),
     )
+    email = replace(email, sender_auth=vouched_by("partner API"))
     return jsonify(accept_email(services(), email, "api").body()), 202
 
 
