@@ -27,8 +27,9 @@ DELIVERED = "delivered"
 DEAD = "dead"
 UNMATCHED = "unmatched"
 IGNORED = "ignored"
+FETCHED = "fetched"  # a pending fetch done: the email it found is logged as deliveries of its own
 DUPLICATE = "duplicate"  # an answer to the caller, never a stored status
-STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD, UNMATCHED, IGNORED)
+STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD, UNMATCHED, IGNORED, FETCHED)
 PENDING = (QUEUED, RETRYING)
 
 # Creates a record and its indexes, first claiming (Message-ID, prospect) when

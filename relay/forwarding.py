@@ -8,13 +8,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
 from relay.deliveries import (
     DEAD,
     DELIVERED,
+    FETCHED,
     PENDING,
     RETRYING,
     UNMATCHED,
@@ -23,10 +24,14 @@ from relay.deliveries import (
     now_ms,
 )
 from relay.directory import Directory
+from relay.errors import MalformedPayload, ProviderUnavailable
 from relay.knock.client import KnockClient, KnockRejected, KnockTransientError
 from relay.knock.schema import validate_log_email
 
 log = logging.getLogger(__name__)
+
+#: Payload key of a delivery that stands for an email still to be fetched (see intake.accept_pending_fetch).
+FETCH = "fetch"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Forwarder:
         acquire_rate_slot: Callable[[], None] = lambda: None,
         lock_seconds: float = 60.0,
         redis_wait: Callable[[int], None] | None = None,
+        complete_fetch: Callable[[Delivery, dict[str, Any]], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -86,6 +92,7 @@ class Forwarder:
         self.acquire_rate_slot = acquire_rate_slot
         self.lock_seconds = lock_seconds
         self.redis_wait = redis_wait or wait_for_redis
+        self.complete_fetch = complete_fetch
 
     def forward(self, delivery_id: str) -> str | None:
         """Try once; the resulting status (RETRYING when a retry was scheduled)."""
@@ -111,6 +118,8 @@ class Forwarder:
         if delivery is None or delivery.status not in PENDING:
             return delivery.status if delivery else None
         payload = self.store.payload(delivery_id)
+        if payload is not None and FETCH in payload:
+            return self._fetch(delivery, payload[FETCH])
         if payload is None or not delivery.prospectId:
             return self._give_up(delivery, "nothing to send: payload or prospect missing")
         if delivery.inFlight is not None and not delivery.possibleDuplicate:
@@ -170,6 +179,25 @@ class Forwarder:
             extra={"delivery_id": delivery.id, "elapsed_ms": int((time.monotonic() - started) * 1000)},
         )
         return DELIVERED
+
+    def _fetch(self, delivery: Delivery, fetch: dict[str, Any]) -> str:
+        """Fetch the email a webhook named (e.g. Mailgun's stored message) and log it as its own deliveries."""
+        if self.complete_fetch is None:
+            return self._give_up(delivery, "this process cannot fetch messages")
+        self.store.update_fields(delivery.id, attempts=delivery.attempts + 1)
+        try:
+            created = self.complete_fetch(delivery, fetch)
+        except ProviderUnavailable as exc:
+            log.info("fetch failed transiently", extra={"delivery_id": delivery.id, "error": exc.message})
+            return self._retry_later(delivery, exc.message, None, delivery.attempts + 1)
+        except MalformedPayload as exc:
+            return self._give_up(delivery, exc.message)
+        self.store.transition(
+            delivery.id, FETCHED, allowed_from=PENDING, drop_payload=True, lastError=None,
+            reason="logged as " + (", ".join(created) or "nothing"),
+        )  # fmt: skip
+        log.info("fetched and accepted", extra={"delivery_id": delivery.id, "deliveries": created})
+        return FETCHED
 
     def _record(self, write: Callable[[], T]) -> T:
         """Run a write that records what Knock said, again and again until Redis takes it."""

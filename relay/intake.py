@@ -20,8 +20,9 @@ from relay.deliveries import (
     now_ms,
 )
 from relay.errors import Conflict, MalformedPayload, NotFound
+from relay.forwarding import FETCH
 from relay.knock.schema import remote_images, render_log_email, validate_log_email
-from relay.message import Email, Ignored
+from relay.message import Email, Ignored, PendingFetch
 from relay.routing import Target, route_email
 from relay.services import Services
 
@@ -209,3 +210,49 @@ def record_ignored(services: Services, item: Ignored, provider: str, received_at
     )
     services.store.create(delivery, {}, claim=False)
     return Intake((delivery.summary(),))
+
+
+def accept_pending_fetch(
+    services: Services, item: PendingFetch, provider: str, received_at: datetime | None = None
+) -> Intake:
+    """Store what to fetch as a queued delivery of its own; the worker fetches it and logs the email."""
+    delivery = Delivery(
+        id=new_delivery_id(),
+        status=QUEUED,
+        type="",
+        messageId=item.message_id or "",
+        provider=provider,
+        subject=item.subject,
+        sentTime="",
+        receivedAt=int((received_at or datetime.now(UTC)).timestamp() * 1000),
+    )
+    payload = {FETCH: {"kind": item.kind, "spec": item.spec}}
+    services.store.create(delivery, payload, claim=False)
+    try:
+        enqueue(services, delivery)
+    except redis.RedisError:
+        try:
+            services.store.forget(delivery)
+        except redis.RedisError:
+            log.warning("could not forget an unqueued fetch", extra={"delivery_id": delivery.id})
+        raise
+    log.info("fetch accepted", extra={"provider": provider, "delivery_id": delivery.id, "kind": item.kind})
+    return Intake((delivery.summary(),))
+
+
+def complete_fetch(services: Services, delivery: Delivery, fetch: dict[str, Any]) -> list[str]:
+    """The worker's step: fetch the email a PendingFetch names and accept it; the ids it was logged as.
+
+    Raises ProviderUnavailable to be retried later, MalformedPayload when there is nothing to log.
+    Accepting twice (a worker dying before recording this step) is harmless: the Message-ID
+    de-duplicates the second time.
+    """
+    from relay.providers import FETCHERS
+
+    fetcher = FETCHERS.get(str(fetch.get("kind")))
+    if fetcher is None:
+        raise MalformedPayload(f"no fetcher for {fetch.get('kind')!r}")
+    email = fetcher(dict(fetch.get("spec") or {}), services.settings)
+    received = datetime.fromtimestamp(delivery.receivedAt / 1000, tz=UTC)
+    intake = accept_email(services, email, delivery.provider, received_at=received)
+    return [d["id"] for d in intake.deliveries]

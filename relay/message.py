@@ -123,6 +123,20 @@ class Ignored:
     subject: str = ""
 
 
+@dataclass(frozen=True)
+class PendingFetch:
+    """A webhook call naming an email to fetch from the provider (e.g. Mailgun's stored message).
+
+    The webhook stores it and answers at once; the worker fetches, with the delivery retry policy,
+    and logs what it finds as any other email. `spec` is what the provider's fetcher needs (JSON).
+    """
+
+    kind: str
+    spec: dict[str, object]
+    message_id: str | None = None
+    subject: str = ""
+
+
 def normalise_message_id(value: str | None) -> str | None:
     """Strip white space and angle brackets; None when nothing is left."""
     if not value:

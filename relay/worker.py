@@ -19,6 +19,7 @@ from dramatiq.rate_limits.backends import RedisBackend
 from relay.config import ConfigError
 from relay.deliveries import now_ms
 from relay.forwarding import Forwarder, RetryPolicy
+from relay.intake import complete_fetch
 from relay.queue import register_forward_actor
 from relay.services import Services
 
@@ -56,6 +57,7 @@ def build_forwarder(services: Services) -> Forwarder:
         default_agent=s.knock_default_agent_username,
         acquire_rate_slot=rate_slot_acquirer(services),
         lock_seconds=s.knock_timeout_seconds * 2 + 5,
+        complete_fetch=lambda delivery, fetch: complete_fetch(services, delivery, fetch),
     )
 
 

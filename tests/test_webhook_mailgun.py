@@ -20,6 +20,7 @@ from tests.helpers import (
     payload,
     signed_multipart,
     signed_urlencoded,
+    wait_for_status,
 )
 from tests.webhook_cases import WebhookCases
 
@@ -212,23 +213,41 @@ def delivered(client: Any, storage_url: str, signature: dict[str, str] | None = 
 
 
 @pytest.fixture
-def storage_client(make_settings: Any, storage: StorageStub) -> Any:
-    return create_app(make_settings(RELAY_MAILGUN_STORAGE_ORIGINS=storage.url)).test_client()
+def storage_settings(make_settings: Any, storage: StorageStub) -> Any:
+    return make_settings(RELAY_MAILGUN_STORAGE_ORIGINS=storage.url)
 
 
-def test_delivered_event_logs_the_stored_message_as_outbound(storage_client: Any, storage: StorageStub) -> None:
+@pytest.fixture
+def storage_client(storage_settings: Any) -> Any:
+    return create_app(storage_settings).test_client()
+
+
+@pytest.fixture
+def storage_worker(storage_settings: Any, start_worker: Any) -> Any:
+    return start_worker(storage_settings)
+
+
+def fetched(client: Any, response: Any) -> dict[str, Any]:
+    """The delivery a `delivered` event became once the worker fetched the stored message."""
+    assert response.status_code == 200, response.json
+    (pending,) = response.json["deliveries"]
+    assert (pending["status"], pending["prospectId"], pending["type"]) == ("queued", None, "")
+    done = wait_for_status(client, pending["id"], "fetched")
+    (created,) = done["reason"].removeprefix("logged as ").split(", ")
+    return client.get(f"/v1/deliveries/{created}", headers=BEARER).json  # type: ignore[no-any-return]
+
+
+def test_delivered_event_logs_the_stored_message_as_outbound(
+    storage_client: Any, storage: StorageStub, storage_worker: Any
+) -> None:
     storage_client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
     response = delivered(storage_client, storage.url + STORAGE_PATH)
-    assert response.status_code == 200, response.json
-    (summary,) = response.json["deliveries"]
-    assert (summary["status"], summary["prospectId"], summary["type"]) == (
-        "queued",
-        "P1",
-        "EMAIL_MESSAGE_TO_PROSPECT_SENT",
-    )
-    shown = storage_client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json
+    assert storage.seen == []  # the webhook answers before anything is fetched
+    shown = fetched(storage_client, response)
+    assert (shown["prospectId"], shown["type"]) == ("P1", "EMAIL_MESSAGE_TO_PROSPECT_SENT")
     assert shown["agentUsername"] == "dana.from.variables"  # user-variables win
     assert shown["messageId"] == "next-steps-42@acme-living.com"
+    assert shown["senderAuth"] == "pass: sent through Mailgun"
     (request,) = storage.seen
     assert request["accept"] == "message/rfc2822"
     assert (request["auth"].username, request["auth"].password) == ("api", MAILGUN_API_KEY)
@@ -257,17 +276,31 @@ def test_storage_outside_the_allow_list_is_never_fetched(
     assert outside_storage.seen == [] and storage.seen == []
 
 
-def test_transient_storage_failure_answers_503_so_mailgun_retries(storage_client: Any, storage: StorageStub) -> None:
-    storage.failures.append(502)
-    signature = mailgun_signature()
-    first = delivered(storage_client, storage.url + STORAGE_PATH, signature)
-    assert first.status_code == 503
-    assert storage_client.get("/v1/deliveries", headers=BEARER).json["deliveries"] == []
-    retry = delivered(storage_client, storage.url + STORAGE_PATH, signature)  # Mailgun resends the same signature
-    assert retry.status_code == 200 and retry.json["status"] in ("queued", "unmatched")
+def test_storage_failures_are_retried_by_the_worker_not_lost(
+    storage_client: Any, storage: StorageStub, storage_worker: Any
+) -> None:
+    """Mailgun does not retry delivery notifications: the event is kept and the fetch retried."""
+    storage.failures.extend([502, 503])
+    response = delivered(storage_client, storage.url + STORAGE_PATH)
+    shown = fetched(storage_client, response)
+    assert shown["messageId"] == "next-steps-42@acme-living.com"
+    assert len(storage.seen) == 3
+    pending = storage_client.get(f"/v1/deliveries/{response.json['deliveries'][0]['id']}", headers=BEARER).json
+    assert pending["attempts"] == 3
 
 
-def test_same_email_through_two_providers_is_logged_once(storage_client: Any, storage: StorageStub) -> None:
+def test_an_expired_stored_message_is_dead_with_the_reason(
+    storage_client: Any, storage: StorageStub, storage_worker: Any
+) -> None:
+    storage.failures.append(404)
+    response = delivered(storage_client, storage.url + STORAGE_PATH)
+    dead = wait_for_status(storage_client, response.json["deliveries"][0]["id"], "dead")
+    assert dead["lastError"] == "stored message expired or gone (HTTP 404)"
+
+
+def test_same_email_through_two_providers_is_logged_once(
+    storage_client: Any, storage: StorageStub, storage_worker: Any
+) -> None:
     """The BCC copy through SendGrid and the Mailgun `delivered` event carry one Message-ID."""
     storage_client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
     bcc = storage_client.post(
@@ -277,8 +310,8 @@ def test_same_email_through_two_providers_is_logged_once(storage_client: Any, st
         headers=basic_auth(),
     )
     event = delivered(storage_client, storage.url + STORAGE_PATH)
-    assert bcc.json["status"] == "queued" and event.json["status"] == "duplicate"
-    assert event.json["deliveries"][0]["id"] == bcc.json["deliveries"][0]["id"]
+    assert bcc.json["status"] == "queued"
+    assert fetched(storage_client, event)["id"] == bcc.json["deliveries"][0]["id"]  # found as a duplicate
 
 
 @pytest.mark.parametrize(

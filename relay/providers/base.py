@@ -11,6 +11,7 @@ import base64
 import binascii
 import hmac
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote_to_bytes
@@ -20,7 +21,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from relay.config import Settings
 from relay.errors import BASIC_CHALLENGE, MalformedPayload, Unauthorized
-from relay.message import Email, Ignored
+from relay.message import Email, Ignored, PendingFetch
 from relay.untrusted_json import loads
 
 
@@ -37,8 +38,8 @@ class WebhookProvider(ABC):
         """Raise Unauthorized unless the request carries valid credentials or a valid signature."""
 
     @abstractmethod
-    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
-        """The emails in the request; raise MalformedPayload when it cannot be read."""
+    def parse_request(self, request: Request, settings: Settings) -> Sequence[Email | Ignored | PendingFetch]:
+        """The emails in the request (or what to fetch them from); MalformedPayload when it cannot be read."""
 
     def replay_token(self, request: Request) -> str | None:
         """An id the provider repeats when it retries this very call (signed tokens), if any."""

@@ -18,7 +18,16 @@ from urllib3.util import parse_url
 
 from relay.config import Settings
 from relay.errors import MAILGUN_CHALLENGE, MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import Attachment, Email, Ignored, Metadata, build_email, decode_header_pairs, parse_mime
+from relay.message import (
+    Attachment,
+    Email,
+    Ignored,
+    Metadata,
+    PendingFetch,
+    build_email,
+    decode_header_pairs,
+    parse_mime,
+)
 from relay.providers.base import (
     Form,
     WebhookProvider,
@@ -223,7 +232,7 @@ class MailgunEventProvider(WebhookProvider):
         token = self._signature(request).get("token")
         return str(token) if token else None
 
-    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
         event = as_dict(request_json(request).get("event-data"))
         if not as_str(event.get("event")):
             raise MalformedPayload("event-data with an event name is required")
@@ -239,18 +248,42 @@ class MailgunEventProvider(WebhookProvider):
         url = allowed_fetch_url(stated_url, settings.mailgun_storage_origins)
         if url is None:
             raise MalformedPayload("storage.url is outside RELAY_MAILGUN_STORAGE_ORIGINS")
-        raw = fetch_stored_message(url, settings)
+        # Mailgun does not retry delivery notifications: the event is stored now and the message
+        # fetched by the worker, with retries (Mailgun keeps stored messages for days).
         recipient = as_str(event.get("recipient"))
-        email = parse_mime(
-            raw,
-            limits=settings.parse_limits,
-            envelope_to=[recipient] if recipient else [],
-            provider_timestamp=timestamp_of(event.get("timestamp")),
-            metadata=metadata_from_variables(event.get("user-variables")),
-            message_id=message_id,
-        )
-        # Mail the account sent through Mailgun's API: Mailgun's record of it vouches for its sender.
-        return [replace(email, sender_auth=vouched_by("sent through Mailgun"))]
+        spec = {
+            "url": url,
+            "recipient": recipient,
+            "timestamp": event.get("timestamp") if isinstance(event.get("timestamp"), int | float) else None,
+            "variables": as_dict(event.get("user-variables")),
+            "messageId": message_id,
+        }
+        return [PendingFetch(STORED_MESSAGE, spec, message_id, subject)]
+
+
+#: The kind of PendingFetch a `delivered` event leaves for the worker.
+STORED_MESSAGE = "mailgun-stored-message"
+
+
+def email_from_storage(spec: dict[str, Any], settings: Settings) -> Email:
+    """The worker's half of a `delivered` event: fetch the stored message and read it.
+
+    Raises ProviderUnavailable (retry later) or MalformedPayload (gone or unreadable: give up).
+    """
+    url = allowed_fetch_url(str(spec.get("url") or ""), settings.mailgun_storage_origins)
+    if url is None:  # the allow-list changed since the event was accepted
+        raise MalformedPayload("storage.url is outside RELAY_MAILGUN_STORAGE_ORIGINS")
+    recipient = as_str(spec.get("recipient"))
+    email = parse_mime(
+        fetch_stored_message(url, settings),
+        limits=settings.parse_limits,
+        envelope_to=[recipient] if recipient else [],
+        provider_timestamp=timestamp_of(spec.get("timestamp")),
+        metadata=metadata_from_variables(spec.get("variables")),
+        message_id=as_str(spec.get("messageId")),
+    )
+    # Mail the account sent through Mailgun's API: Mailgun's record of it vouches for its sender.
+    return replace(email, sender_auth=vouched_by("sent through Mailgun"))
 
 
 def fetch_stored_message(url: str, settings: Settings) -> bytes:
@@ -275,7 +308,9 @@ def fetch_stored_message(url: str, settings: Settings) -> bytes:
     except requests.RequestException as exc:
         raise ProviderUnavailable(f"stored message fetch failed: {type(exc).__name__}") from exc
     if response.status_code in (404, 410):
-        raise MalformedPayload(f"stored message is gone (HTTP {response.status_code})")
+        raise MalformedPayload(f"stored message expired or gone (HTTP {response.status_code})")
+    if response.status_code in (401, 403):
+        raise MalformedPayload(f"stored message refused (HTTP {response.status_code}): check MAILGUN_API_KEY")
     if response.status_code != 200:
         raise ProviderUnavailable(f"stored message fetch answered HTTP {response.status_code}")
     if len(body) > settings.max_request_bytes:

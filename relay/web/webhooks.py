@@ -11,8 +11,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from relay.deliveries import DUPLICATE
 from relay.errors import MalformedPayload
-from relay.intake import Intake, accept_email, record_ignored
-from relay.message import Ignored
+from relay.intake import Intake, accept_email, accept_pending_fetch, record_ignored
+from relay.message import Ignored, PendingFetch
 from relay.providers import PROVIDERS
 from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
@@ -59,12 +59,14 @@ def receive(provider: WebhookProvider) -> tuple[Response, int]:
         return jsonify(previous), 200
     try:
         items = provider.parse_request(request, relay.settings)
-        intakes = [
-            record_ignored(relay, item, provider.name)
-            if isinstance(item, Ignored)
-            else accept_email(relay, item, provider.name)
-            for item in items
-        ]
+        intakes = []
+        for item in items:
+            if isinstance(item, Ignored):
+                intakes.append(record_ignored(relay, item, provider.name))
+            elif isinstance(item, PendingFetch):
+                intakes.append(accept_pending_fetch(relay, item, provider.name))
+            else:
+                intakes.append(accept_email(relay, item, provider.name))
     except MalformedPayload as error:
         log.info("unreadable webhook quarantined", extra={"provider": provider.name, "reason": error.message})
         _quarantine(provider, error)
