@@ -384,10 +384,6 @@ class DeliveryStore:
     def release_due(self, delivery_id: str, lease: int) -> None:
         self._release_due(keys=[DUE_KEY], args=[delivery_id, lease])
 
-    def due_at(self, delivery_id: str) -> int | None:
-        score = self.redis.zscore(DUE_KEY, delivery_id)
-        return None if score is None else int(score)
-
     def ids_with_status(self, status: str) -> list[str]:
         return [str(m) for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
 

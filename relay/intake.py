@@ -97,8 +97,12 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
     return intake
 
 
-def store_and_queue(services: Services, delivery: Delivery, payload: dict[str, Any]) -> dict[str, Any]:
-    existing = services.store.create(delivery, payload)
+def store_and_queue(
+    services: Services, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True
+) -> dict[str, Any]:
+    """Store the delivery (unless `claim` finds the email already logged for its prospect) and queue it
+    when it is to be sent; a failed enqueue removes it again, so that the provider's retry is new."""
+    existing = services.store.create(delivery, payload, claim=claim)
     if existing is not None:
         if existing.status == QUEUED and not existing.enqueued:
             # The first copy was stored but its enqueue never confirmed: queue it now.
@@ -194,20 +198,24 @@ def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, age
     )
 
 
-def record_ignored(services: Services, item: Ignored, provider: str, received_at: datetime | None = None) -> Intake:
-    """Keep a record of a call that carries nothing to log, so operators can see it arrived."""
-    received_ms = int((received_at or datetime.now(UTC)).timestamp() * 1000)
-    delivery = Delivery(
+def _unrouted(item: Ignored | PendingFetch, provider: str, status: str, received_at: datetime | None) -> Delivery:
+    """A record for a call that is not (yet) an email to route: ignored, or to be fetched."""
+    return Delivery(
         id=new_delivery_id(),
-        status=IGNORED,
+        status=status,
         type="",
         messageId=item.message_id or "",
         provider=provider,
         subject=item.subject,
         sentTime="",
-        receivedAt=received_ms,
-        reason=item.reason,
+        receivedAt=int((received_at or datetime.now(UTC)).timestamp() * 1000),
+        reason=item.reason if isinstance(item, Ignored) else None,
     )
+
+
+def record_ignored(services: Services, item: Ignored, provider: str, received_at: datetime | None = None) -> Intake:
+    """Keep a record of a call that carries nothing to log, so operators can see it arrived."""
+    delivery = _unrouted(item, provider, IGNORED, received_at)
     services.store.create(delivery, {}, claim=False)
     return Intake((delivery.summary(),))
 
@@ -216,28 +224,11 @@ def accept_pending_fetch(
     services: Services, item: PendingFetch, provider: str, received_at: datetime | None = None
 ) -> Intake:
     """Store what to fetch as a queued delivery of its own; the worker fetches it and logs the email."""
-    delivery = Delivery(
-        id=new_delivery_id(),
-        status=QUEUED,
-        type="",
-        messageId=item.message_id or "",
-        provider=provider,
-        subject=item.subject,
-        sentTime="",
-        receivedAt=int((received_at or datetime.now(UTC)).timestamp() * 1000),
-    )
+    delivery = _unrouted(item, provider, QUEUED, received_at)
     payload = {FETCH: {"kind": item.kind, "spec": item.spec}}
-    services.store.create(delivery, payload, claim=False)
-    try:
-        enqueue(services, delivery)
-    except redis.RedisError:
-        try:
-            services.store.forget(delivery)
-        except redis.RedisError:
-            log.warning("could not forget an unqueued fetch", extra={"delivery_id": delivery.id})
-        raise
+    summary = store_and_queue(services, delivery, payload, claim=False)
     log.info("fetch accepted", extra={"provider": provider, "delivery_id": delivery.id, "kind": item.kind})
-    return Intake((delivery.summary(),))
+    return Intake((summary,))
 
 
 def complete_fetch(services: Services, delivery: Delivery, fetch: dict[str, Any]) -> list[str]:

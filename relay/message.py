@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import quopri
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -459,8 +459,3 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
         headers=pairs, text=text, html=html, attachments=attachments, limits=limits, truncated=truncated,
         **extra,  # type: ignore[arg-type]
     )  # fmt: skip
-
-
-def iter_parts(message: Message) -> Iterator[Message]:
-    """Every leaf part (no depth cap); for callers that already hold a bounded message."""
-    yield from walk_within(message, 10_000)[0]
