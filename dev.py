@@ -3,6 +3,7 @@
 
     python3 dev.py run    Redis (started if none answers), Knock sandbox, web and worker
     python3 dev.py test   the test suite (pytest) against a real Redis, started if none answers
+    python3 dev.py bench  the benchmark (bench/run.py; needs wrk and redis-server), see BENCHMARKS.md
 
 Both create `.venv` and install the pinned requirements on first use.
 """
@@ -206,6 +207,9 @@ def main() -> int:
         return run_tests(rest)
     if command == "run":
         return run_stack()
+    if command == "bench":
+        ensure_venv()
+        return subprocess.call([str(PYTHON), str(ROOT / "bench" / "run.py"), *rest], cwd=ROOT)
     print(__doc__)
     return 0 if command == "help" else 2
 

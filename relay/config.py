@@ -65,6 +65,7 @@ class Settings:
     insecure_webhooks: bool = False
     worker_heartbeat_timeout_seconds: float = 60.0
     worker_port: int = 8001
+    requeue_after_seconds: float = 300.0
     require_durable_redis: bool = False
     max_addresses: int = 1000
     max_mime_parts: int = 500
@@ -245,6 +246,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         insecure_webhooks=read.flag("RELAY_INSECURE_WEBHOOKS", False),
         worker_heartbeat_timeout_seconds=read.number("RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS", 60.0, minimum=1),
         worker_port=read.number("RELAY_WORKER_PORT", 8001, maximum=65535, integer=True),
+        requeue_after_seconds=read.number("RELAY_REQUEUE_AFTER_SECONDS", 300.0, minimum=1),
         require_durable_redis=read.flag("RELAY_REQUIRE_DURABLE_REDIS", False),
         max_addresses=read.number("RELAY_MAX_ADDRESSES", 1000, minimum=1, integer=True),
         max_mime_parts=read.number("RELAY_MAX_MIME_PARTS", 500, minimum=1, integer=True),

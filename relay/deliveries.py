@@ -315,7 +315,31 @@ class DeliveryStore:
         self.redis.zadd(f"{PREFIX}idx:prospect:{prospect_id}", {delivery_id: score})
 
     def mark_enqueued(self, delivery_id: str) -> None:
-        self.redis.hset(self.record_key(delivery_id), "enqueued", "1")
+        self.redis.hset(self.record_key(delivery_id), mapping={"enqueued": "1", "queuedAt": now_ms()})
+
+    def stranded(self, older_than_ms: int, limit: int = 500) -> list[str]:
+        """Pending deliveries last queued longer ago than `older_than_ms` that are neither scheduled
+        nor being sent. Called only while the queue is empty: then no queued message can be theirs,
+        and their message was lost (fetched by a worker whose Redis reply never came)."""
+        cutoff = now_ms() - older_than_ms
+        candidates: list[str] = []
+        for status in PENDING:
+            candidates += [str(i) for i in self.redis.zrangebyscore(f"{PREFIX}idx:status:{status}", "-inf", cutoff,
+                                                                     start=0, num=limit)]  # fmt: skip
+        if not candidates:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in candidates:
+            pipe.hmget(self.record_key(delivery_id), ["status", "queuedAt"])
+            pipe.zscore(DUE_KEY, delivery_id)
+            pipe.exists(f"{PREFIX}lock:{delivery_id}")
+        replies = pipe.execute()
+        lost = []
+        for i, delivery_id in enumerate(candidates):
+            (status, queued_at), due, locked = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            if status in PENDING and due is None and not locked and int(queued_at or 0) <= cutoff:
+                lost.append(delivery_id)
+        return lost
 
     def get(self, delivery_id: str) -> Delivery | None:
         raw: dict[str, str] = self.redis.hgetall(self.record_key(delivery_id))  # type: ignore[assignment]

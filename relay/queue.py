@@ -36,13 +36,19 @@ _KEEPALIVE = {
 }
 
 
+#: How long a patient (worker) connection waits for a silent Redis before giving up on a reply.
+PATIENT_READ_TIMEOUT_SECONDS = 600
+
+
 def build_broker(settings: Settings, *, patient: bool = False) -> RedisBroker:
     """The broker. A web process gives up on a silent Redis after seconds (the webhook answers 503);
     a `patient` one (the worker) waits it out: a hung Redis that resumes loses nothing, whereas a
-    timed-out acknowledgement would leave its message stranded with the worker until it restarts."""
+    reply given up on can leave a fetched message stranded with the worker (the retry scheduler's
+    sweep queues such messages again)."""
     if patient:
         client = redis.Redis.from_url(
             settings.redis_url,
+            socket_timeout=PATIENT_READ_TIMEOUT_SECONDS,  # None would mean redis-py's default of 5 s
             socket_connect_timeout=5,
             socket_keepalive=True,
             socket_keepalive_options={getattr(socket, name): value for name, value in _KEEPALIVE.items()},
@@ -72,6 +78,10 @@ class DeliveryQueue:
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
+
+    def waiting(self) -> int:
+        """Messages waiting in the queue (not yet fetched by any worker)."""
+        return int(self.broker.client.llen(f"{NAMESPACE}:{QUEUE_NAME}"))
 
     def enqueue(self, delivery_id: str) -> None:
         message: dramatiq.Message[None] = dramatiq.Message(

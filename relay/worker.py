@@ -69,12 +69,16 @@ class RetryScheduler(threading.Thread):
     """
 
     LEASE_MS = 60_000
+    SWEEP_EVERY_SECONDS = 15.0
 
     def __init__(self, services: Services, *, interval: float = 0.25) -> None:
         super().__init__(name="retry-scheduler", daemon=True)
         self.store = services.store
         self.queue = services.queue
         self.interval = interval
+        self.requeue_after_ms = int(services.settings.requeue_after_seconds * 1000)
+        self.sweep_every = min(self.SWEEP_EVERY_SECONDS, services.settings.requeue_after_seconds / 2)
+        self.next_sweep = time.monotonic() + self.sweep_every
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -96,8 +100,21 @@ class RetryScheduler(threading.Thread):
         due, lease = self.store.claim_due(now_ms(), self.LEASE_MS)
         for delivery_id in due:
             self.queue.enqueue(delivery_id)
+            self.store.mark_enqueued(delivery_id)
             self.store.release_due(delivery_id, lease)
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + self.sweep_every
+            self.requeue_stranded()
         return len(due)
+
+    def requeue_stranded(self) -> None:
+        """The safety net: queue again what a Redis fault left with no message anywhere."""
+        if self.queue.waiting():
+            return
+        for delivery_id in self.store.stranded(self.requeue_after_ms):
+            log.warning("queued a stranded delivery again", extra={"delivery_id": delivery_id})
+            self.queue.enqueue(delivery_id)
+            self.store.mark_enqueued(delivery_id)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -300,3 +300,23 @@ def test_message_api_uses_the_same_pipeline(client: Any, sandbox: Sandbox, worke
     )
     again = client.post("/v1/messages", json=body, headers=BEARER)
     assert again.json["status"] == "duplicate"
+
+
+def test_a_delivery_whose_message_was_lost_is_queued_again(
+    make_settings: Any, sandbox: Sandbox, start_worker: Any, redis_client: Any
+) -> None:
+    """What a Redis fault can do: a worker's fetch ran in Redis but its reply never came back, so the
+    message sits in that worker's acknowledgement set and nobody will send it. The sweep finds it."""
+    settings = make_settings(RELAY_REQUEUE_AFTER_SECONDS="1")
+    client = create_app(settings).test_client()
+    sandbox.seed("P1", agent="pat")
+    register(client, "P1", "renter@example.com")
+    delivery_id = only_delivery(post_mime(client, mime()))["id"]
+    # The fetch a lost worker made: the message leaves the queue for that worker's ack set.
+    (message,) = redis_client.lrange("relay-queue:deliveries", 0, -1)
+    redis_client.lrem("relay-queue:deliveries", 1, message)
+    redis_client.sadd("relay-queue:__acks__.lost-worker.deliveries", message)
+    start_worker(settings)
+    shown = wait_for_status(client, delivery_id, "delivered", timeout=20)
+    assert shown["attempts"] == 1
+    assert len(sandbox.events("P1")) == 1

@@ -203,6 +203,7 @@ def start_fault_stack(tmp_path: Path, redis_url: str, **overrides: str) -> Fault
         WEB_CONCURRENCY="2",
         RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS="3",
         RELAY_MAX_REQUEST_BYTES="65536",
+        RELAY_REQUEUE_AFTER_SECONDS="4",
         **overrides,
     )
     stack = FaultStack(Sandbox(sandbox_url), f"http://127.0.0.1:{web_port}", env, tmp_path)
