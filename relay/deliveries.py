@@ -34,6 +34,8 @@ PENDING = (QUEUED, RETRYING)
 
 # Creates a record and its indexes, first claiming (Message-ID, prospect) when
 # asked to; returns the id already holding the claim, if any, and writes nothing then.
+# With ARGV[9] (a queue message id) it also pushes the message onto the queue (KEYS[2], its
+# body in the KEYS[3] hash): record and message are written together or not at all.
 _CREATE = """
 local prefix = ARGV[1]
 local id = ARGV[2]
@@ -53,7 +55,15 @@ if KEYS[1] ~= prefix .. "no-claim" then
 end
 local record = prefix .. "delivery:" .. id
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[9] ~= "" then
+  redis.call("hset", KEYS[3], ARGV[9], ARGV[10])
+  redis.call("rpush", KEYS[2], ARGV[9])
+  fields[#fields + 1] = "enqueued"
+  fields[#fields + 1] = "1"
+  fields[#fields + 1] = "queuedAt"
+  fields[#fields + 1] = score
+end
 redis.call("hset", record, unpack(fields))
 redis.call("expire", record, record_ttl)
 -- Entries older than the record TTL point at expired records: trim on every write.
@@ -122,6 +132,17 @@ if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1
 
 DUE_KEY = f"{PREFIX}due"
 POSSIBLE_DUPLICATES_KEY = f"{PREFIX}idx:possible-duplicate"
+
+
+@dataclass(frozen=True)
+class QueueWrite:
+    """A queue message written with its record: its id pushed onto `list_key`, its body stored
+    under that id in the `hash_key` hash (how Dramatiq's Redis broker keeps a queue)."""
+
+    list_key: str
+    hash_key: str
+    message_id: str
+    data: bytes
 
 
 def now_ms() -> int:
@@ -259,8 +280,11 @@ class DeliveryStore:
     def record_key(delivery_id: str) -> str:
         return f"{PREFIX}delivery:{delivery_id}"
 
-    def create(self, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True) -> Delivery | None:
-        """Store a new delivery; when `claim` and the email was seen for this prospect, return that one."""
+    def create(
+        self, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True, enqueue: QueueWrite | None = None
+    ) -> Delivery | None:
+        """Store a new delivery (and, with `enqueue`, its queue message, in the same step); when `claim`
+        and the email was seen for this prospect, write nothing and return that one."""
         key = self.claim_key(delivery.messageId, delivery.prospectId) if claim else f"{PREFIX}no-claim"
         pairs: list[str] = []
         for name, value in {
@@ -269,7 +293,7 @@ class DeliveryStore:
         }.items():
             pairs += [name, value]
         holder = self._create(
-            keys=[key],
+            keys=[key, *((enqueue.list_key, enqueue.hash_key) if enqueue else (f"{PREFIX}none", f"{PREFIX}none"))],
             args=[
                 PREFIX,
                 delivery.id,
@@ -279,6 +303,8 @@ class DeliveryStore:
                 delivery.status,
                 delivery.prospectId or "",
                 message_key(delivery.messageId),
+                enqueue.message_id if enqueue else "",
+                enqueue.data if enqueue else "",
                 *pairs,
             ],
         )

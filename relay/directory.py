@@ -44,9 +44,34 @@ def normalise_emails(emails: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
 
 
+# Reads the directory entries of an email's addresses (KEYS: ARGV[1] prospect-set keys, then as
+# many agent keys) and the records of every prospect they or ARGV[2..] name.
+_VIEW = """
+local n = tonumber(ARGV[1])
+local ids, agents, seen, candidates = {}, {}, {}, {}
+for i = 1, n do
+  ids[i] = redis.call("smembers", KEYS[i])
+  agents[i] = redis.call("get", KEYS[n + i]) or false
+  for _, pid in ipairs(ids[i]) do
+    if not seen[pid] then seen[pid] = true; candidates[#candidates + 1] = pid end
+  end
+end
+for i = 2, #ARGV do
+  if not seen[ARGV[i]] then seen[ARGV[i]] = true; candidates[#candidates + 1] = ARGV[i] end
+end
+local records = {}
+for _, pid in ipairs(candidates) do
+  records[#records + 1] = pid
+  records[#records + 1] = redis.call("get", "relay:prospect:" .. pid) or false
+end
+return {ids, agents, records}
+"""
+
+
 class Directory:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self._view = client.register_script(_VIEW)
 
     # Prospects ---------------------------------------------------------------
 
@@ -130,38 +155,23 @@ class Directory:
     # Routing -----------------------------------------------------------------
 
     def view_for(self, email: Email, reply_tag_prefix: str) -> DirectoryView:
-        """Everything routing may consult for this email, in two round trips."""
+        """Everything routing may consult for this email, in one round trip (a read-only script)."""
         addresses = addresses_to_look_up(email)
-        pipe = self.redis.pipeline(transaction=False)
-        for address in addresses:
-            pipe.smembers(_email_key(address))
-            pipe.get(_agent_email_key(address))
-        replies = pipe.execute()
-        prospects_by_email: dict[str, tuple[str, ...]] = {}
-        agents_by_email: dict[str, str] = {}
-        for i, address in enumerate(addresses):
-            ids = sorted(str(m) for m in replies[2 * i])
-            if ids:
-                prospects_by_email[address] = tuple(ids)
-            agent = replies[2 * i + 1]
-            if agent:
-                agents_by_email[address] = agent
-
-        candidate_ids = {pid for ids in prospects_by_email.values() for pid in ids}
-        if email.metadata.prospect_id:
-            candidate_ids.add(email.metadata.prospect_id)
-        for address in email.recipients:
-            tagged = reply_tag_prospect(address, reply_tag_prefix)
-            if tagged:
-                candidate_ids.add(tagged)
+        extra_ids = [email.metadata.prospect_id] if email.metadata.prospect_id else []
+        extra_ids += [pid for a in email.recipients for pid in [reply_tag_prospect(a, reply_tag_prefix)] if pid]
+        ids, agents, records = self._view(
+            keys=[_email_key(a) for a in addresses] + [_agent_email_key(a) for a in addresses],
+            args=[len(addresses), *extra_ids],
+        )
+        prospects_by_email = {
+            a: tuple(sorted(str(m) for m in found)) for a, found in zip(addresses, ids, strict=True) if found
+        }
+        agents_by_email = {a: str(agent) for a, agent in zip(addresses, agents, strict=True) if agent}
         prospect_agents: dict[str, str | None] = {}
-        ordered = sorted(candidate_ids)
-        if ordered:
-            records = self.redis.mget([_prospect_key(pid) for pid in ordered])
-            for pid, raw in zip(ordered, records, strict=False):
-                record = self._load(raw)
-                if record:
-                    prospect_agents[pid] = record.get("agentUsername")
+        for pid, raw in zip(records[::2], records[1::2], strict=True):
+            record = self._load(raw)
+            if record:
+                prospect_agents[str(pid)] = record.get("agentUsername")
         return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
 
     def known_knock_agent(self, prospect_id: str) -> str | None:

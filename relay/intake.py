@@ -100,26 +100,16 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
 def store_and_queue(
     services: Services, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True
 ) -> dict[str, Any]:
-    """Store the delivery (unless `claim` finds the email already logged for its prospect) and queue it
-    when it is to be sent; a failed enqueue removes it again, so that the provider's retry is new."""
-    existing = services.store.create(delivery, payload, claim=claim)
+    """Store the delivery (unless `claim` finds the email already logged for its prospect) and, when it
+    is to be sent, its queue message with it, in one Redis step: both are written or neither is, so a
+    failure leaves nothing behind and the provider's retry is new."""
+    write = services.queue.write_for(delivery.id) if delivery.status == QUEUED else None
+    existing = services.store.create(delivery, payload, claim=claim, enqueue=write)
     if existing is not None:
         if existing.status == QUEUED and not existing.enqueued:
-            # The first copy was stored but its enqueue never confirmed: queue it now.
+            # Stored by an earlier version that queued in a second step, which never confirmed.
             enqueue(services, existing)
         return existing.summary(DUPLICATE)
-    if delivery.status == QUEUED:
-        try:
-            enqueue(services, delivery)
-        except redis.RedisError:
-            try:
-                services.store.forget(delivery)
-            except redis.RedisError:
-                log.warning(
-                    "could not forget unqueued delivery",
-                    extra={"delivery_id": delivery.id},
-                )
-            raise
     return delivery.summary()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 
 import dramatiq
 import redis
@@ -10,6 +11,7 @@ from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.middleware import Retries
 
 from relay.config import Settings
+from relay.deliveries import QueueWrite
 from relay.forwarding import Forwarder, forward_once
 
 QUEUE_NAME = "deliveries"
@@ -84,14 +86,22 @@ class DeliveryQueue:
         return int(self.broker.client.llen(f"{NAMESPACE}:{QUEUE_NAME}"))
 
     def enqueue(self, delivery_id: str) -> None:
-        message: dramatiq.Message[None] = dramatiq.Message(
-            queue_name=QUEUE_NAME,
-            actor_name=ACTOR_NAME,
-            args=(delivery_id,),
-            kwargs={},
-            options={},
+        self.broker.enqueue(self._message(delivery_id))
+
+    def write_for(self, delivery_id: str) -> QueueWrite:
+        """The delivery's message as Dramatiq's Redis broker stores it (its `enqueue` command: the body
+        in `<namespace>:<queue>.msgs` under a fresh id, the id pushed onto `<namespace>:<queue>`), so
+        that the webhook writes record and message in one Redis step. The worker consumes it as any."""
+        redis_message_id = str(uuid.uuid4())
+        message = self._message(delivery_id).copy(options={"redis_message_id": redis_message_id})
+        queue_key = f"{NAMESPACE}:{QUEUE_NAME}"
+        return QueueWrite(queue_key, f"{queue_key}.msgs", redis_message_id, message.encode())
+
+    @staticmethod
+    def _message(delivery_id: str) -> dramatiq.Message[None]:
+        return dramatiq.Message(
+            queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(delivery_id,), kwargs={}, options={}
         )
-        self.broker.enqueue(message)
 
 
 def register_forward_actor(broker: RedisBroker, forwarder: Forwarder) -> dramatiq.Actor:  # type: ignore[type-arg]
