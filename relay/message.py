@@ -366,6 +366,9 @@ def _is_attachment(part: Message) -> bool:
 
 def encoded_size(part: Message) -> int:
     """The decoded size of a part, computed from its encoded form: attachments are never decoded to be sized."""
+    omitted = part.get(OMITTED_SIZE_HEADER)
+    if omitted is not None and str(omitted).strip().isdigit():
+        return int(str(omitted).strip())
     payload = part.get_payload(decode=False)
     if not isinstance(payload, str):
         return 0
@@ -381,6 +384,61 @@ def encoded_size(part: Message) -> int:
 
 _BOUNDARY_PARAMETER = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
 _DELIMITER_LINE = re.compile(rb"^--([^\s]+?)(--)?[ \t]*\r?$", re.MULTILINE)
+
+
+#: A leaf part's body larger than this that is not text is sized and left out before parsing.
+LARGE_PART_BYTES = 64 * 1024
+#: Header the relay puts on a part whose body it left out, carrying the body's decoded size.
+OMITTED_SIZE_HEADER = "X-Relay-Omitted-Body-Size"
+_PART_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*([^;\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_TRANSFER_ENCODING = re.compile(rb"^content-transfer-encoding:[ \t]*([\w-]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _decoded_size(raw: bytes, start: int, end: int, encoding: bytes) -> int:
+    """The decoded size of raw[start:end] in that transfer encoding, counted without copying it."""
+    length = end - start
+    if encoding.lower() == b"base64":
+        blanks = sum(raw.count(c, start, end) for c in (b"\n", b"\r", b" ", b"\t"))
+        padding = raw.count(b"=", max(start, end - 4), end)
+        return max(0, (length - blanks) * 3 // 4 - padding)
+    return length
+
+
+def omit_large_bodies(raw: bytes, threshold: int = LARGE_PART_BYTES) -> bytes:
+    """The message with the bodies of large non-text parts (attachments, images) left out.
+
+    Their decoded size goes in an `X-Relay-Omitted-Body-Size` header of the part: the body
+    lists attachments by name and size, so nothing else of them is ever needed, and a 25 MB
+    attachment is then neither copied into the parser's lines nor decoded.
+    """
+    boundaries = {m[1] or m[2] for m in _BOUNDARY_PARAMETER.finditer(raw)}
+    if not boundaries or len(raw) < threshold:
+        return raw
+    lines = [line for line in _DELIMITER_LINE.finditer(raw) if line[1] in boundaries]
+    pieces: list[bytes] = []
+    kept_to = 0
+    for opening, following in zip(lines, lines[1:], strict=False):
+        if opening[2]:  # a closing delimiter opens no part
+            continue
+        part_start, part_end = opening.end(), following.start()
+        if part_end - part_start < threshold:
+            continue
+        header_end = _PART_HEADERS_END.search(raw, part_start, min(part_end, part_start + 16 * 1024))
+        if header_end is None:
+            continue
+        headers = raw[part_start : header_end.start()]
+        content_type = _CONTENT_TYPE.search(headers)
+        kind = (content_type[1].strip().lower() if content_type else b"text/plain").split(b"/")[0]
+        if kind in (b"text", b"multipart", b"message"):
+            continue
+        encoding = _TRANSFER_ENCODING.search(headers)
+        size = _decoded_size(raw, header_end.end(), part_end, encoding[1] if encoding else b"7bit")
+        pieces += [raw[kept_to : header_end.start()], f"\r\n{OMITTED_SIZE_HEADER}: {size}\r\n\r\n".encode()]
+        kept_to = part_end
+    if not pieces:
+        return raw
+    return b"".join([*pieces, raw[kept_to:]])
 
 
 def cut_after_parts(raw: bytes, max_parts: int) -> tuple[bytes, bool]:
@@ -427,6 +485,7 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
         raise MalformedPayload("empty message")
     truncated: list[str] = []
     raw, cut = cut_after_parts(raw, limits.parts)
+    raw = omit_large_bodies(raw)
     if cut:
         truncated.append(TRUNCATED_PARTS)
     try:

@@ -155,3 +155,36 @@ def test_quoted_printable_and_plain_sizes(tmp_path: Path) -> None:
         (part,) = [p for p in message.walk() if p.get_filename()]
         assert encoded_size(part) == len(part.get_payload(decode=True))
     assert json.dumps([])
+
+
+@pytest.mark.parametrize("size", [64 * 1024 + 1, 300_001, 1_000_000])
+def test_large_attachments_are_sized_exactly_and_never_parsed(size: int) -> None:
+    from relay.message import omit_large_bodies
+
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
+    raw = (
+        header_block(
+            'To: renter1@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf\r\n"
+            'Content-Disposition: attachment; filename="lease.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        )
+        + encoded.encode()
+        + b"--b--\r\n"
+    )
+    assert len(omit_large_bodies(raw)) < 2048  # the parser never sees the attachment's body
+    email = parse_mime(raw)
+    assert [(a.filename, a.size) for a in email.attachments] == [("lease.pdf", size)]
+    assert (email.text or "").strip() == "see attached"
+
+
+def test_large_text_parts_are_kept() -> None:
+    from relay.message import omit_large_bodies
+
+    text = "A long letter. " * 10_000
+    raw = header_block(
+        'To: renter1@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        f"Content-Type: text/plain\r\n\r\n{text}\r\n--b--\r\n"
+    )
+    assert omit_large_bodies(raw) == raw
+    assert (parse_mime(raw).text or "").strip() == text.strip()
