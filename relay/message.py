@@ -345,7 +345,7 @@ def _decode_header_value(name: str, raw: str) -> str:
 
 def parse_header_block(block: str) -> list[tuple[str, str]]:
     """Decoded header pairs from a raw header block (e.g. SendGrid's `headers` field)."""
-    return header_pairs(HeaderParser(policy=policy.default).parsestr(block, headersonly=True))
+    return header_pairs(HeaderParser(policy=policy.compat32).parsestr(block, headersonly=True))
 
 
 def _part_text(part: Message) -> str:
@@ -359,9 +359,23 @@ def _part_text(part: Message) -> str:
         return payload.decode("utf-8", errors="replace")
 
 
+def filename_of(part: Message) -> str | None:
+    """The part's file name, RFC 2231 parameters or (as many mailers write them) RFC 2047 words decoded."""
+    name = part.get_filename()
+    if not name:
+        return None
+    name = without_surrogates(str(name))
+    if "=?" in name:
+        try:
+            return str(policy.default.header_fetch_parse("subject", name))
+        except Exception:  # noqa: BLE001 - an unreadable name is shown as it came
+            return name
+    return name
+
+
 def _is_attachment(part: Message) -> bool:
     disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
-    return disposition == "attachment" or (disposition != "inline" and bool(part.get_filename()))
+    return disposition == "attachment" or (disposition != "inline" and bool(filename_of(part)))
 
 
 def encoded_size(part: Message) -> int:
@@ -489,7 +503,9 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
     if cut:
         truncated.append(TRUNCATED_PARTS)
     try:
-        message = BytesParser(policy=policy.default).parsebytes(raw)
+        # compat32 keeps header values as the raw strings they are: the structured headers of
+        # policy.default cost most of a parse, and only the subject (decoded apart) is shown.
+        message = BytesParser(policy=policy.compat32).parsebytes(raw)
     except Exception as exc:  # noqa: BLE001 - the stdlib parser is lenient; anything it raises is bad input
         raise MalformedPayload(f"unreadable MIME message ({type(exc).__name__})") from exc
     pairs = header_pairs(message)
@@ -505,7 +521,7 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
     for part in leaves:
         content_type = part.get_content_type()
         if _is_attachment(part):
-            attachments.append(Attachment(part.get_filename() or "attachment", encoded_size(part), content_type))
+            attachments.append(Attachment(filename_of(part) or "attachment", encoded_size(part), content_type))
         elif content_type == "text/html" and html is None:
             html = _part_text(part)
         elif content_type == "text/plain" and text is None:
@@ -513,7 +529,7 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
         elif part.get_content_maintype() not in ("text", "multipart"):
             if content_type.startswith("image/") and part.get("content-id"):
                 continue  # inline images referenced by cid: are dropped with their references
-            attachments.append(Attachment(part.get_filename() or "attachment", encoded_size(part), content_type))
+            attachments.append(Attachment(filename_of(part) or "attachment", encoded_size(part), content_type))
     return build_email(
         headers=pairs, text=text, html=html, attachments=attachments, limits=limits, truncated=truncated,
         **extra,  # type: ignore[arg-type]

@@ -78,3 +78,17 @@ def test_fallback_id_ignores_envelope_and_bcc_which_differ_between_copies() -> N
     )
     recipient_copy = build_email(headers=headers, text="hi", envelope_to=["renter@example.com"])
     assert sender_copy.message_id == recipient_copy.message_id
+
+
+def test_attachment_names_in_rfc2231_and_rfc2047_are_decoded() -> None:
+    from relay.message import parse_mime
+
+    raw = (
+        b'From: a@example.com\r\nTo: b@acme-living.com\r\nSubject: files\r\nContent-Type: multipart/mixed; boundary="b"'
+        b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*=UTF-8''Re%C3%A7u.pdf\r\n\r\n"
+        b"x\r\n--b\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="=?utf-8?b?w6l0w6kucGRm?="\r\n\r\nx\r\n--b--\r\n'
+    )
+    assert [a.filename for a in parse_mime(raw).attachments] == ["Reçu.pdf", "été.pdf"]
