@@ -270,6 +270,9 @@ class DeliveryStore:
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._claim_due = client.register_script(_CLAIM_DUE)
+        self._release = client.register_script(
+            'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
+        )
         self._release_due = client.register_script(_RELEASE_DUE)
 
     @staticmethod
@@ -374,6 +377,17 @@ class DeliveryStore:
     def payload(self, delivery_id: str) -> dict[str, Any] | None:
         raw = self.redis.hget(self.record_key(delivery_id), "payload")
         return json.loads(str(raw)) if raw else None
+
+    def get_with_payload(self, delivery_id: str) -> tuple[Delivery | None, dict[str, Any] | None]:
+        """The record and its Knock body, in one read."""
+        raw: dict[str, str] = self.redis.hgetall(self.record_key(delivery_id))  # type: ignore[assignment]
+        if not raw:
+            return None, None
+        return Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
+
+    def release_lock(self, key: str, token: str) -> None:
+        """Delete a lock only if it is still ours, in one step."""
+        self._release(keys=[key], args=[token])
 
     def transition(
         self,

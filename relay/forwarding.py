@@ -108,16 +108,14 @@ class Forwarder:
             return self._forward_locked(delivery_id)
         finally:
             try:
-                if self.store.redis.get(lock_key) == token:
-                    self.store.redis.delete(lock_key)
+                self.store.release_lock(lock_key, token)
             except redis.RedisError:
                 pass  # the lock lapses by itself
 
     def _forward_locked(self, delivery_id: str) -> str | None:
-        delivery = self.store.get(delivery_id)
+        delivery, payload = self.store.get_with_payload(delivery_id)
         if delivery is None or delivery.status not in PENDING:
             return delivery.status if delivery else None
-        payload = self.store.payload(delivery_id)
         if payload is not None and FETCH in payload:
             return self._fetch(delivery, payload[FETCH])
         if payload is None or not delivery.prospectId:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import requests
+import requests.adapters
 
 #: Statuses worth another try later (SPEC §6); every other 4xx is final.
 TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
@@ -68,6 +69,9 @@ class KnockClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers.update({"x-api-key": api_key, "Accept": "application/json"})
+        # One kept-alive connection per forwarding thread: requests keeps 10 by default, so more
+        # threads than that would open and close a connection per delivery.
+        self.session.mount(self.base_url, requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=64))
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
