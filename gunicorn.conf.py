@@ -4,9 +4,16 @@ import os
 
 from relay.logs import gunicorn_logconfig
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("RELAY_WEB_THREADS", "4"))
+
+def _whole(name: str, default: int) -> int:
+    """A malformed value falls back here; the app's settings check then reports it in one line and stops."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_whole('PORT', 8000)}"
+workers = _whole("WEB_CONCURRENCY", 2)
+threads = _whole("RELAY_WEB_THREADS", 4)
 worker_class = "gthread"
 # Webhooks answer after Redis, never after Knock; a slow client upload is the long pole.
 # Behind a buffering proxy (the chart's ingress) bodies arrive whole and fast.

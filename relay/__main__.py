@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 from typing import NoReturn, TextIO
 
 import click
+import redis
 
-from relay.config import ConfigError, Settings, load_settings
+from relay import __version__
+from relay.config import ConfigError, Settings, load_settings, production_warnings
+from relay.deliveries import STATUSES
 from relay.logs import configure_logging
 from relay.services import Services
 
@@ -21,23 +25,46 @@ def exit_with_problems(problems: list[str]) -> NoReturn:
     sys.exit(1)
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(*, needs_knock: bool = True) -> Settings:
     try:
-        return load_settings()
+        return load_settings(needs_knock=needs_knock)
     except ConfigError as error:
         exit_with_problems(error.problems)
 
 
-@click.group()
+def store_services() -> Services:
+    """For operator commands: they read and write Redis only, so REDIS_URL is all they need."""
+    return Services(settings_or_exit(needs_knock=False))
+
+
+class RelayCommands(click.Group):
+    """Every command: a Redis that cannot be reached is one line and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as error:
+            url = os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+            shown = url.split("@")[-1]  # never the password
+            raise click.ClickException(f"Redis at {shown}: {error}") from error
+
+
+@click.group(cls=RelayCommands)
+@click.version_option(__version__, prog_name="relay")
 def cli() -> None:
     """Knock Email Relay."""
+
+
+def _threads_default() -> int:
+    value = os.environ.get("RELAY_WORKER_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 4  # a bad value is reported by the settings check
 
 
 @cli.command()
 @click.option(
     "--threads",
     type=int,
-    default=lambda: int(os.environ.get("RELAY_WORKER_THREADS", "4")),
+    default=_threads_default,
     show_default="RELAY_WORKER_THREADS or 4",
     help="Deliveries forwarded at once by this process.",
 )
@@ -54,6 +81,8 @@ def worker(threads: int, shutdown_grace: float) -> None:
     from relay.worker import run_worker
 
     services = Services(settings_or_exit(), patient=True)
+    for warning in production_warnings(services.settings):
+        logging.getLogger("relay.worker").warning("configuration: %s", warning)
     refusals = services.persistence.check_at_start()
     if refusals:
         exit_with_problems(refusals)
@@ -123,8 +152,10 @@ def config() -> None:
 
 @config.command("check")
 def config_check() -> None:
-    """Validate the environment; one line per problem, exit 1 if any."""
+    """Validate the environment; one line per problem, exit 1 if any; warnings for what is missing."""
     settings = settings_or_exit()
+    for warning in production_warnings(settings):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"configuration ok ({settings.environment}); Knock at {settings.knock_base_url}")
 
 
@@ -134,16 +165,42 @@ def deliveries() -> None:
 
 
 @deliveries.command("list")
-@click.option("--status", default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--prospect-id", default=None)
 @click.option("--message-id", default=None)
 @click.option("--limit", type=int, default=20, show_default=True)
 def deliveries_list(status: str | None, prospect_id: str | None, message_id: str | None, limit: int) -> None:
     """Newest deliveries first, one JSON object per line."""
-    services = Services(settings_or_exit())
+    services = store_services()
     page, _ = services.store.list(status=status, prospect_id=prospect_id, message_id=message_id, limit=limit)
     for delivery in page:
         click.echo(json.dumps(delivery.public()))
+
+
+@deliveries.command("show")
+@click.argument("delivery_id")
+def deliveries_show(delivery_id: str) -> None:
+    """One delivery as JSON: status, reason, attempts, last error, sender authentication, ..."""
+    delivery = store_services().store.get(delivery_id)
+    if delivery is None:
+        raise click.ClickException(f"no delivery {delivery_id!r}")
+    click.echo(json.dumps(delivery.public(), indent=2))
+
+
+@deliveries.command("resolve")
+@click.argument("delivery_id")
+@click.option("--prospect-id", required=True, help="The Knock prospect the email belongs to.")
+@click.option("--agent-username", default=None, help="The agent to log it for (else the directory's, then Knock's).")
+def deliveries_resolve(delivery_id: str, prospect_id: str, agent_username: str | None) -> None:
+    """Give an unmatched delivery its prospect and queue it."""
+    from relay.errors import RelayError
+    from relay.intake import resolve_delivery
+
+    try:
+        resolve_delivery(store_services(), delivery_id, prospect_id, agent_username)
+    except RelayError as error:
+        raise click.ClickException(error.message) from error
+    click.echo(f"resolved {delivery_id}: queued for prospect {prospect_id}")
 
 
 @deliveries.command("replay")
@@ -154,7 +211,7 @@ def deliveries_replay(delivery_id: str | None, all_dead: bool) -> None:
     from relay.errors import RelayError
     from relay.intake import replay_dead, replay_delivery
 
-    services = Services(settings_or_exit())
+    services = store_services()
     if all_dead:
         click.echo(f"replayed {len(replay_dead(services))} deliveries")
     elif delivery_id:
@@ -179,7 +236,7 @@ def directory_import(csv_file: TextIO) -> None:
 
     Several rows with one prospectId add up its emails.
     """
-    services = Services(settings_or_exit())
+    services = store_services()
     rows: dict[str, tuple[list[str], str | None]] = {}
     reader = csv.DictReader(csv_file)
     missing = {"prospectId", "email"} - set(reader.fieldnames or [])
@@ -211,7 +268,7 @@ def quarantine(limit: int, with_body: bool) -> None:
     """Authenticated webhook posts that could not be read, newest first, one JSON object per line."""
     from relay.quarantine import Quarantine
 
-    services = Services(settings_or_exit())
+    services = store_services()
     for entry in Quarantine(services.redis).entries(limit):
         if not with_body:
             entry.pop("body", None)

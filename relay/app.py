@@ -10,7 +10,7 @@ import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from relay.config import ConfigError, Settings, load_settings
+from relay.config import ConfigError, Settings, load_settings, production_warnings
 from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
 from relay.logs import request_id
 from relay.services import Services
@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = UntrustedJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     services = Services(settings)
+    for warning in production_warnings(settings):
+        log.warning("configuration: %s", warning)
     refusals = services.persistence.check_at_start()
     if refusals:
         raise ConfigError(refusals)

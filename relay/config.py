@@ -188,8 +188,12 @@ def _sender_auth_mode(reader: _Reader) -> str:
     return mode
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from the environment or raise ConfigError listing every problem."""
+def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = True) -> Settings:
+    """Build Settings from the environment or raise ConfigError listing every problem.
+
+    `needs_knock=False` is for operator commands that only read and write Redis: they run
+    beside a deployment without its Knock credentials.
+    """
     env = os.environ if env is None else env
     read = _Reader(env)
 
@@ -203,13 +207,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read.text("REDIS_URL") or "redis://localhost:6379/0",
         ("redis", "rediss", "unix"),
     )
-    knock_base_url = read.text("KNOCK_BASE_URL") or (DEV_KNOCK_BASE_URL if local else None)
+    knock_base_url = read.text("KNOCK_BASE_URL") or (DEV_KNOCK_BASE_URL if local or not needs_knock else None)
     if knock_base_url is None:
         read.problems.append("KNOCK_BASE_URL: required (set RELAY_ENV=development to use the local sandbox)")
         knock_base_url = ""
     else:
         knock_base_url = read.url("KNOCK_BASE_URL", knock_base_url.rstrip("/"), ("http", "https"))
-    knock_api_key = read.text("KNOCK_API_KEY") or (DEV_KNOCK_API_KEY if local else None)
+    knock_api_key = read.text("KNOCK_API_KEY") or (DEV_KNOCK_API_KEY if local or not needs_knock else None)
     if knock_api_key is None:
         read.problems.append("KNOCK_API_KEY: required (set RELAY_ENV=development to use the local sandbox)")
         knock_api_key = ""
@@ -254,8 +258,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sender_auth=_sender_auth_mode(read),
         trusted_authserv_ids=tuple(item.lower() for item in read.items("RELAY_TRUSTED_AUTHSERV_IDS")),
     )
+    # Process settings read by gunicorn.conf.py and the worker: checked here so that a bad value
+    # is one line of `config check` and of start-up, not a traceback.
+    read.number("PORT", 8000, minimum=1, maximum=65535, integer=True)
+    read.number("WEB_CONCURRENCY", 2, minimum=1, integer=True)
+    read.number("RELAY_WEB_THREADS", 4, minimum=1, integer=True)
+    read.number("RELAY_WORKER_THREADS", 4, minimum=1, integer=True)
     if read.problems:
         raise ConfigError(read.problems)
     if settings.insecure_webhooks:
         log.warning("RELAY_INSECURE_WEBHOOKS is on: webhooks without configured authentication accept anyone")
     return settings
+
+
+def production_warnings(settings: Settings) -> list[str]:
+    """Settings that are valid but leave a production relay unable to do its job."""
+    if settings.environment != PRODUCTION:
+        return []
+    warnings = []
+    if not settings.api_token:
+        warnings.append("RELAY_API_TOKEN: not set, so the /v1 API answers 404")
+    if not (settings.webhook_basic_auth or settings.mailgun_webhook_signing_key) and not settings.insecure_webhooks:
+        warnings.append(
+            "RELAY_WEBHOOK_BASIC_AUTH and MAILGUN_WEBHOOK_SIGNING_KEY: neither is set, so every webhook answers 401"
+        )
+    if not settings.mailbox_domains:
+        warnings.append("RELAY_MAILBOX_DOMAINS: not set, so no sender is on the leasing side (all mail is inbound)")
+    return warnings

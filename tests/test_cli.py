@@ -71,3 +71,75 @@ def test_quarantine_shows_unreadable_posts(run: Any, client: Any) -> None:
     assert entry["provider"] == "postmark" and "body" not in entry and entry["size"] == 7
     (with_body,) = [json.loads(line) for line in run("quarantine", "--with-body").output.splitlines()]
     assert with_body["body"] == "e2Jyb2tlbg=="
+
+
+def test_version_matches_the_package(run: Any) -> None:
+    import tomllib
+
+    from relay import __version__
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["version"] == __version__
+    assert run("--version").output.strip() == f"relay, version {__version__}"
+
+
+def test_status_filter_is_validated(sandbox: Sandbox) -> None:
+    result = CliRunner().invoke(cli, ["deliveries", "list", "--status", "bogus"], env=relay_env(sandbox.url))
+    assert result.exit_code == 2 and "Invalid value for '--status'" in result.output
+
+
+def test_read_only_commands_need_only_redis(sandbox: Sandbox) -> None:
+    env = {**relay_env(sandbox.url), "KNOCK_BASE_URL": "", "KNOCK_API_KEY": "", "RELAY_ENV": "production"}
+    for args in (["deliveries", "list"], ["quarantine"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 0, result.output
+
+
+def test_an_unreachable_redis_is_one_line(sandbox: Sandbox) -> None:
+    import subprocess
+    import sys
+
+    env = {**relay_env(sandbox.url), "REDIS_URL": "redis://:secret@127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "relay", "deliveries", "list"], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: Redis at 127.0.0.1:1/0")
+    assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_show_and_resolve_a_delivery(run: Any, client: Any, sandbox: Sandbox, worker: Any) -> None:
+    sandbox.seed("P9", agent="pat")
+    delivery_id = post_mime(client, mime(sender="stranger@example.org")).json["deliveries"][0]["id"]
+    shown = json.loads(run("deliveries", "show", delivery_id).output)
+    assert (shown["status"], shown["id"]) == ("unmatched", delivery_id)
+    result = run("deliveries", "resolve", delivery_id, "--prospect-id", "P9")
+    assert result.exit_code == 0, result.output
+    assert wait_for_status(client, delivery_id, "delivered")["prospectId"] == "P9"
+    missing = CliRunner().invoke(cli, ["deliveries", "show", "nope"], env=relay_env(sandbox.url))
+    assert missing.exit_code == 1 and "no delivery 'nope'" in missing.output
+
+
+def test_config_check_warns_about_what_production_lacks() -> None:
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "KNOCK_BASE_URL": "https://knock.example", "KNOCK_API_KEY": "k"}
+    result = subprocess.run([sys.executable, "-m", "relay", "config", "check"], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert [w.split(":")[1].strip() for w in warnings] == [
+        "RELAY_API_TOKEN", "RELAY_WEBHOOK_BASIC_AUTH and MAILGUN_WEBHOOK_SIGNING_KEY", "RELAY_MAILBOX_DOMAINS"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "RELAY_WEB_THREADS", "RELAY_WORKER_THREADS", "PORT"])
+def test_process_settings_are_checked_like_the_others(name: str) -> None:
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "RELAY_ENV": "development", name: "x"}
+    result = subprocess.run([sys.executable, "-m", "relay", "config", "check"], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"configuration error: {name}: must be a whole number, got 'x'"

@@ -109,3 +109,14 @@ def test_startup_fails_with_one_line_per_bad_setting(tmp_path: Path) -> None:
         timeout=30,
     )
     assert worker.returncode == 1 and worker.stderr.count("configuration error:") == 3
+
+
+def test_a_malformed_thread_count_stops_gunicorn_with_one_line(tmp_path: Path) -> None:
+    """(A malformed WEB_CONCURRENCY fails inside gunicorn before any relay code runs; `config check` names it.)"""
+    env = relay_env("http://127.0.0.1:1", PORT=str(free_port()), RELAY_WEB_THREADS="x")
+    log = tmp_path / "web.log"
+    web = spawn([str(BIN / "gunicorn"), "wsgi:app"], env, log)
+    assert web.wait(timeout=30) != 0
+    errors = [line for line in log.read_text().splitlines() if line.startswith("configuration error:")]
+    assert errors == ["configuration error: RELAY_WEB_THREADS: must be a whole number, got 'x'"]
+    assert "Traceback" not in log.read_text()
