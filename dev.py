@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Local commands that need nothing but Python 3.11+:
 
-    python3 dev.py run    Redis (started if none answers), Knock sandbox, web and worker
-    python3 dev.py test   the test suite (pytest) against a real Redis, started if none answers
+    python3 dev.py run    its own Redis, the Knock sandbox, web and worker, on the loopback
+    python3 dev.py test   the test suite (pytest) against a throwaway Redis of its own
     python3 dev.py bench  the benchmark (bench/run.py; needs wrk and redis-server), see BENCHMARKS.md
 
-Both create `.venv` and install the pinned requirements on first use.
+They create `.venv` and install the pinned requirements on first use.
+`run` uses REDIS_URL when set; `test` uses RELAY_TEST_REDIS_URL when set (and flushes it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import venv
 from pathlib import Path
 from urllib.parse import urlsplit
 
+MINIMUM_PYTHON = (3, 11)
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
@@ -44,17 +46,33 @@ def say(message: str) -> None:
     print(f"[dev] {message}", file=sys.stderr, flush=True)
 
 
+def venv_python_version() -> tuple[int, ...] | None:
+    """The Python version .venv was made with (from its pyvenv.cfg), if there is one."""
+    config = VENV / "pyvenv.cfg"
+    if not config.exists():
+        return None
+    for line in config.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            return tuple(int(part) for part in value.strip().split(".")[:2] if part.isdigit())
+    return None
+
+
 def ensure_venv() -> None:
     """Create .venv and install requirements-dev.txt when it changed since the last install."""
+    made_with = venv_python_version()
+    if made_with is not None and made_with < MINIMUM_PYTHON:
+        say(f".venv was made by Python {'.'.join(map(str, made_with))}: making it again")
+        shutil.rmtree(VENV)
     wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + (ROOT / "requirements.txt").read_bytes()).hexdigest()
     if not PYTHON.exists():
         say("creating .venv")
         venv.create(VENV, with_pip=True)
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
-    say("installing requirements into .venv")
+    say("installing the pinned requirements into .venv (the first time takes a minute or two)")
     subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--progress-bar", "on", "-r", str(REQUIREMENTS)], check=True)
     STAMP.write_text(wanted)
 
 
@@ -88,15 +106,18 @@ def redis_server_binary() -> str:
     return result.stdout.strip()
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    """A throwaway Redis on a free loopback port that keeps nothing on disk."""
+def start_redis(data_dir: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A Redis of our own on a free loopback port: throwaway, or keeping its data (AOF) in `data_dir`."""
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="relay-redis-")
+    if data_dir is None:
+        persistence = ["--save", "", "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="relay-redis-")]
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = ["--save", "", "--appendonly", "yes", "--dir", str(data_dir)]
     process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", *persistence],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
         if redis_answers(url):
@@ -122,8 +143,11 @@ def run_tests(args: list[str]) -> int:
     ensure_venv()
     env = dict(os.environ)
     processes = []
-    url = env.get("RELAY_TEST_REDIS_URL", "redis://localhost:6379/15")
-    if not redis_answers(url):
+    # The tests flush their database: only one they were told to use, or one of their own.
+    url = env.get("RELAY_TEST_REDIS_URL")
+    if url and not redis_answers(url):
+        raise SystemExit(f"RELAY_TEST_REDIS_URL {url} does not answer")
+    if not url:
         process, base = start_redis()
         processes.append(process)
         url = base.rsplit("/", 1)[0] + "/15"
@@ -156,6 +180,11 @@ def _wait_for(url: str, seconds: float = 30) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def run_stack() -> int:
     ensure_venv()
     env = dict(os.environ)
@@ -164,14 +193,22 @@ def run_stack() -> int:
     env.setdefault("RELAY_WEBHOOK_BASIC_AUTH", DEV_BASIC_AUTH)
     env.setdefault("RELAY_MAILBOX_DOMAINS", "acme-living.com")
     env.setdefault("PORT", "8000")
+    env.setdefault("HOST", "127.0.0.1")  # well-known development credentials stay on this machine
     env.setdefault("RELAY_WORKER_PORT", str(free_port()))
-    env.setdefault("REDIS_URL", "redis://localhost:6379/0")
+    sandbox_port = urlsplit(env.get("KNOCK_BASE_URL", "http://localhost:8081")).port or 8081
+    taken = [f"{name} {port}" for name, port in (("PORT", int(env["PORT"])), ("sandbox port", sandbox_port))
+             if port_taken(port)]  # fmt: skip
+    if taken:
+        say(f"already in use: {', '.join(taken)}; stop what uses it or choose others (PORT=8010 KNOCK_BASE_URL=...)")
+        return 1
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        if not redis_answers(env["REDIS_URL"]):
-            process, env["REDIS_URL"] = start_redis()
+        if not env.get("REDIS_URL"):
+            # A Redis of its own (data kept in .run/redis), never someone's database 0.
+            process, env["REDIS_URL"] = start_redis(ROOT / ".run" / "redis")
             processes.append(process)
-        sandbox_port = urlsplit(env.get("KNOCK_BASE_URL", "http://localhost:8081")).port or 8081
+        elif not redis_answers(env["REDIS_URL"]):
+            raise SystemExit(f"REDIS_URL {env['REDIS_URL']} does not answer")
         env.setdefault("KNOCK_BASE_URL", f"http://localhost:{sandbox_port}")
         processes.append(
             subprocess.Popen([str(PYTHON), "-m", "relay", "sandbox", "--port", str(sandbox_port)], env=env, cwd=ROOT)
@@ -201,6 +238,9 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def main() -> int:
+    if sys.version_info < MINIMUM_PYTHON:
+        version = ".".join(map(str, sys.version_info[:2]))
+        raise SystemExit(f"Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer is needed; this is {version}")
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     command, *rest = sys.argv[1:] or ["help"]
     if command == "test":
@@ -211,7 +251,7 @@ def main() -> int:
         ensure_venv()
         return subprocess.call([str(PYTHON), str(ROOT / "bench" / "run.py"), *rest], cwd=ROOT)
     print(__doc__)
-    return 0 if command == "help" else 2
+    return 0 if command in ("help", "--help", "-h") else 2
 
 
 if __name__ == "__main__":
