@@ -324,21 +324,6 @@ class DeliveryStore:
             return None
         return holder_id
 
-    def forget(self, delivery: Delivery) -> None:
-        """Remove a delivery that could not be queued, so that the provider's retry is not a duplicate."""
-        pipe = self.redis.pipeline()
-        claim = self.claim_key(delivery.messageId, delivery.prospectId)
-        pipe.delete(self.record_key(delivery.id))
-        pipe.zrem(f"{PREFIX}idx:all", delivery.id)
-        pipe.zrem(f"{PREFIX}idx:status:{delivery.status}", delivery.id)
-        pipe.zrem(f"{PREFIX}idx:message:{message_key(delivery.messageId)}", delivery.id)
-        if delivery.prospectId:
-            pipe.zrem(f"{PREFIX}idx:prospect:{delivery.prospectId}", delivery.id)
-        pipe.execute()
-        # Only drop the claim if it is still ours.
-        if self.redis.get(claim) == delivery.id:
-            self.redis.delete(claim)
-
     def assign_prospect(self, delivery_id: str, prospect_id: str) -> None:
         score = self.redis.zscore(f"{PREFIX}idx:all", delivery_id) or now_ms()
         self.redis.zadd(f"{PREFIX}idx:prospect:{prospect_id}", {delivery_id: score})
