@@ -1,8 +1,18 @@
 """gunicorn settings; PORT, WEB_CONCURRENCY, RELAY_WEB_THREADS and LOG_LEVEL are honoured."""
 
+import glob
 import os
+import tempfile
 
-from relay.logs import gunicorn_logconfig
+# Metrics of every gunicorn process go to files in this folder (prometheus_client's multiprocess
+# mode); it must be named before the app, and so prometheus_client, is imported. Files of an
+# earlier run are removed: their counts belong to processes that no longer exist.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="relay-metrics-"))
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+    os.remove(stale)
+
+from relay.logs import gunicorn_logconfig  # noqa: E402
 
 
 def _whole(name: str, default: int) -> int:
@@ -32,3 +42,10 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # No runtime control socket: it would be written under $HOME (absent on a read-only root
 # filesystem) and shared by every gunicorn of the same user; scaling is the orchestrator's job.
 control_socket_disable = True
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A gunicorn process that exits leaves its live gauges behind; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

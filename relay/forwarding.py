@@ -27,6 +27,7 @@ from relay.directory import Directory
 from relay.errors import MalformedPayload, ProviderUnavailable
 from relay.knock.client import KnockClient, KnockRejected, KnockTransientError
 from relay.knock.schema import validate_log_email
+from relay.metrics import DELIVERIES, DELIVERY_LATENCY, KNOCK_RESPONSES, POSSIBLE_DUPLICATES, status_class
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Forwarder:
         if delivery.inFlight is not None and not delivery.possibleDuplicate:
             # The attempt before this one was sent (or about to be) and its outcome never recorded.
             self.store.mark_possible_duplicate(delivery.id)
+            POSSIBLE_DUPLICATES.inc()
             log.warning(
                 "possible duplicate: an earlier attempt may have reached Knock",
                 extra={"delivery_id": delivery.id, "attempt": delivery.inFlight},
@@ -136,6 +138,7 @@ class Forwarder:
             if agent is None:
                 self.store.transition(delivery.id, UNMATCHED, allowed_from=PENDING, reason="no agent")
                 log.info("delivery unmatched: no agent", extra={"delivery_id": delivery.id})
+                DELIVERIES.labels(UNMATCHED).inc()
                 return UNMATCHED
             payload["agent"] = {"username": agent}
             self.store.update_fields(delivery.id, agentUsername=agent, payload=payload)
@@ -151,6 +154,7 @@ class Forwarder:
         try:
             communication_id = self.knock.log_email(delivery.prospectId, payload)
         except KnockTransientError as exc:
+            KNOCK_RESPONSES.labels(status_class(exc.status)).inc()
             log.info(
                 "Knock answered transiently",
                 extra={"delivery_id": delivery.id, "status": exc.status, "attempt": attempt},
@@ -158,6 +162,7 @@ class Forwarder:
             error, retry_after = exc.message, exc.retry_after
             return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt))
         except KnockRejected as exc:
+            KNOCK_RESPONSES.labels(status_class(exc.status)).inc()
             rejection = exc.message
             return self._record(lambda: self._give_up(delivery, rejection))
         self._record(
@@ -172,6 +177,9 @@ class Forwarder:
                 inFlight=None,
             )
         )
+        KNOCK_RESPONSES.labels("2xx").inc()
+        DELIVERIES.labels(DELIVERED).inc()
+        DELIVERY_LATENCY.observe(max(0.0, (now_ms() - delivery.receivedAt) / 1000))
         log.info(
             "delivered to Knock",
             extra={"delivery_id": delivery.id, "elapsed_ms": int((time.monotonic() - started) * 1000)},
@@ -195,6 +203,7 @@ class Forwarder:
             reason="logged as " + (", ".join(created) or "nothing"),
         )  # fmt: skip
         log.info("fetched and accepted", extra={"delivery_id": delivery.id, "deliveries": created})
+        DELIVERIES.labels(FETCHED).inc()
         return FETCHED
 
     def _record(self, write: Callable[[], T]) -> T:
@@ -226,6 +235,7 @@ class Forwarder:
 
     def _give_up(self, delivery: Delivery, error: str) -> str:
         self.store.transition(delivery.id, DEAD, allowed_from=PENDING, lastError=error, inFlight=None)
+        DELIVERIES.labels(DEAD).inc()
         log.warning("delivery dead", extra={"delivery_id": delivery.id})
         return DEAD
 
@@ -253,6 +263,7 @@ class Forwarder:
             inFlight=None,
             schedule_at=now_ms() + max(1, int(delay * 1000)),
         )
+        DELIVERIES.labels(RETRYING).inc()
         return RETRYING
 
 

@@ -15,12 +15,14 @@ from types import FrameType
 import dramatiq
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import ConfigError
 from relay.deliveries import now_ms
 from relay.forwarding import Forwarder, RetryPolicy
 from relay.intake import complete_fetch
-from relay.queue import register_forward_actor
+from relay.metrics import exposition
+from relay.queue import NAMESPACE, QUEUE_NAME, register_forward_actor
 from relay.services import Services
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,11 @@ def serve_health(worker: RelayWorker, port: int) -> ThreadingHTTPServer:
 
     class HealthHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path.split("?")[0] != "/healthz":
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self.send_metrics()
+                return
+            if path != "/healthz":
                 self.answer(404, {"error": "not found"})
                 return
             stopped = worker.stopped_threads()
@@ -162,6 +168,19 @@ def serve_health(worker: RelayWorker, port: int) -> ThreadingHTTPServer:
                 self.answer(503, {"status": "failing", "stoppedThreads": stopped})
             else:
                 self.answer(200, {"status": "ok"})
+
+        def send_metrics(self) -> None:
+            try:
+                data = exposition(worker.services.redis, f"{NAMESPACE}:{QUEUE_NAME}")
+            except Exception:  # noqa: BLE001 - a scrape must not take the worker's port down
+                log.exception("metrics scrape failed")
+                self.answer(500, {"error": "metrics unavailable"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def answer(self, status: int, body: dict[str, object]) -> None:
             data = json.dumps(body).encode()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import redis
 from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from relay.metrics import exposition
+from relay.queue import NAMESPACE, QUEUE_NAME
 from relay.web import services
 
 ops = Blueprint("ops", __name__)
@@ -29,3 +32,9 @@ def readyz() -> tuple[Response, int]:
     if not check.acceptable(report):
         return jsonify({"status": "unavailable", "redis": "not durable", "persistence": report.public()}), 503
     return jsonify({"status": "ok", "redis": "ok", "persistence": report.public()}), 200
+
+
+@ops.get("/metrics")
+def metrics() -> Response:
+    """Prometheus: every gunicorn process's counters, and the queue and backlog gauges from Redis."""
+    return Response(exposition(services().redis, f"{NAMESPACE}:{QUEUE_NAME}"), mimetype=CONTENT_TYPE_LATEST)

@@ -7,12 +7,13 @@ import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from relay.deliveries import DUPLICATE
 from relay.errors import MalformedPayload
 from relay.intake import Intake, accept_email, accept_pending_fetch, record_ignored
 from relay.message import Ignored, PendingFetch
+from relay.metrics import WEBHOOKS
 from relay.providers import PROVIDERS
 from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
@@ -52,10 +53,12 @@ def _previous_answer(relay: Services, provider: WebhookProvider, token: str | No
 
 def receive(provider: WebhookProvider) -> tuple[Response, int]:
     relay = services()
+    g.webhook_provider = provider.name  # counted by outcome once answered (see count_webhook)
     provider.verify_request(request, relay.settings)
     token = provider.replay_token(request)
     previous = _previous_answer(relay, provider, token)
     if previous is not None:
+        g.webhook_outcome = DUPLICATE
         return jsonify(previous), 200
     try:
         items = provider.parse_request(request, relay.settings)
@@ -74,7 +77,21 @@ def receive(provider: WebhookProvider) -> tuple[Response, int]:
     answer = Intake(tuple(d for intake in intakes for d in intake.deliveries)).body()
     if token:
         relay.redis.set(_token_key(provider, token), json.dumps(answer), ex=relay.settings.signature_max_age_seconds)
+    g.webhook_outcome = answer["status"]
     return jsonify(answer), 200
+
+
+#: Outcomes of webhook calls that were not accepted, by the status they were answered with.
+_REFUSALS = {401: "unauthorized", 400: "malformed", 406: "malformed", 413: "too_large", 503: "unavailable"}
+
+
+@webhooks.after_app_request
+def count_webhook(response: Response) -> Response:
+    provider = g.get("webhook_provider")
+    if provider:
+        outcome = g.get("webhook_outcome") if response.status_code == 200 else None
+        WEBHOOKS.labels(provider, outcome or _REFUSALS.get(response.status_code, "error")).inc()
+    return response
 
 
 def _register(provider: WebhookProvider) -> None:
