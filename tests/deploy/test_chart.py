@@ -74,6 +74,8 @@ def test_every_rendered_manifest_validates_strictly(values: dict[str, Any]) -> N
     manifests = render(values)
     assert {"ConfigMap", "Secret", "Service", "Deployment", "Pod"} <= {m["kind"] for m in manifests} or values
     for manifest in manifests:
+        if manifest["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Prometheus Operator resources: no schema offline, checked by their own tests below
         kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
 
 
@@ -82,7 +84,8 @@ def test_ci_values_turn_every_option_on() -> None:
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds.count("Deployment") == 3  # web, worker, sandbox
     assert kinds.count("HorizontalPodAutoscaler") == 2 and kinds.count("PodDisruptionBudget") == 2
-    assert "Ingress" in kinds and "ServiceAccount" in kinds and kinds.count("Service") == 2
+    assert "Ingress" in kinds and "ServiceAccount" in kinds and kinds.count("Service") == 3  # web, worker, sandbox
+    assert "ServiceMonitor" in kinds and "PrometheusRule" in kinds
 
 
 def test_web_and_worker_run_their_commands_with_their_probes() -> None:
@@ -284,3 +287,41 @@ def test_every_value_is_commented() -> None:
         elif rest:  # a leaf without its own comment
             uncommented.append(key)
     assert uncommented == []
+
+
+def test_service_monitor_scrapes_the_web_and_worker_metrics_ports() -> None:
+    manifests = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}})
+    monitor = one(manifests, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    selector = monitor["spec"]["selector"]
+    scraped = []
+    for service in (m for m in manifests if m["kind"] == "Service"):
+        labels = service["metadata"]["labels"]
+        wanted = selector["matchExpressions"][0]["values"]
+        if selector["matchLabels"].items() <= labels.items() and labels["app.kubernetes.io/component"] in wanted:
+            scraped.append(labels["app.kubernetes.io/component"])
+            port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+            pods = one(manifests, "Deployment", labels["app.kubernetes.io/component"])
+            assert port["targetPort"] in {p["name"] for p in container(pods)["ports"]}
+    assert sorted(scraped) == ["web", "worker"]
+    assert not [m for m in render() if m["kind"] == "ServiceMonitor"]
+
+
+def test_alert_rules_use_metrics_the_relay_exports() -> None:
+    import redis
+    from prometheus_client import REGISTRY
+
+    from relay.metrics import RedisGauges
+    from tests.helpers import REDIS_URL
+
+    exported = {family.name for family in REGISTRY.collect()}  # counters and histograms, without _total
+    exported |= {family.name for family in RedisGauges(redis.Redis.from_url(REDIS_URL), "relay-queue:x").collect()}
+    rule = one(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert {r["alert"] for r in rules} >= {"KnockRelayDeadDeliveriesGrowing", "KnockRelayKnockErrorRatioHigh",
+                                           "KnockRelayQueueOld"}  # fmt: skip
+    for r in rules:
+        for name in re.findall(r"\b(relay_[a-z_]+)", r["expr"]):
+            assert name.removesuffix("_total") in exported or name in exported, name
