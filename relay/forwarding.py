@@ -154,17 +154,14 @@ class Forwarder:
         try:
             communication_id = self.knock.log_email(delivery.prospectId, payload)
         except KnockTransientError as exc:
-            KNOCK_RESPONSES.labels(status_class(exc.status)).inc()
-            log.info(
-                "Knock answered transiently",
-                extra={"delivery_id": delivery.id, "status": exc.status, "attempt": attempt},
-            )
+            log_attempt(delivery, attempt, exc.status, started)
             error, retry_after = exc.message, exc.retry_after
             return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt))
         except KnockRejected as exc:
-            KNOCK_RESPONSES.labels(status_class(exc.status)).inc()
+            log_attempt(delivery, attempt, exc.status, started)
             rejection = exc.message
             return self._record(lambda: self._give_up(delivery, rejection))
+        log_attempt(delivery, attempt, 200, started)
         self._record(
             lambda: self.store.transition(
                 delivery.id,
@@ -177,13 +174,9 @@ class Forwarder:
                 inFlight=None,
             )
         )
-        KNOCK_RESPONSES.labels("2xx").inc()
         DELIVERIES.labels(DELIVERED).inc()
         DELIVERY_LATENCY.observe(max(0.0, (now_ms() - delivery.receivedAt) / 1000))
-        log.info(
-            "delivered to Knock",
-            extra={"delivery_id": delivery.id, "elapsed_ms": int((time.monotonic() - started) * 1000)},
-        )
+        log.info("delivered to Knock", extra={"delivery_id": delivery.id})
         return DELIVERED
 
     def _fetch(self, delivery: Delivery, fetch: dict[str, Any]) -> str:
@@ -268,6 +261,20 @@ class Forwarder:
 
 
 T = TypeVar("T")
+
+
+def log_attempt(delivery: Delivery, attempt: int, status: int | None, started: float) -> None:
+    """One line and one count per call to Knock: its status (None: timeout or no connection) and latency."""
+    KNOCK_RESPONSES.labels(status_class(status)).inc()
+    log.info(
+        "Knock answered",
+        extra={
+            "delivery_id": delivery.id,
+            "attempt": attempt,
+            "knock_status": status,
+            "knock_ms": round((time.monotonic() - started) * 1000, 1),
+        },
+    )
 
 
 def wait_for_redis(failures: int) -> None:
