@@ -234,7 +234,8 @@ def directory() -> None:
 def directory_import(csv_file: TextIO) -> None:
     """Import prospects from CSV with columns prospectId,email[,agentUsername].
 
-    Several rows with one prospectId add up its emails.
+    Several rows with one prospectId add up its emails. Bad rows are reported by line number and
+    skipped; the exit status is 1 when there were any.
     """
     services = store_services()
     rows: dict[str, tuple[list[str], str | None]] = {}
@@ -242,23 +243,77 @@ def directory_import(csv_file: TextIO) -> None:
     missing = {"prospectId", "email"} - set(reader.fieldnames or [])
     if missing:
         raise click.ClickException(f"CSV lacks columns: {', '.join(sorted(missing))}")
-    for line, row in enumerate(reader, start=2):
-        prospect_id, address = (
-            (row.get("prospectId") or "").strip(),
-            (row.get("email") or "").strip(),
-        )
+    bad = 0
+    for row in reader:
+        line = reader.line_num
+        prospect_id, address = (row.get("prospectId") or "").strip(), (row.get("email") or "").strip()
         if not prospect_id or "@" not in address:
-            raise click.ClickException(f"line {line}: prospectId and a valid email are required")
+            click.echo(f"line {line}: prospectId and a valid email are required; skipped", err=True)
+            bad += 1
+            continue
         emails, agent = rows.get(prospect_id, ([], None))
-        rows[prospect_id] = (
-            emails + [address],
-            (row.get("agentUsername") or "").strip() or agent,
-        )
-    for prospect_id, (emails, agent) in rows.items():
-        existing = services.directory.get_prospect(prospect_id)
-        known = existing["emails"] if existing else []
-        services.directory.put_prospect(prospect_id, known + emails, agent or (existing or {}).get("agentUsername"))
-    click.echo(f"imported {len(rows)} prospects")
+        rows[prospect_id] = (emails + [address], (row.get("agentUsername") or "").strip() or agent)
+    with click.progressbar(rows.items(), label="importing prospects", file=sys.stderr) as progress:
+        for prospect_id, (emails, agent) in progress:
+            existing = services.directory.get_prospect(prospect_id)
+            known = existing["emails"] if existing else []
+            services.directory.put_prospect(prospect_id, known + emails, agent or (existing or {}).get("agentUsername"))
+    click.echo(f"imported {len(rows)} prospects" + (f"; {bad} bad rows skipped" if bad else ""))
+    if bad:
+        sys.exit(1)
+
+
+@directory.command("export")
+def directory_export() -> None:
+    """Every prospect as CSV (prospectId,email,agentUsername), one row per address: what `import` reads."""
+    services = store_services()
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["prospectId", "email", "agentUsername"])
+    for prospect in services.directory.all_prospects():
+        for address in prospect["emails"] or [""]:
+            out.writerow([prospect["prospectId"], address, prospect.get("agentUsername") or ""])
+
+
+@cli.command()
+def check() -> None:
+    """Configuration, Redis (reachable, durable) and Knock (reachable, key accepted): one line each.
+
+    Exit status 1 when any of them fails.
+    """
+    from relay.knock.client import KnockError
+
+    failed = False
+
+    def report(ok: bool, line: str) -> None:
+        nonlocal failed
+        failed |= not ok
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
+
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        for problem in error.problems:
+            report(False, f"configuration: {problem}")
+        sys.exit(1)
+    warnings = production_warnings(settings)
+    report(True, f"configuration ({settings.environment})" + (f"; {len(warnings)} warnings" if warnings else ""))
+    services = Services(settings)
+    try:
+        services.redis.ping()
+        persistence = services.persistence.report()
+        durable = "durable" if persistence.durable else "NOT durable: " + "; ".join(persistence.problems)
+        report(services.persistence.acceptable(persistence), f"redis reachable, {durable}")
+    except redis.RedisError as error:
+        report(False, f"redis unreachable: {error}")
+    try:
+        services.knock.get_prospect("relay-check-no-such-prospect")
+        report(True, f"knock at {settings.knock_base_url} answers")
+    except KnockError as error:
+        # An unknown prospect is what a working key gets; 401/403 is a key Knock refuses.
+        accepted = error.status == 404
+        report(accepted, f"knock at {settings.knock_base_url}: " + ("key accepted" if accepted else error.message))
+    if failed:
+        sys.exit(1)
 
 
 @cli.command()

@@ -174,6 +174,22 @@ class Directory:
                 prospect_agents[str(pid)] = record.get("agentUsername")
         return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
 
+    def all_prospects(self) -> Iterable[dict[str, Any]]:
+        """Every prospect record, in batches (for export)."""
+        batch: list[str] = []
+        for key in self.redis.scan_iter(match=f"{PREFIX}prospect:*", count=500):
+            batch.append(str(key))
+            if len(batch) == 500:
+                yield from self._records(batch)
+                batch = []
+        yield from self._records(batch)
+
+    def _records(self, keys: list[str]) -> Iterable[dict[str, Any]]:
+        for raw in self.redis.mget(keys) if keys else []:
+            record = self._load(raw)
+            if record:
+                yield record
+
     def known_knock_agent(self, prospect_id: str) -> str | None:
         value = self.redis.get(f"{PREFIX}knock-agent:{prospect_id}")
         return str(value) if value else None

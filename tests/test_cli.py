@@ -143,3 +143,44 @@ def test_process_settings_are_checked_like_the_others(name: str) -> None:
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == f"configuration error: {name}: must be a whole number, got 'x'"
+
+
+def test_a_large_import_reports_each_bad_row_by_line_and_keeps_the_good_ones(
+    sandbox: Sandbox, client: Any, tmp_path: Path
+) -> None:
+    rows = ["prospectId,email,agentUsername"]
+    bad_lines = {1500, 4000, 9999}
+    for n in range(2, 10_002):  # file lines 2 .. 10,001
+        rows.append(f"P{n},not-an-address," if n in bad_lines else f"P{n},renter{n}@example.com,pat")
+    csv_file = tmp_path / "big.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(cli, ["directory", "import", str(csv_file)], env=relay_env(sandbox.url))
+    assert result.exit_code == 1
+    reported = [line for line in result.output.splitlines() if line.startswith("line ")]
+    assert [int(line.split()[1].rstrip(":")) for line in reported] == sorted(bad_lines)
+    assert "imported 9997 prospects; 3 bad rows skipped" in result.output
+    assert client.get("/v1/prospects/P2", headers=BEARER).json["emails"] == ["renter2@example.com"]
+
+
+def test_export_writes_what_import_reads(run: Any, client: Any, tmp_path: Path) -> None:
+    client.put("/v1/prospects/P1", json={"emails": ["a@example.com", "b@example.com"], "agentUsername": "pat"},
+               headers=BEARER)  # fmt: skip
+    client.put("/v1/prospects/P2", json={"emails": ["c@example.org"]}, headers=BEARER)
+    exported = run("directory", "export").output
+    assert sorted(exported.splitlines()[1:]) == ["P1,a@example.com,pat", "P1,b@example.com,pat", "P2,c@example.org,"]
+    client.delete("/v1/prospects/P1", headers=BEARER)
+    (tmp_path / "back.csv").write_text(exported)
+    assert run("directory", "import", str(tmp_path / "back.csv")).exit_code == 0
+    assert client.get("/v1/prospects/P1", headers=BEARER).json["emails"] == ["a@example.com", "b@example.com"]
+
+
+def test_check_reports_configuration_redis_and_knock(sandbox: Sandbox, own_redis: Any) -> None:
+    durable = own_redis("--appendonly", "yes", "--maxmemory-policy", "noeviction")
+    good = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL=durable))
+    assert good.exit_code == 0, good.output
+    assert [line.split()[0] for line in good.output.splitlines()] == ["ok", "ok", "ok"]
+    assert "key accepted" in good.output and "durable" in good.output
+    wrong_key = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL=durable, KNOCK_API_KEY="no"))
+    assert wrong_key.exit_code == 1 and wrong_key.output.splitlines()[2].startswith("FAIL knock")
+    down = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL="redis://127.0.0.1:1/0"))
+    assert down.exit_code == 1 and "FAIL redis unreachable" in down.output
