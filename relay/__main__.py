@@ -115,6 +115,7 @@ def sandbox(host: str, port: int, api_key: str, id_field: str) -> None:
 
     from relay.knock.sandbox import create_sandbox
 
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))  # its request lines too: JSON like the relay's
     run_simple(host, port, create_sandbox(api_key, id_field), threaded=True)
 
 

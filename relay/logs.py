@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -17,13 +18,17 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+# Terminal colour codes some libraries put in their messages (werkzeug's development server).
+_ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _ANSI_STYLE.sub("", record.getMessage()),
         }
         rid = request_id.get()
         if rid:

@@ -46,6 +46,8 @@ def test_a_full_flow_logs_one_json_object_per_line_with_ids_and_no_secrets(stack
     attempts = [line for line in worker_lines if line["message"] == "Knock answered"]
     assert [(a["delivery_id"], a["knock_status"]) for a in attempts] == [(delivery_id, 503), (delivery_id, 200)]
     assert all(isinstance(a["knock_ms"], float) for a in attempts)
+    sandbox_lines = [json.loads(line) for line in (stack.logs / "sandbox.log").read_text().splitlines()]
+    assert sandbox_lines and not any("\x1b" in line["message"] for line in sandbox_lines)
     for line in web_lines + worker_lines:
         text = json.dumps(line)
         for leaked in ("renter@example.com", "leasing@acme-living.com", "4711", "s3cret", "test-token", "sandbox-key"):
