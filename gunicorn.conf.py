@@ -12,18 +12,12 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
     os.remove(stale)
 
+from relay.config import whole_number_or  # noqa: E402
 from relay.logs import gunicorn_logconfig  # noqa: E402
 
-
-def _whole(name: str, default: int) -> int:
-    """A malformed value falls back here; the app's settings check then reports it in one line and stops."""
-    value = os.environ.get(name, "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else default
-
-
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_whole('PORT', 8000)}"
-workers = _whole("WEB_CONCURRENCY", 2)
-threads = _whole("RELAY_WEB_THREADS", 4)
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{whole_number_or('PORT', 8000)}"
+workers = whole_number_or("WEB_CONCURRENCY", 2)
+threads = whole_number_or("RELAY_WEB_THREADS", 4)
 worker_class = "gthread"
 # Webhooks answer after Redis, never after Knock; a slow client upload is the long pole.
 # Behind a buffering proxy (the chart's ingress) bodies arrive whole and fast.

@@ -13,7 +13,7 @@ import click
 import redis
 
 from relay import __version__
-from relay.config import ConfigError, Settings, load_settings, production_warnings
+from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
 from relay.deliveries import STATUSES
 from relay.logs import configure_logging
 from relay.services import Services
@@ -56,8 +56,7 @@ def cli() -> None:
 
 
 def _threads_default() -> int:
-    value = os.environ.get("RELAY_WORKER_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 4  # a bad value is reported by the settings check
+    return whole_number_or("RELAY_WORKER_THREADS", 4)
 
 
 @cli.command()

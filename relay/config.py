@@ -271,6 +271,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
     return settings
 
 
+def whole_number_or(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """A positive whole number from the environment, else `default`: for gunicorn's settings and the
+    worker's options, read before the settings check, which then reports a bad value in its one line."""
+    value = (os.environ if env is None else env).get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
 def production_warnings(settings: Settings) -> list[str]:
     """Settings that are valid but leave a production relay unable to do its job."""
     if settings.environment != PRODUCTION:

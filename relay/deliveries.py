@@ -280,6 +280,11 @@ class DeliveryStore:
         return f"{PREFIX}dedup:{message_key(message_id)}:{prospect_id or ''}"
 
     @staticmethod
+    def lock_key(delivery_id: str) -> str:
+        """Held by the worker sending the delivery, so that two messages for it never both send."""
+        return f"{PREFIX}lock:{delivery_id}"
+
+    @staticmethod
     def record_key(delivery_id: str) -> str:
         return f"{PREFIX}delivery:{delivery_id}"
 
@@ -346,7 +351,7 @@ class DeliveryStore:
         for delivery_id in candidates:
             pipe.hmget(self.record_key(delivery_id), ["status", "queuedAt"])
             pipe.zscore(DUE_KEY, delivery_id)
-            pipe.exists(f"{PREFIX}lock:{delivery_id}")
+            pipe.exists(self.lock_key(delivery_id))
         replies = pipe.execute()
         lost = []
         for i, delivery_id in enumerate(candidates):

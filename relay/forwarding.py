@@ -97,7 +97,7 @@ class Forwarder:
 
     def forward(self, delivery_id: str) -> str | None:
         """Try once; the resulting status (RETRYING when a retry was scheduled)."""
-        lock_key = f"relay:lock:{delivery_id}"
+        lock_key = self.store.lock_key(delivery_id)
         token = uuid.uuid4().hex
         # Two messages for one delivery (a re-enqueue after a lost acknowledgement) must not both send.
         if not self.store.redis.set(lock_key, token, nx=True, px=int(self.lock_seconds * 1000)):

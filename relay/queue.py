@@ -17,6 +17,8 @@ from relay.forwarding import Forwarder, forward_once
 QUEUE_NAME = "deliveries"
 ACTOR_NAME = "forward_delivery"
 NAMESPACE = "relay-queue"
+#: The Redis list Dramatiq\'s broker keeps the waiting messages of the delivery queue in.
+QUEUE_KEY = f"{NAMESPACE}:{QUEUE_NAME}"
 
 # Each broker command has this chance (in a million) to move a dead worker's
 # unacknowledged messages back to the queue. Idle workers poll about once a
@@ -83,7 +85,7 @@ class DeliveryQueue:
 
     def waiting(self) -> int:
         """Messages waiting in the queue (not yet fetched by any worker)."""
-        return int(self.broker.client.llen(f"{NAMESPACE}:{QUEUE_NAME}"))
+        return int(self.broker.client.llen(QUEUE_KEY))
 
     def enqueue(self, delivery_id: str) -> None:
         self.broker.enqueue(self._message(delivery_id))
@@ -94,8 +96,7 @@ class DeliveryQueue:
         that the webhook writes record and message in one Redis step. The worker consumes it as any."""
         redis_message_id = str(uuid.uuid4())
         message = self._message(delivery_id).copy(options={"redis_message_id": redis_message_id})
-        queue_key = f"{NAMESPACE}:{QUEUE_NAME}"
-        return QueueWrite(queue_key, f"{queue_key}.msgs", redis_message_id, message.encode())
+        return QueueWrite(QUEUE_KEY, f"{QUEUE_KEY}.msgs", redis_message_id, message.encode())
 
     @staticmethod
     def _message(delivery_id: str) -> dramatiq.Message[None]:

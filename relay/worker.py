@@ -22,7 +22,7 @@ from relay.deliveries import now_ms
 from relay.forwarding import Forwarder, RetryPolicy
 from relay.intake import complete_fetch
 from relay.metrics import exposition
-from relay.queue import NAMESPACE, QUEUE_NAME, register_forward_actor
+from relay.queue import QUEUE_KEY, register_forward_actor
 from relay.services import Services
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def serve_health(worker: RelayWorker, port: int) -> ThreadingHTTPServer:
 
         def send_metrics(self) -> None:
             try:
-                data = exposition(worker.services.redis, f"{NAMESPACE}:{QUEUE_NAME}")
+                data = exposition(worker.services.redis, QUEUE_KEY)
             except Exception:  # noqa: BLE001 - a scrape must not take the worker's port down
                 log.exception("metrics scrape failed")
                 self.answer(500, {"error": "metrics unavailable"})

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.metrics import exposition
-from relay.queue import NAMESPACE, QUEUE_NAME
+from relay.queue import QUEUE_KEY
 from relay.web import services
 
 ops = Blueprint("ops", __name__)
@@ -37,4 +37,4 @@ def readyz() -> tuple[Response, int]:
 @ops.get("/metrics")
 def metrics() -> Response:
     """Prometheus: every gunicorn process's counters, and the queue and backlog gauges from Redis."""
-    return Response(exposition(services().redis, f"{NAMESPACE}:{QUEUE_NAME}"), mimetype=CONTENT_TYPE_LATEST)
+    return Response(exposition(services().redis, QUEUE_KEY), mimetype=CONTENT_TYPE_LATEST)
