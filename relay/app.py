@@ -9,6 +9,7 @@ import uuid
 import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from relay.config import ConfigError, Settings, load_settings, production_warnings
 from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if refusals:
         raise ConfigError(refusals)
     app.extensions["relay"] = services
+    app.url_map.converters["delivery_id"] = DeliveryIdConverter
 
     from relay.web.api import api
     from relay.web.ops import ops
@@ -73,6 +75,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         return response
 
     return app
+
+
+class DeliveryIdConverter(BaseConverter):
+    """Delivery ids are 32 hex digits, so `/v1/deliveries/replay` is never read as one."""
+
+    regex = "[0-9a-f]{32}"
 
 
 def register_error_handlers(app: Flask) -> None:

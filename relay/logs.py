@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -10,35 +9,40 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+import pythonjsonlogger.json
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
-
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message",
-    "asctime",
-}
-
 
 # Terminal colour codes some libraries put in their messages (werkzeug's development server).
 _ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": _ANSI_STYLE.sub("", record.getMessage()),
-        }
+class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
+    """python-json-logger's formatter: `time`, `level`, `logger`, `message`, the request id when
+    there is one, then whatever the call passed in `extra`; tracebacks under `error`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "error"},
+            timestamp="time",
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {}
+        super().add_fields(fields, record, message_dict)
+        log_data["time"] = self.formatTime(record)
+        log_data["level"] = record.levelname.lower()
+        log_data["logger"] = record.name
+        log_data["message"] = _ANSI_STYLE.sub("", str(fields.pop("message", "")))
         rid = request_id.get()
         if rid:
-            line["request_id"] = rid
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+            log_data["request_id"] = rid
+        log_data.update((k, v) for k, v in fields.items() if not k.startswith("_") and k not in log_data)
 
 
 def configure_logging(level: str = "INFO") -> None:

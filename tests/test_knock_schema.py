@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay.knock.schema import body_of, render_log_email, sanitise_html, sent_time_of, validate_log_email
+from relay.knock.schema import (
+    body_of,
+    format_sent_time,
+    render_log_email,
+    sanitise_html,
+    sent_time_of,
+    validate_log_email,
+)
 from relay.message import Attachment, build_email
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -34,6 +41,12 @@ def test_a_date_more_than_a_day_ahead_is_not_trusted() -> None:
     slightly_ahead = (RECEIVED + timedelta(hours=3)).strftime("%a, %d %b %Y %H:%M:%S +0000")
     assert sent_time_of(message(ahead), RECEIVED) == "2026-01-02T03:04:05.678Z"
     assert sent_time_of(message(slightly_ahead), RECEIVED) == "2026-01-02T06:04:05.000Z"
+
+
+def test_a_date_before_1970_is_not_trusted_and_every_year_has_four_digits() -> None:
+    assert sent_time_of(message("Mon, 4 Mar 0513 16:18:53 +0000"), RECEIVED) == "2026-01-02T03:04:05.678Z"
+    assert sent_time_of(message("Thu, 1 Jan 1970 00:00:00 +0000"), RECEIVED) == "1970-01-01T00:00:00.000Z"
+    assert format_sent_time(datetime(513, 3, 4, 16, 18, 53, tzinfo=UTC)) == "0513-03-04T16:18:53.000Z"
 
 
 def test_empty_subject_becomes_no_subject() -> None:

@@ -18,6 +18,8 @@ NO_SUBJECT = "(no subject)"
 
 #: A Date header further ahead than this is a misconfigured clock, not a send time.
 MAX_CLOCK_SKEW = timedelta(days=1)
+#: A Date header before this is a broken clock too.
+EARLIEST_SENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Inline CSS is how most email is styled; these properties cannot run code or fetch anything.
 _SAFE_STYLE_PROPERTIES = {
@@ -73,13 +75,13 @@ def validate_log_email(body: dict[str, Any], *, agent_pending: bool = False) -> 
 
 
 def format_sent_time(moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    """`2026-11-27T06:18:31.000Z`; the year always has four digits (strftime drops leading zeros)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def sent_time_of(email: Email, received_at: datetime) -> str:
     """The Date header in UTC; else the provider's timestamp; else when we received it."""
-    if email.date is not None and email.date <= received_at + MAX_CLOCK_SKEW:
+    if email.date is not None and EARLIEST_SENT_TIME <= email.date <= received_at + MAX_CLOCK_SKEW:
         return format_sent_time(email.date)
     return format_sent_time(email.provider_timestamp or received_at)
 

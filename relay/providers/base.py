@@ -32,6 +32,13 @@ class WebhookProvider(ABC):
     path: ClassVar[str]
     #: Status for authenticated-but-unreadable posts; some providers stop retrying only on certain codes.
     malformed_status: ClassVar[int] = 400
+    #: One line for the OpenAPI document, and how the provider authenticates its calls.
+    summary: ClassVar[str]
+    authentication: ClassVar[str]
+    #: OpenAPI security schemes checked (names from relay/web/openapi.py); empty when the proof is in the body.
+    security: ClassVar[tuple[str, ...]] = ()
+    #: Media types the provider posts, with the JSON Schema of each body as far as it can be stated.
+    media_types: ClassVar[dict[str, dict[str, Any]]]
 
     @abstractmethod
     def verify_request(self, request: Request, settings: Settings) -> None:
@@ -66,8 +73,19 @@ def basic_auth_matches(header: str | None, pairs: tuple[tuple[str, str], ...]) -
     return matched
 
 
+#: Request-body shapes for the OpenAPI document: the fields are each provider's, read leniently.
+FORM_BODY: dict[str, dict[str, Any]] = {
+    "multipart/form-data": {"type": "object"},
+    "application/x-www-form-urlencoded": {"type": "object"},
+}
+JSON_BODY: dict[str, dict[str, Any]] = {"application/json": {"type": "object"}}
+
+
 class BasicAuthProvider(WebhookProvider):
     """Providers without native signing, protected by RELAY_WEBHOOK_BASIC_AUTH in the URL."""
+
+    security: ClassVar[tuple[str, ...]] = ("basic",)
+    authentication: ClassVar[str] = "HTTP basic auth (RELAY_WEBHOOK_BASIC_AUTH), put in the URL given to the provider."
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         if not settings.webhook_basic_auth:

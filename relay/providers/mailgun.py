@@ -29,6 +29,8 @@ from relay.message import (
     parse_mime,
 )
 from relay.providers.base import (
+    FORM_BODY,
+    JSON_BODY,
     Form,
     WebhookProvider,
     as_dict,
@@ -49,6 +51,10 @@ USER_VARIABLES = {
 }
 STORAGE_FETCH_TIMEOUT_SECONDS = 10
 # Files arrive as attachment-1, attachment-2, ... next to the attachment-count field.
+MAILGUN_AUTHENTICATION = (
+    "Mailgun's signature in the body (`timestamp`, `token`, `signature`; under `signature` for events): "
+    "HMAC-SHA256 with RELAY_MAILGUN_WEBHOOK_SIGNING_KEY, recent, and each token accepted once."
+)
 ATTACHMENT_FIELD = re.compile(r"^attachment-\d+$")
 
 
@@ -157,6 +163,9 @@ class MailgunRouteProvider(WebhookProvider):
 
     name = "mailgun"
     path = "/webhooks/mailgun/inbound"
+    summary = "Mailgun route forward: parsed fields, or `body-mime` when the URL ends in `mime`"
+    authentication = MAILGUN_AUTHENTICATION
+    media_types = FORM_BODY
     # Mailgun stops retrying only on 200 or 406: a signed but unreadable post must not come back for 8 hours.
     malformed_status: ClassVar[int] = 406
 
@@ -218,6 +227,9 @@ class MailgunEventProvider(WebhookProvider):
 
     name = "mailgun"
     path = "/webhooks/mailgun/events"
+    summary = "Mailgun event webhook: `delivered` logs the sent message, fetched from Mailgun's storage"
+    authentication = MAILGUN_AUTHENTICATION
+    media_types = JSON_BODY
     malformed_status: ClassVar[int] = 406
 
     def _signature(self, request: Request) -> dict[str, Any]:

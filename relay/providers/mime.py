@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, ClassVar
 
 from flask import Request
 
@@ -18,6 +19,10 @@ ACCEPTED_CONTENT_TYPES = ("message/rfc822", "application/octet-stream", "text/pl
 class RawMimeProvider(BasicAuthProvider):
     name = "mime"
     path = "/webhooks/mime"
+    summary = "One raw RFC 5322 message from your own MTA or an email worker"
+    media_types: ClassVar[dict[str, dict[str, Any]]] = {
+        media_type: {"type": "string", "format": "binary"} for media_type in ACCEPTED_CONTENT_TYPES
+    }
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         if request.mimetype and request.mimetype not in ACCEPTED_CONTENT_TYPES:

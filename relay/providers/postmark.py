@@ -10,7 +10,7 @@ from flask import Request
 from relay.config import Settings
 from relay.errors import MalformedPayload
 from relay.message import Attachment, Email, Ignored, build_email, format_address
-from relay.providers.base import BasicAuthProvider, as_dict, as_list, as_str, request_json
+from relay.providers.base import JSON_BODY, BasicAuthProvider, as_dict, as_list, as_str, request_json
 from relay.sender_auth import NONE, from_authentication_results, from_received_spf
 
 
@@ -26,6 +26,8 @@ def _addresses(entries: Any) -> str:
 class PostmarkInboundProvider(BasicAuthProvider):
     name = "postmark"
     path = "/webhooks/postmark/inbound"
+    summary = "Postmark inbound webhook (JSON)"
+    media_types = JSON_BODY
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         body = request_json(request)

@@ -10,7 +10,7 @@ from flask import Request
 from relay.config import Settings
 from relay.errors import MalformedPayload
 from relay.message import Attachment, Email, Ignored, build_email, parse_header_block, parse_mime
-from relay.providers.base import BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
+from relay.providers.base import FORM_BODY, BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
 from relay.sender_auth import from_sendgrid
 
 
@@ -45,6 +45,8 @@ def attachments_of(form: Form) -> list[Attachment]:
 class SendGridInboundProvider(BasicAuthProvider):
     name = "sendgrid"
     path = "/webhooks/sendgrid/inbound"
+    summary = "SendGrid Inbound Parse (parsed fields or, with 'POST the raw, full MIME message', `email`)"
+    media_types = FORM_BODY
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         form = read_form(request)

@@ -1,315 +1,124 @@
-"""The OpenAPI document served at /v1/openapi.json."""
+"""The OpenAPI document, generated from the running app's routes and their declared contracts.
+
+Every route whose view carries an `Operation` (relay/web/contract.py) is described:
+the partner API, each provider's webhook and the probes. Schemas are converted by
+apispec's marshmallow plugin from the very classes the views validate and answer with.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from relay.deliveries import STATUSES
-from relay.routing import MESSAGE_TYPES
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask, current_app
 
+from relay import __version__
+from relay.web import schemas
+from relay.web.contract import ERROR_REASONS, Operation
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
-
-
-def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description}
-    if schema:
-        answer.update(_json(schema))
-    return answer
-
-
-_ERRORS = {
-    "400": _ok("Invalid body or query; details holds field-level messages", _ref("Error")),
-    "401": _ok("Missing or wrong bearer token", _ref("Error")),
-    "404": _ok("Unknown id", _ref("Error")),
-}
-_STR = {"type": "string"}
-_STR_LIST = {"type": "array", "items": {"type": "string", "format": "email"}}
-
-
-def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _STR}
-
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {"title": "Knock Email Relay partner API", "version": "1"},
-    "servers": [{"url": "/"}],
-    "security": [{"bearer": []}],
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "properties": {"error": _STR, "details": {"type": "object"}},
-            },
-            "Prospect": {
-                "type": "object",
-                "properties": {
-                    "prospectId": _STR,
-                    "emails": _STR_LIST,
-                    "agentUsername": {**_STR, "nullable": True},
-                },
-            },
-            "ProspectInput": {
-                "type": "object",
-                "required": ["emails"],
-                "properties": {
-                    "emails": {**_STR_LIST, "minItems": 1},
-                    "agentUsername": {**_STR, "nullable": True},
-                },
-            },
-            "Agent": {
-                "type": "object",
-                "properties": {"username": _STR, "emails": _STR_LIST},
-            },
-            "AgentInput": {
-                "type": "object",
-                "required": ["emails"],
-                "properties": {"emails": {**_STR_LIST, "minItems": 1}},
-            },
-            "Message": {
-                "type": "object",
-                "required": ["from", "to", "subject"],
-                "properties": {
-                    "from": {"type": "string", "format": "email"},
-                    "to": {**_STR_LIST, "minItems": 1},
-                    "cc": _STR_LIST,
-                    "subject": _STR,
-                    "html": _STR,
-                    "text": _STR,
-                    "sentTime": {"type": "string", "format": "date-time"},
-                    "messageId": _STR,
-                    "type": {"type": "string", "enum": list(MESSAGE_TYPES)},
-                    "prospectId": _STR,
-                    "agentUsername": _STR,
-                },
-            },
-            "DeliverySummary": {
-                "type": "object",
-                "properties": {
-                    "id": _STR,
-                    "status": _STR,
-                    "prospectId": {**_STR, "nullable": True},
-                    "type": _STR,
-                },
-            },
-            "Accepted": {
-                "type": "object",
-                "properties": {
-                    "status": _STR,
-                    "deliveries": {"type": "array", "items": _ref("DeliverySummary")},
-                },
-            },
-            "Delivery": {
-                "type": "object",
-                "properties": {
-                    "id": _STR,
-                    "status": {"type": "string", "enum": list(STATUSES)},
-                    **{
-                        name: {**_STR, "nullable": True}
-                        for name in (
-                            "type",
-                            "direction",
-                            "prospectId",
-                            "agentUsername",
-                            "messageId",
-                            "provider",
-                            "subject",
-                            "sentTime",
-                            "receivedAt",
-                            "lastError",
-                            "communicationId",
-                            "deliveredAt",
-                            "reason",
-                        )
-                    },  # fmt: skip
-                    "attempts": {"type": "integer"},
-                },
-            },
-        },
-    },
-    "paths": {
-        "/v1/prospects": {
-            "get": {
-                "summary": "Look prospects up by email (case-insensitive)",
-                "parameters": [{"name": "email", "in": "query", "required": True, "schema": _STR}],
-                "responses": {
-                    "200": _ok(
-                        "Matches",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "prospects": {
-                                    "type": "array",
-                                    "items": _ref("Prospect"),
-                                }
-                            },
-                        },
-                    ),
-                    **_ERRORS,
-                },
-            },
-            "post": {
-                "summary": "Create the prospect in Knock and keep its id with its email",
-                "requestBody": _json(
-                    {
-                        "type": "object",
-                        "description": "Knock's prospect-creation body; profile.email is required",
-                    }
-                ),
-                "responses": {
-                    "201": _ok(
-                        "Created",
-                        {"type": "object", "properties": {"prospectId": _STR}},
-                    ),
-                    **_ERRORS,
-                },
-            },
-        },
-        "/v1/prospects/{prospectId}": {
-            "parameters": [_path_param("prospectId")],
-            "put": {
-                "summary": "Register a prospect",
-                "requestBody": _json(_ref("ProspectInput")),
-                "responses": {"200": _ok("Stored", _ref("Prospect")), **_ERRORS},
-            },
-            "get": {
-                "summary": "Read a prospect",
-                "responses": {"200": _ok("Found", _ref("Prospect")), **_ERRORS},
-            },
-            "delete": {
-                "summary": "Remove a prospect",
-                "responses": {"204": _ok("Removed"), **_ERRORS},
-            },
-        },
-        "/v1/agents/{username}": {
-            "parameters": [_path_param("username")],
-            "put": {
-                "summary": "Register an agent's addresses",
-                "requestBody": _json(_ref("AgentInput")),
-                "responses": {"200": _ok("Stored", _ref("Agent")), **_ERRORS},
-            },
-            "get": {
-                "summary": "Read an agent",
-                "responses": {"200": _ok("Found", _ref("Agent")), **_ERRORS},
-            },
-            "delete": {
-                "summary": "Remove an agent",
-                "responses": {"204": _ok("Removed"), **_ERRORS},
-            },
-        },
-        "/v1/messages": {
-            "post": {
-                "summary": "Log an email sent or received by other means",
-                "requestBody": _json(_ref("Message")),
-                "responses": {"202": _ok("Accepted", _ref("Accepted")), **_ERRORS},
-            },
-        },
-        "/v1/deliveries": {
-            "get": {
-                "summary": "List deliveries, newest first",
-                "parameters": [
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": list(STATUSES)},
-                    },
-                    {"name": "messageId", "in": "query", "schema": _STR},
-                    {"name": "prospectId", "in": "query", "schema": _STR},
-                    {"name": "cursor", "in": "query", "schema": _STR},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                    },
-                ],
-                "responses": {
-                    "200": _ok(
-                        "A page",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "deliveries": {
-                                    "type": "array",
-                                    "items": _ref("Delivery"),
-                                },
-                                "nextCursor": {**_STR, "nullable": True},
-                            },
-                        },
-                    ),
-                    **_ERRORS,
-                },
-            },
-        },
-        "/v1/deliveries/{id}": {
-            "parameters": [_path_param("id")],
-            "get": {
-                "summary": "One delivery",
-                "responses": {"200": _ok("Found", _ref("Delivery")), **_ERRORS},
-            },
-        },
-        "/v1/deliveries/{id}/replay": {
-            "parameters": [_path_param("id")],
-            "post": {
-                "summary": "Queue a dead delivery again",
-                "responses": {
-                    "202": _ok("Queued", _ref("Delivery")),
-                    "409": _ok("Not dead", _ref("Error")),
-                    **_ERRORS,
-                },
-            },
-        },
-        "/v1/deliveries/replay": {
-            "post": {
-                "summary": "Queue every dead delivery again",
-                "requestBody": _json(
-                    {
-                        "type": "object",
-                        "required": ["status"],
-                        "properties": {"status": {"type": "string", "enum": ["dead"]}},
-                    }
-                ),
-                "responses": {
-                    "202": _ok(
-                        "Queued",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "replayed": {"type": "integer"},
-                                "ids": {"type": "array", "items": _STR},
-                            },
-                        },
-                    ),
-                    **_ERRORS,
-                },
-            },
-        },
-        "/v1/deliveries/{id}/resolve": {
-            "parameters": [_path_param("id")],
-            "post": {
-                "summary": "Give an unmatched delivery its prospect and queue it",
-                "requestBody": _json(
-                    {
-                        "type": "object",
-                        "required": ["prospectId"],
-                        "properties": {"prospectId": _STR, "agentUsername": _STR},
-                    }
-                ),
-                "responses": {
-                    "202": _ok("Queued", _ref("Delivery")),
-                    "409": _ok(
-                        "Not unmatched, or already logged for that prospect",
-                        _ref("Error"),
-                    ),
-                    **_ERRORS,
-                },
-            },
-        },
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "RELAY_API_TOKEN"},
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "RELAY_WEBHOOK_BASIC_AUTH, put in the webhook URL configured at the provider",
     },
 }
+
+_PATH_PARAMETER = re.compile(r"<(?:([^:<>]+):)?([^<>]+)>")
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document for the current app, built once and kept on it."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    document: dict[str, Any] | None = app.extensions.get("relay.openapi")
+    if document is None:
+        document = app.extensions["relay.openapi"] = build_document(app)
+    return document
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    spec = APISpec(
+        title="Knock Email Relay",
+        version=__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": "Provider webhooks in, Knock's Log Prospect Email API out; "
+            "the partner API under /v1 and the probes."
+        },
+    )
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
+    spec.components.schema("Error", schema=schemas.Error)
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        contract: Operation | None = getattr(app.view_functions.get(rule.endpoint), "operation", None)
+        if contract is None:
+            continue
+        path = _PATH_PARAMETER.sub(r"{\2}", rule.rule)
+        parameters = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": f"^{app.url_map.converters[converter or 'default'].regex}$"},
+            }
+            for converter, name in _PATH_PARAMETER.findall(rule.rule)
+        ]
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        spec.path(
+            path=path,
+            parameters=parameters,
+            operations={method.lower(): _operation(contract, rule.endpoint, method) for method in methods},
+        )
+    return spec.to_dict()
+
+
+def _operation(contract: Operation, endpoint: str, method: str) -> dict[str, Any]:
+    security = contract.security if contract.security is not None else _default_security(endpoint)
+    operation: dict[str, Any] = {
+        "operationId": re.sub(r"\W+", "_", endpoint),
+        "summary": contract.summary,
+        "tags": [endpoint.split(".")[0]],
+        "security": [{name: []} for name in security],
+        "responses": {},
+    }
+    if contract.description:
+        operation["description"] = contract.description
+    if contract.query is not None:
+        operation["parameters"] = [{"in": "query", "schema": contract.query}]
+    if contract.body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": contract.body}}}
+    elif contract.media_types:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {media_type: {"schema": shape} for media_type, shape in contract.media_types.items()},
+        }
+    for status, answer in contract.answers.items():
+        described: dict[str, Any] = {"description": answer.description}
+        if answer.schema is not None:
+            described["content"] = {answer.media_type: {"schema": answer.schema}}
+        elif answer.media_type != "application/json":
+            described["content"] = {answer.media_type: {"schema": {"type": "string"}}}
+        operation["responses"][str(status)] = described
+    errors = set(contract.errors)
+    if contract.body is not None or contract.query is not None:
+        errors.add(400)
+    if method in ("POST", "PUT"):
+        errors.add(413)
+    if security:
+        errors.add(401)
+    if contract.uses_redis:
+        errors.add(503)
+    for status in sorted(errors - set(contract.answers)):
+        operation["responses"][str(status)] = {
+            "description": ERROR_REASONS[status],
+            "content": {"application/json": {"schema": "Error"}},
+        }
+    return operation
+
+
+def _default_security(endpoint: str) -> tuple[str, ...]:
+    return ("bearer",) if endpoint.startswith("api.") else ()

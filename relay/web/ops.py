@@ -1,40 +1,52 @@
-"""Liveness and readiness for orchestrators."""
+"""Liveness, readiness and metrics for orchestrators and Prometheus."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.metrics import exposition
 from relay.queue import QUEUE_KEY
 from relay.web import services
+from relay.web.contract import Answer, operation
+from relay.web.schemas import Health, Readiness
 
 ops = Blueprint("ops", __name__)
 
 
 @ops.get("/healthz")
-def healthz() -> tuple[Response, int]:
-    """The process answers; no dependency is consulted."""
-    return jsonify({"status": "ok"}), 200
+@operation("Liveness: the process answers", answers={200: Answer("Alive", Health)}, uses_redis=False)
+def healthz() -> dict[str, Any]:
+    """No dependency is consulted."""
+    return {"status": "ok"}
 
 
 @ops.get("/readyz")
-def readyz() -> tuple[Response, int]:
-    """Ready only when Redis answers (without it nothing can be accepted) and, when
-    RELAY_REQUIRE_DURABLE_REDIS is on, persists its data."""
+@operation(
+    "Readiness: Redis answers and, when RELAY_REQUIRE_DURABLE_REDIS is on, keeps its data",
+    answers={200: Answer("Ready", Readiness), 503: Answer("Not ready: Redis unreachable or not durable", Readiness)},
+    uses_redis=False,
+)
+def readyz() -> tuple[dict[str, Any], int]:
+    """Without Redis nothing can be accepted."""
     check = services().persistence
     try:
         services().redis.ping()
         report = check.report()
     except redis.RedisError:
-        return jsonify({"status": "unavailable", "redis": "unreachable"}), 503
+        return {"status": "unavailable", "redis": "unreachable"}, 503
     if not check.acceptable(report):
-        return jsonify({"status": "unavailable", "redis": "not durable", "persistence": report.public()}), 503
-    return jsonify({"status": "ok", "redis": "ok", "persistence": report.public()}), 200
+        return {"status": "unavailable", "redis": "not durable", "persistence": report.public()}, 503
+    return {"status": "ok", "redis": "ok", "persistence": report.public()}, 200
 
 
 @ops.get("/metrics")
+@operation(
+    "Prometheus metrics of every web process, with queue and backlog gauges read from Redis",
+    answers={200: Answer("Prometheus text exposition format", media_type="text/plain")},
+)
 def metrics() -> Response:
-    """Prometheus: every gunicorn process's counters, and the queue and backlog gauges from Redis."""
     return Response(exposition(services().redis, QUEUE_KEY), mimetype=CONTENT_TYPE_LATEST)

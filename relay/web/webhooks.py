@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, request
 
 from relay.deliveries import DUPLICATE
 from relay.errors import MalformedPayload
@@ -19,6 +19,8 @@ from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
 from relay.services import Services
 from relay.web import services
+from relay.web.contract import Answer, operation
+from relay.web.schemas import Accepted
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def _previous_answer(relay: Services, provider: WebhookProvider, token: str | No
     return {"status": DUPLICATE, "deliveries": deliveries}
 
 
-def receive(provider: WebhookProvider) -> tuple[Response, int]:
+def receive(provider: WebhookProvider) -> dict[str, Any]:
     relay = services()
     g.webhook_provider = provider.name  # counted by outcome once answered (see count_webhook)
     provider.verify_request(request, relay.settings)
@@ -59,7 +61,7 @@ def receive(provider: WebhookProvider) -> tuple[Response, int]:
     previous = _previous_answer(relay, provider, token)
     if previous is not None:
         g.webhook_outcome = DUPLICATE
-        return jsonify(previous), 200
+        return previous
     try:
         items = provider.parse_request(request, relay.settings)
         intakes = []
@@ -78,7 +80,7 @@ def receive(provider: WebhookProvider) -> tuple[Response, int]:
     if token:
         relay.redis.set(_token_key(provider, token), json.dumps(answer), ex=relay.settings.signature_max_age_seconds)
     g.webhook_outcome = answer["status"]
-    return jsonify(answer), 200
+    return answer
 
 
 #: Outcomes of webhook calls that were not accepted, by the status they were answered with.
@@ -95,7 +97,15 @@ def count_webhook(response: Response) -> Response:
 
 
 def _register(provider: WebhookProvider) -> None:
-    def view() -> tuple[Response, int]:
+    @operation(
+        provider.summary,
+        description=f"Authentication: {provider.authentication}",
+        answers={200: Answer("Received: accepted, ignored, unmatched or a duplicate of an earlier post", Accepted)},
+        errors=(401, provider.malformed_status),
+        security=provider.security,
+        media_types=provider.media_types,
+    )
+    def view() -> dict[str, Any]:
         return receive(provider)
 
     webhooks.add_url_rule(provider.path, endpoint=provider.path.strip("/"), view_func=view, methods=["POST"])

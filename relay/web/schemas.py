@@ -1,0 +1,173 @@
+"""The shapes of what the HTTP interface takes and answers.
+
+Request schemas validate bodies and queries; response schemas serialise what the
+views return. The OpenAPI document (relay/web/openapi.py) is generated from these
+same classes, so the document and the code cannot disagree.
+"""
+
+from __future__ import annotations
+
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from relay.deliveries import DUPLICATE, STATUSES
+from relay.routing import MESSAGE_TYPES
+
+_non_empty = validate.Length(min=1)
+
+
+def _optional_name() -> fields.String:
+    """A name that may be left out or null, but is never the empty string."""
+    return fields.String(load_default=None, allow_none=True, validate=_non_empty)
+
+
+def _nullable_string() -> fields.String:
+    return fields.String(allow_none=True, required=True)
+
+
+# Requests --------------------------------------------------------------------
+
+
+class ProspectInput(Schema):
+    emails = fields.List(fields.Email(), required=True, validate=_non_empty)
+    agentUsername = _optional_name()
+
+
+class AgentInput(Schema):
+    emails = fields.List(fields.Email(), required=True, validate=_non_empty)
+
+
+class KnockProfile(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    email = fields.Email(required=True)
+
+
+class KnockProspectInput(Schema):
+    """Knock's prospect-creation body, passed on as given; the relay needs `profile.email`."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    profile = fields.Nested(KnockProfile, required=True)
+    agentUsername = _optional_name()
+
+
+class MessageInput(Schema):
+    from_ = fields.Email(required=True, data_key="from")
+    to = fields.List(fields.Email(), required=True, validate=_non_empty)
+    cc = fields.List(fields.Email(), load_default=list)
+    subject = fields.String(required=True)
+    html = fields.String(load_default=None, allow_none=True)
+    text = fields.String(load_default=None, allow_none=True)
+    sentTime = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=None)
+    messageId = _optional_name()
+    type = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(MESSAGE_TYPES))
+    prospectId = _optional_name()
+    agentUsername = _optional_name()
+
+
+class ResolveInput(Schema):
+    prospectId = fields.String(required=True, validate=_non_empty)
+    agentUsername = _optional_name()
+
+
+class BulkReplayInput(Schema):
+    status = fields.String(required=True, validate=validate.Equal("dead"))
+
+
+class ProspectQuery(Schema):
+    email = fields.String(required=True, validate=validate.Regexp(r"[\s\S]*\S"))  # something besides blanks
+
+
+class DeliveryQuery(Schema):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    messageId = fields.String()
+    prospectId = fields.String()
+    cursor = fields.String(validate=validate.Regexp(r"^\d+_[0-9a-f]+$"))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+# Responses -------------------------------------------------------------------
+
+
+class Error(Schema):
+    error = fields.String(required=True)
+    details = fields.Raw(metadata={"description": "Field-level messages, where there are any"})
+
+
+class Prospect(Schema):
+    prospectId = fields.String(required=True)
+    emails = fields.List(fields.String(), required=True)
+    agentUsername = _nullable_string()
+
+
+class ProspectMatches(Schema):
+    prospects = fields.List(fields.Nested(Prospect), required=True)
+
+
+class CreatedProspect(Schema):
+    prospectId = fields.String(required=True)
+
+
+class Agent(Schema):
+    username = fields.String(required=True)
+    emails = fields.List(fields.String(), required=True)
+
+
+class DeliverySummary(Schema):
+    id = fields.String(required=True)
+    #: A post seen before is answered with its earlier deliveries, each marked `duplicate`.
+    status = fields.String(required=True, validate=validate.OneOf((*STATUSES, DUPLICATE)))
+    prospectId = _nullable_string()
+    type = _nullable_string()
+
+
+class Accepted(Schema):
+    """What a webhook or `POST /v1/messages` answers: the overall status and one entry per delivery."""
+
+    status = fields.String(required=True, validate=validate.OneOf((*STATUSES, DUPLICATE)))
+    deliveries = fields.List(fields.Nested(DeliverySummary), required=True)
+
+
+class Delivery(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    type = _nullable_string()
+    direction = _nullable_string()
+    prospectId = _nullable_string()
+    agentUsername = _nullable_string()
+    messageId = _nullable_string()
+    provider = _nullable_string()
+    subject = _nullable_string()
+    sentTime = _nullable_string()
+    receivedAt = _nullable_string()
+    attempts = fields.Integer(required=True)
+    lastError = _nullable_string()
+    communicationId = _nullable_string()
+    deliveredAt = _nullable_string()
+    reason = _nullable_string()
+    remoteImages = fields.List(fields.String(), required=True)
+    truncated = fields.List(fields.String(), required=True)
+    possibleDuplicate = fields.Boolean(required=True)
+    senderAuth = _nullable_string()
+
+
+class DeliveryPage(Schema):
+    deliveries = fields.List(fields.Nested(Delivery), required=True)
+    nextCursor = _nullable_string()
+
+
+class Replayed(Schema):
+    replayed = fields.Integer(required=True)
+    ids = fields.List(fields.String(), required=True)
+
+
+class Health(Schema):
+    status = fields.String(required=True)
+
+
+class Readiness(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    redis = fields.String(required=True)
+    persistence = fields.Dict(metadata={"description": "What Redis says about keeping its data"})
