@@ -89,7 +89,8 @@ _REFUSALS = {401: "unauthorized", 400: "malformed", 406: "malformed", 413: "too_
 
 @webhooks.after_app_request
 def count_webhook(response: Response) -> Response:
-    provider = g.get("webhook_provider")
+    # A call refused before its view ran (a body over the size cap) is counted by its path.
+    provider = g.get("webhook_provider") or _PROVIDER_BY_PATH.get(request.path)
     if provider:
         outcome = g.get("webhook_outcome") if response.status_code == 200 else None
         WEBHOOKS.labels(provider, outcome or _REFUSALS.get(response.status_code, "error")).inc()
@@ -113,3 +114,5 @@ def _register(provider: WebhookProvider) -> None:
 
 for _provider in PROVIDERS:
     _register(_provider)
+
+_PROVIDER_BY_PATH = {provider.path: provider.name for provider in PROVIDERS}

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,19 @@ def test_run_names_a_taken_port_before_starting_anything() -> None:
     assert result.returncode == 1
     assert f"already in use: PORT {port}" in result.stderr
     assert "relay at" not in result.stderr  # nothing was started, nothing seeded
+
+
+def test_a_venv_made_by_a_too_old_python_is_made_again(tmp_path: Path) -> None:
+    """A .venv left by Python 3.9 would run the relay on an interpreter it does not support."""
+    for name in ("dev.py", "requirements.txt", "requirements-dev.txt"):
+        (tmp_path / name).write_text((ROOT / name).read_text() if name == "dev.py" else "# nothing to install\n")
+    old = tmp_path / ".venv"
+    old.mkdir()
+    (old / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.9.18\n")
+    (old / "left-by-3.9").write_text("")
+    result = subprocess.run([sys.executable, "dev.py", "bench"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert ".venv was made by Python 3.9: making it again" in result.stderr, result.stderr
+    assert not (old / "left-by-3.9").exists()
+    made_with = (old / "pyvenv.cfg").read_text()
+    assert f"version = {sys.version_info.major}.{sys.version_info.minor}." in made_with

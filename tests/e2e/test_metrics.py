@@ -40,11 +40,18 @@ def test_counters_add_up_across_web_processes_and_the_worker_counts_its_deliveri
         assert response.json()["status"] == "queued"
     for _ in range(3):
         assert requests.post(f"{stack.url}/webhooks/mime", data=b"x", timeout=10).status_code == 401
+    for _ in range(2):  # refused before the view runs, still counted for its provider
+        oversized = mime(body="x" * int(stack.env["RELAY_MAX_REQUEST_BYTES"]))
+        assert (
+            requests.post(f"{stack.url}/webhooks/mime", data=oversized, headers=headers, timeout=10).status_code == 413
+        )
     after = scrape(f"{stack.url}/metrics")
     assert value(after, "relay_webhooks_total", provider="mime", outcome="queued") - value(
         before, "relay_webhooks_total", provider="mime", outcome="queued") == 12  # fmt: skip
     assert value(after, "relay_webhooks_total", provider="mime", outcome="unauthorized") - value(
         before, "relay_webhooks_total", provider="mime", outcome="unauthorized") == 3  # fmt: skip
+    assert value(after, "relay_webhooks_total", provider="mime", outcome="too_large") - value(
+        before, "relay_webhooks_total", provider="mime", outcome="too_large") == 2  # fmt: skip
     assert value(after, "relay_queue_depth") == 12
 
     port = free_port()
