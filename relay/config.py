@@ -72,6 +72,24 @@ class Settings:
     max_mime_depth: int = 20
     sender_auth: str = "enforce"
     trusted_authserv_ids: tuple[str, ...] = ()
+    # Providers besides Mailgun: webhook secrets (lists, for rotation), API keys for fetching
+    # content in the worker, and API origins (overridable for a private endpoint or a test stub).
+    public_url: str | None = None
+    sparkpost_webhook_tokens: tuple[str, ...] = ()
+    mailersend_signing_secrets: tuple[str, ...] = ()
+    mandrill_webhook_keys: tuple[str, ...] = ()
+    mandrill_api_key: str | None = None
+    mandrill_api_url: str = "https://mandrillapp.com/api/1.0"
+    brevo_webhook_tokens: tuple[str, ...] = ()
+    brevo_api_key: str | None = None
+    brevo_api_url: str = "https://api.brevo.com"
+    resend_webhook_secrets: tuple[str, ...] = ()
+    resend_api_key: str | None = None
+    resend_api_url: str = "https://api.resend.com"
+    postmark_server_token: str | None = None
+    postmark_api_url: str = "https://api.postmarkapp.com"
+    ses_topic_arns: tuple[str, ...] = ()
+    sns_certificate_origins: tuple[str, ...] = ()
 
     @property
     def parse_limits(self) -> ParseLimits:
@@ -180,6 +198,35 @@ def _storage_origins(reader: _Reader) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _api_url(reader: _Reader, name: str, default: str) -> str:
+    """A provider API base URL: http(s), no userinfo, no query; ids are appended as path segments."""
+    value = (reader.text(name) or default).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or parts.query:
+        reader.problems.append(f"{name}: must be an http(s) URL without credentials or query, got {value!r}")
+    return value
+
+
+def _resend_secrets(reader: _Reader) -> tuple[str, ...]:
+    secrets = reader.items("RESEND_WEBHOOK_SECRETS")
+    for secret in secrets:
+        if not re.fullmatch(r"whsec_[A-Za-z0-9+/]+={0,2}", secret):
+            reader.problems.append("RESEND_WEBHOOK_SECRETS: each entry must be a signing secret, whsec_<base64>")
+            break
+    return tuple(secrets)
+
+
+def _origins(reader: _Reader, name: str) -> tuple[str, ...]:
+    origins = []
+    for item in reader.items(name):
+        lowered = item.lower().rstrip("/")
+        if not _ORIGIN.match(lowered) or lowered.startswith("http:"):
+            reader.problems.append(f"{name}: {item!r} must be https://host[:port]")
+            continue
+        origins.append(lowered)
+    return tuple(origins)
+
+
 def _sender_auth_mode(reader: _Reader) -> str:
     mode = (reader.text("RELAY_SENDER_AUTH") or ENFORCE).lower()
     if mode not in MODES:
@@ -218,6 +265,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         read.problems.append("KNOCK_API_KEY: required (set RELAY_ENV=development to use the local sandbox)")
         knock_api_key = ""
 
+    public_url = read.text("RELAY_PUBLIC_URL")
     min_backoff = read.number("RELAY_RETRY_MIN_BACKOFF_SECONDS", 15.0, minimum=0.01)
     max_backoff = read.number("RELAY_RETRY_MAX_BACKOFF_SECONDS", 3600.0, minimum=0.01)
     if max_backoff < min_backoff:
@@ -257,6 +305,22 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         max_mime_depth=read.number("RELAY_MAX_MIME_DEPTH", 20, minimum=1, integer=True),
         sender_auth=_sender_auth_mode(read),
         trusted_authserv_ids=tuple(item.lower() for item in read.items("RELAY_TRUSTED_AUTHSERV_IDS")),
+        public_url=read.url("RELAY_PUBLIC_URL", public_url, ("http", "https")).rstrip("/") if public_url else None,
+        sparkpost_webhook_tokens=tuple(read.items("RELAY_SPARKPOST_WEBHOOK_TOKENS")),
+        mailersend_signing_secrets=tuple(read.items("RELAY_MAILERSEND_SIGNING_SECRETS")),
+        mandrill_webhook_keys=tuple(read.items("RELAY_MANDRILL_WEBHOOK_KEYS")),
+        mandrill_api_key=read.text("MANDRILL_API_KEY"),
+        mandrill_api_url=_api_url(read, "RELAY_MANDRILL_API_URL", "https://mandrillapp.com/api/1.0"),
+        brevo_webhook_tokens=tuple(read.items("RELAY_BREVO_WEBHOOK_TOKENS")),
+        brevo_api_key=read.text("BREVO_API_KEY"),
+        brevo_api_url=_api_url(read, "RELAY_BREVO_API_URL", "https://api.brevo.com"),
+        resend_webhook_secrets=_resend_secrets(read),
+        resend_api_key=read.text("RESEND_API_KEY"),
+        resend_api_url=_api_url(read, "RELAY_RESEND_API_URL", "https://api.resend.com"),
+        postmark_server_token=read.text("POSTMARK_SERVER_TOKEN"),
+        postmark_api_url=_api_url(read, "RELAY_POSTMARK_API_URL", "https://api.postmarkapp.com"),
+        ses_topic_arns=tuple(read.items("RELAY_SES_TOPIC_ARNS")),
+        sns_certificate_origins=_origins(read, "RELAY_SNS_CERTIFICATE_ORIGINS"),
     )
     # Process settings read by gunicorn.conf.py and the worker: checked here so that a bad value
     # is one line of `config check` and of start-up, not a traceback.
@@ -285,9 +349,20 @@ def production_warnings(settings: Settings) -> list[str]:
     warnings = []
     if not settings.api_token:
         warnings.append("RELAY_API_TOKEN: not set, so the /v1 API answers 404")
-    if not (settings.webhook_basic_auth or settings.mailgun_webhook_signing_key) and not settings.insecure_webhooks:
+    credentials = (
+        settings.webhook_basic_auth,
+        settings.mailgun_webhook_signing_key,
+        settings.sparkpost_webhook_tokens,
+        settings.mailersend_signing_secrets,
+        settings.mandrill_webhook_keys,
+        settings.brevo_webhook_tokens,
+        settings.resend_webhook_secrets,
+        settings.ses_topic_arns,
+    )
+    if not any(credentials) and not settings.insecure_webhooks:
         warnings.append(
-            "RELAY_WEBHOOK_BASIC_AUTH and MAILGUN_WEBHOOK_SIGNING_KEY: neither is set, so every webhook answers 401"
+            "webhook credentials: none is set (RELAY_WEBHOOK_BASIC_AUTH, MAILGUN_WEBHOOK_SIGNING_KEY, …), "
+            "so every webhook answers 401"
         )
     if not settings.mailbox_domains:
         warnings.append("RELAY_MAILBOX_DOMAINS: not set, so no sender is on the leasing side (all mail is inbound)")

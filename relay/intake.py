@@ -205,7 +205,7 @@ def _unrouted(item: Ignored | PendingFetch, provider: str, status: str, received
 
 def record_ignored(services: Services, item: Ignored, provider: str, received_at: datetime | None = None) -> Intake:
     """Keep a record of a call that carries nothing to log, so operators can see it arrived."""
-    delivery = _unrouted(item, provider, IGNORED, received_at)
+    delivery = _unrouted(item, provider, UNMATCHED if item.unmatched else IGNORED, received_at)
     services.store.create(delivery, {}, claim=False)
     return Intake((delivery.summary(),))
 

@@ -121,6 +121,8 @@ class Ignored:
     reason: str
     message_id: str | None = None
     subject: str = ""
+    #: Recorded as unmatched instead: a person must look (e.g. SES content left in S3).
+    unmatched: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,18 @@ from relay.config import Settings, load_settings
 from relay.knock.sandbox import create_sandbox
 from relay.services import Services
 from relay.worker import RelayWorker
-from tests.helpers import REDIS_URL, SANDBOX_KEY, free_port, redis_server_binary, relay_env, wait_until
+from tests.helpers import (
+    BREVO_API_KEY,
+    MANDRILL_API_KEY,
+    POSTMARK_TOKEN,
+    REDIS_URL,
+    RESEND_API_KEY,
+    SANDBOX_KEY,
+    free_port,
+    redis_server_binary,
+    relay_env,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="session")
@@ -168,12 +180,49 @@ def serve_storage() -> tuple[StorageStub, Any]:
     app = Flask("mailgun-storage-stub")
     stub = StorageStub("", [], [])
 
-    @app.get("/v3/domains/<domain>/messages/<key>")
-    def stored_message(domain: str, key: str) -> Response:
-        stub.seen.append({"path": request.path, "auth": request.authorization, "accept": request.headers.get("Accept")})
+    def answer(name: str, key_ok: bool) -> Response:
+        stub.seen.append({"path": request.path, "auth": request.authorization, "accept": request.headers.get("Accept"),
+                          "query": request.query_string.decode()})  # fmt: skip
         if stub.failures:
             return Response("busy", status=stub.failures.pop(0))
-        return Response(payload("mailgun/stored-message.json"), mimetype="application/json")
+        if not key_ok:
+            return Response('{"error": "bad key"}', status=401, mimetype="application/json")
+        return Response(payload(name), mimetype="application/json")
+
+    @app.get("/v3/domains/<domain>/messages/<key>")
+    def stored_message(domain: str, key: str) -> Response:
+        return answer("mailgun/stored-message.json", True)
+
+    @app.get("/messages/outbound/<message_id>/details")
+    def postmark_details(message_id: str) -> Response:
+        return answer(
+            "postmark/outbound-details.json", request.headers.get("X-Postmark-Server-Token") == POSTMARK_TOKEN
+        )
+
+    @app.get("/emails/receiving/<email_id>")
+    def resend_received(email_id: str) -> Response:
+        return answer("resend/received-email.json", request.headers.get("Authorization") == f"Bearer {RESEND_API_KEY}")
+
+    @app.get("/emails/<email_id>")
+    def resend_sent(email_id: str) -> Response:
+        return answer("resend/sent-email.json", request.headers.get("Authorization") == f"Bearer {RESEND_API_KEY}")
+
+    @app.post("/api/1.0/messages/content.json")
+    def mandrill_content() -> Response:
+        asked = request.get_json(silent=True) or {}
+        if asked.get("id") == "unknown":
+            stub.seen.append({"path": request.path})
+            return Response('{"status": "error", "code": 11, "name": "Unknown_Message", "message": "No message"}',
+                            status=500, mimetype="application/json")  # fmt: skip
+        return answer("mandrill/content.json", asked.get("key") == MANDRILL_API_KEY)
+
+    @app.get("/v3/smtp/emails")
+    def brevo_list() -> Response:
+        return answer("brevo/email-list.json", request.headers.get("api-key") == BREVO_API_KEY)
+
+    @app.get("/v3/smtp/emails/<uuid>")
+    def brevo_content(uuid: str) -> Response:
+        return answer("brevo/email-content.json", request.headers.get("api-key") == BREVO_API_KEY)
 
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -227,3 +276,100 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+@dataclass
+class SnsSigner:
+    """Stands in for SNS: an RSA key whose certificate a local HTTPS server hands out, and that
+    signs messages the way SNS documents (v1 SHA1, v2 SHA256 over `Key\\nValue\\n`)."""
+
+    origin: str
+    ca_file: str
+    key: Any
+    seen: list[str]
+
+    @property
+    def cert_url(self) -> str:
+        return f"{self.origin}/SimpleNotificationService-test.pem"
+
+    def sign(self, message: dict[str, Any], version: str = "1", cert_url: str | None = None) -> dict[str, Any]:
+        import base64
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        message = {**message, "SignatureVersion": version, "SigningCertURL": cert_url or self.cert_url}
+        fields = (
+            ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+            if message["Type"] == "Notification"
+            else ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+        )
+        text = "".join(f"{name}\n{message[name]}\n" for name in fields if name in message)
+        algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
+        signature = self.key.sign(text.encode(), padding.PKCS1v15(), algorithm)
+        return {**message, "Signature": base64.b64encode(signature).decode()}
+
+
+def serve_sns(directory: Path) -> tuple[SnsSigner, Any]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate: it serves that certificate as
+    the SNS signing certificate and answers subscription confirmations."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    from flask import Flask, Response, request
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_file, key_file = directory / "sns.pem", directory / "sns-key.pem"
+    cert_file.write_bytes(pem)
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    app = Flask("sns-stub")
+    signer = SnsSigner("", str(cert_file), key, [])
+
+    @app.get("/", defaults={"name": ""})
+    @app.get("/<path:name>")
+    def anything(name: str) -> Response:
+        signer.seen.append(request.full_path)
+        if name.endswith(".pem"):
+            return Response(pem, mimetype="application/x-pem-file")
+        return Response("<ConfirmSubscriptionResponse/>", mimetype="text/xml")
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True, ssl_context=(str(cert_file), str(key_file)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    signer.origin = f"https://127.0.0.1:{server.server_port}"
+    return signer, server
+
+
+@pytest.fixture(scope="session")
+def sns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsSigner]:
+    signer, server = serve_sns(tmp_path_factory.mktemp("sns"))
+    yield signer
+    server.shutdown()
+
+
+@pytest.fixture
+def sns(sns_server: SnsSigner, monkeypatch: pytest.MonkeyPatch) -> SnsSigner:
+    """The SNS stand-in, trusted by `requests` in this process for the test's duration."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", sns_server.ca_file)
+    sns_server.seen.clear()
+    return sns_server

@@ -20,6 +20,16 @@ BASIC_USER, BASIC_PASS = "relay", "s3cret"
 SANDBOX_KEY = "sandbox-key"
 MAILGUN_SIGNING_KEY = "mailgun-signing-key-for-tests"
 MAILGUN_API_KEY = "mailgun-api-key-for-tests"
+SPARKPOST_TOKEN = "sparkpost-relay-token-for-tests"
+MAILERSEND_SECRET = "mailersend-route-secret-for-tests"
+MANDRILL_KEY = "mandrill-webhook-key-for-tests"
+MANDRILL_API_KEY = "md-api-key-for-tests"
+RESEND_SECRET = "whsec_" + base64.b64encode(b"resend-signing-secret-for-tests!").decode()
+RESEND_API_KEY = "re_api_key_for_tests"
+BREVO_TOKEN = "brevo-bearer-for-tests"
+BREVO_API_KEY = "xkeysib-for-tests"
+POSTMARK_TOKEN = "postmark-server-token-for-tests"
+SES_TOPIC = "arn:aws:sns:us-east-1:123456789012:relay-inbound"
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 SENDGRID_FORM = "multipart/form-data; boundary=xYzZY"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -71,6 +81,16 @@ def relay_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "RELAY_MAX_REQUEST_BYTES": "65536",
         "MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_SIGNING_KEY,
         "MAILGUN_API_KEY": MAILGUN_API_KEY,
+        "RELAY_SPARKPOST_WEBHOOK_TOKENS": f"rotated-out,{SPARKPOST_TOKEN}",
+        "RELAY_MAILERSEND_SIGNING_SECRETS": MAILERSEND_SECRET,
+        "RELAY_MANDRILL_WEBHOOK_KEYS": MANDRILL_KEY,
+        "MANDRILL_API_KEY": MANDRILL_API_KEY,
+        "RESEND_WEBHOOK_SECRETS": RESEND_SECRET,
+        "RESEND_API_KEY": RESEND_API_KEY,
+        "RELAY_BREVO_WEBHOOK_TOKENS": BREVO_TOKEN,
+        "BREVO_API_KEY": BREVO_API_KEY,
+        "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN,
+        "RELAY_SES_TOPIC_ARNS": SES_TOPIC,
         # Several workers run at once in the tests; those that need the health port pick a free one.
         "RELAY_WORKER_PORT": "0",
         # The MTA in front of /webhooks/mime in these tests stamps Authentication-Results as this host.
@@ -157,3 +177,41 @@ def redis_server_binary() -> str | None:
     import shutil
 
     return os.environ.get("RELAY_TEST_REDIS_SERVER") or shutil.which("redis-server")
+
+
+def provider_api_env(url: str) -> dict[str, str]:
+    """Every provider API the worker fetches from, pointed at the local stand-in (tests/conftest.py)."""
+    return {
+        "RELAY_MAILGUN_STORAGE_ORIGINS": url,
+        "RELAY_POSTMARK_API_URL": url,
+        "RELAY_RESEND_API_URL": url,
+        "RELAY_MANDRILL_API_URL": url + "/api/1.0",
+        "RELAY_BREVO_API_URL": url,
+    }
+
+
+# Signatures as each provider documents them, written here independently of relay/providers.
+
+
+def mailersend_headers(body: bytes, secret: str = MAILERSEND_SECRET) -> dict[str, str]:
+    return {"Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+
+
+def mandrill_headers(url: str, params: dict[str, str], key: str = MANDRILL_KEY) -> dict[str, str]:
+    signed = url + "".join(k + params[k] for k in sorted(params))
+    digest = hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest()
+    return {"X-Mandrill-Signature": base64.b64encode(digest).decode()}
+
+
+def svix_headers(
+    body: bytes, secret: str = RESEND_SECRET, *, age: float = 0, msg_id: str | None = None
+) -> dict[str, str]:
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = str(int(time.time() - age))
+    key = base64.b64decode(secret.split("_", 1)[1])
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "svix-id": msg_id,
+        "svix-timestamp": timestamp,
+        "svix-signature": f"v1,{base64.b64encode(b'not-this-one').decode()} v1,{base64.b64encode(digest).decode()}",
+    }

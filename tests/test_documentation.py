@@ -8,7 +8,9 @@ from pathlib import Path
 from relay.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTING = re.compile(r"\b(?:RELAY|KNOCK|MAILGUN)_[A-Z_]+\b|\b(?:REDIS_URL|PORT|WEB_CONCURRENCY|LOG_LEVEL)\b")
+SETTING = re.compile(
+    r"\b(?:RELAY|KNOCK|MAILGUN|MANDRILL|BREVO|RESEND|POSTMARK)_[A-Z_]+\b|\b(?:REDIS_URL|PORT|WEB_CONCURRENCY|LOG_LEVEL)\b"
+)
 
 
 def settings_read_by_the_code() -> set[str]:

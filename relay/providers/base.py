@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ class WebhookProvider(ABC):
     security: ClassVar[tuple[str, ...]] = ()
     #: Media types the provider posts, with the JSON Schema of each body as far as it can be stated.
     media_types: ClassVar[dict[str, dict[str, Any]]]
+    #: Whether the provider checks the URL with a HEAD request before it posts (Mandrill does).
+    answers_head: ClassVar[bool] = False
 
     @abstractmethod
     def verify_request(self, request: Request, settings: Settings) -> None:
@@ -211,3 +214,54 @@ def as_list(value: Any) -> list[Any]:
 
 def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def body_digest(request: Request) -> str:
+    """A replay token for providers whose retries repeat the exact post but carry no id of their own."""
+    return hashlib.sha256(request.get_data(cache=True)).hexdigest()
+
+
+def any_secret_matches(presented: bytes, expected: list[bytes]) -> bool:
+    """Constant-time comparison against every candidate (rotation lists), without short-circuit."""
+    matched = False
+    for candidate in expected:
+        matched |= hmac.compare_digest(presented, candidate)
+    return matched
+
+
+def require_secrets(secrets: tuple[str, ...], setting: str, settings: Settings, challenge: str) -> bool:
+    """True when the provider's secrets are configured and must be checked; False when they are
+    not but RELAY_INSECURE_WEBHOOKS lets the call through; Unauthorized otherwise."""
+    if secrets:
+        return True
+    if settings.insecure_webhooks:
+        return False
+    raise Unauthorized(f"webhook authentication is not configured ({setting})", challenge=challenge)
+
+
+def request_json_value(request: Request) -> Any:
+    """The JSON body, whatever its top-level type; MalformedPayload when it is not JSON."""
+    if request.mimetype != "application/json":
+        raise MalformedPayload(f"expected application/json, got {request.mimetype or 'no content type'}")
+    try:
+        return loads(request.get_data(cache=True))
+    except ValueError as exc:
+        raise MalformedPayload("body is not valid JSON") from exc
+
+
+def headers_from_mapping(raw: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Header pairs from a provider's `{"Name": "value" | ["value", ...]}` object."""
+    pairs = []
+    for name, value in as_dict(raw).items():
+        if not isinstance(name, str) or name.lower() in skip:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                pairs.append((name, item))
+    return pairs
+
+
+def base64_size(encoded: str) -> int:
+    """Bytes a base64 text decodes to, without decoding it."""
+    compact = len(encoded) - sum(encoded.count(c) for c in "\r\n \t")
+    return max(0, compact * 3 // 4 - encoded.rstrip().count("=", -2))

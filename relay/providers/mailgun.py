@@ -9,12 +9,8 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-import requests
 from flask import Request
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 from relay.config import Settings
 from relay.errors import MAILGUN_CHALLENGE, MalformedPayload, ProviderUnavailable, Unauthorized
@@ -40,6 +36,7 @@ from relay.providers.base import (
     read_form,
     request_json,
 )
+from relay.providers.fetch import allowed_fetch_url, fetch
 from relay.sender_auth import from_mailgun, vouched_by
 from relay.untrusted_json import loads
 
@@ -49,7 +46,6 @@ USER_VARIABLES = {
     "knock_agent_username": "agent_username",
     "knock_message_type": "message_type",
 }
-STORAGE_FETCH_TIMEOUT_SECONDS = 10
 # Files arrive as attachment-1, attachment-2, ... next to the attachment-count field.
 MAILGUN_AUTHENTICATION = (
     "Mailgun's signature in the body (`timestamp`, `token`, `signature`; under `signature` for events): "
@@ -113,49 +109,6 @@ def timestamp_of(value: Any) -> datetime | None:
         return datetime.fromtimestamp(float(value), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
-
-
-# A host as DNS spells it: labels of letters, digits and hyphens (no trailing dot, no escapes).
-_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
-
-
-def allowed_fetch_url(url: str, allowed: tuple[str, ...]) -> str | None:
-    """The URL to fetch when `url`'s origin is on the allow-list (`*.` matches subdomains), else None.
-
-    The host is read by urllib3's parser, the one `requests` connects with, and must agree with
-    the standard library's reading: a URL that two parsers read differently (a backslash, an
-    `@`, an escape in the host) is refused rather than guessed at.
-    """
-    if any(ch in url for ch in "\\@") or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
-        return None
-    try:
-        connected = parse_url(url)
-        standard = urlsplit(url)
-        standard_port = standard.port
-    except (LocationParseError, ValueError):
-        return None
-    host = (connected.host or "").lower()
-    if (
-        connected.auth
-        or not _HOSTNAME.match(host)
-        or (connected.scheme, host, connected.port) != (standard.scheme, standard.hostname, standard_port)
-    ):
-        return None
-    for origin in allowed:
-        scheme, _, rest = origin.partition("://")
-        pattern, _, allowed_port = rest.partition(":")
-        if connected.scheme != scheme or str(connected.port or "") != allowed_port:
-            continue
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return connected.url
-        elif host == pattern:
-            return connected.url
-    return None
-
-
-def origin_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    return allowed_fetch_url(url, allowed) is not None
 
 
 class MailgunRouteProvider(WebhookProvider):
@@ -302,31 +255,13 @@ def fetch_stored_message(url: str, settings: Settings) -> bytes:
     """The stored message's MIME; ProviderUnavailable when Mailgun should retry the event later."""
     if not settings.mailgun_api_key:
         raise ProviderUnavailable("MAILGUN_API_KEY is not configured; cannot fetch the stored message")
-    body = b""
-    try:
-        with requests.get(
-            url,
-            auth=("api", settings.mailgun_api_key),
-            headers={"Accept": "message/rfc2822"},
-            timeout=STORAGE_FETCH_TIMEOUT_SECONDS,
-            allow_redirects=False,  # a redirect could lead outside the allow-list
-            stream=True,
-        ) as response:
-            # Read no more than the cap (plus one byte, to tell a message that fits from one that does not).
-            for chunk in response.iter_content(64 * 1024):
-                body += chunk
-                if len(body) > settings.max_request_bytes:
-                    break
-    except requests.RequestException as exc:
-        raise ProviderUnavailable(f"stored message fetch failed: {type(exc).__name__}") from exc
-    if response.status_code in (404, 410):
-        raise MalformedPayload(f"stored message expired or gone (HTTP {response.status_code})")
-    if response.status_code in (401, 403):
-        raise MalformedPayload(f"stored message refused (HTTP {response.status_code}): check MAILGUN_API_KEY")
-    if response.status_code != 200:
-        raise ProviderUnavailable(f"stored message fetch answered HTTP {response.status_code}")
-    if len(body) > settings.max_request_bytes:
-        raise MalformedPayload("stored message is larger than RELAY_MAX_REQUEST_BYTES")
+    body = fetch(
+        url,
+        what="stored message",
+        limit=settings.max_request_bytes,
+        auth=("api", settings.mailgun_api_key),
+        headers={"Accept": "message/rfc2822"},
+    )
     stored = json_object(body, "stored message")
     mime = stored.get("body-mime")
     if not isinstance(mime, str) or not mime:

@@ -1,17 +1,24 @@
-"""Postmark inbound webhook (JSON), behind basic auth in the webhook URL."""
+"""Postmark: the inbound webhook and the Delivery webhook (sent mail, whose content the worker
+fetches from Postmark's API), both JSON behind basic auth in the webhook URL."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from flask import Request
 
 from relay.config import Settings
-from relay.errors import MalformedPayload
-from relay.message import Attachment, Email, Ignored, build_email, format_address
-from relay.providers.base import JSON_BODY, BasicAuthProvider, as_dict, as_list, as_str, request_json
-from relay.sender_auth import NONE, from_authentication_results, from_received_spf
+from relay.errors import MalformedPayload, ProviderUnavailable
+from relay.message import Attachment, Email, Ignored, PendingFetch, build_email, format_address
+from relay.providers.base import JSON_BODY, BasicAuthProvider, as_dict, as_list, as_str, body_digest, request_json
+from relay.providers.fetch import api_url, fetch
+from relay.sender_auth import NONE, from_authentication_results, from_received_spf, vouched_by
+from relay.untrusted_json import loads
+
+#: The kind of PendingFetch a Delivery webhook leaves for the worker.
+SENT_MESSAGE = "postmark-sent-message"
 
 
 def _addresses(entries: Any) -> str:
@@ -73,3 +80,76 @@ class PostmarkInboundProvider(BasicAuthProvider):
         if verdict.status == NONE:
             verdict = from_received_spf(email.header("received-spf"), None, email.sender)
         return [replace(email, sender_auth=verdict)]
+
+
+class PostmarkDeliveryProvider(BasicAuthProvider):
+    name = "postmark"
+    path = "/webhooks/postmark/events"
+    summary = "Postmark Delivery webhook: logs the sent message, fetched from Postmark's API"
+    media_types = JSON_BODY
+
+    def replay_token(self, request: Request) -> str | None:
+        # The content is fetched later, so the Message-ID cannot catch a retry here: the post itself does.
+        return body_digest(request)
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
+        body = request_json(request)
+        record_type = as_str(body.get("RecordType"))
+        if not record_type:
+            raise MalformedPayload("RecordType is required")
+        if record_type != "Delivery":
+            return [Ignored(f"postmark {record_type[:40]} webhook")]
+        message_id = as_str(body.get("MessageID"))
+        if not message_id:
+            raise MalformedPayload("a Delivery webhook needs its MessageID")
+        # Postmark's MessageID is its own id, not the RFC Message-ID: that one comes with the details.
+        spec: dict[str, object] = {"postmarkId": message_id, "recipient": as_str(body.get("Recipient"))}
+        return [PendingFetch(SENT_MESSAGE, spec, None, "")]
+
+
+def email_from_postmark(spec: dict[str, Any], settings: Settings) -> Email:
+    """The worker's half of a Delivery webhook: the outbound message's details."""
+    if not settings.postmark_server_token:
+        raise ProviderUnavailable("POSTMARK_SERVER_TOKEN is not configured; cannot fetch the sent message")
+    postmark_id = str(spec.get("postmarkId") or "")
+    body = fetch(
+        api_url(settings.postmark_api_url, "messages", "outbound", postmark_id, "details"),
+        what="Postmark outbound message",
+        limit=settings.max_request_bytes,
+        headers={"X-Postmark-Server-Token": settings.postmark_server_token, "Accept": "application/json"},
+    )
+    try:
+        found = as_dict(loads(body))
+    except ValueError as exc:
+        raise MalformedPayload("Postmark answered with something that is not JSON") from exc
+    sender = as_str(found.get("From"))
+    if not sender:
+        raise MalformedPayload("Postmark's message has no From")
+    headers: list[tuple[str, str]] = [("From", sender), ("Subject", as_str(found.get("Subject")) or "")]
+    for name, field in (("To", "To"), ("Cc", "Cc"), ("Bcc", "Bcc")):
+        value = _addresses(found.get(field))
+        if value:
+            headers.append((name, value))
+    for header in map(as_dict, as_list(found.get("Headers"))):
+        if as_str(header.get("Name")) and isinstance(header.get("Value"), str):
+            if header["Name"].lower() not in ("from", "to", "cc", "bcc", "subject"):
+                headers.append((header["Name"], header["Value"]))
+    has_message_id = any(name.lower() == "message-id" for name, _ in headers)
+    email = build_email(
+        limits=settings.parse_limits,
+        headers=headers,
+        text=as_str(found.get("TextBody")),
+        html=as_str(found.get("HtmlBody")),
+        # Without the header, Postmark's id stands in, so repeated webhooks are still one email.
+        message_id=None if has_message_id else f"{postmark_id}@postmark.sent",
+        provider_timestamp=_received_at(as_str(found.get("ReceivedAt"))),
+    )
+    return replace(email, sender_auth=vouched_by("sent through Postmark"))
+
+
+def _received_at(value: str | None) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value or "")
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None

@@ -110,6 +110,15 @@ def _register(provider: WebhookProvider) -> None:
         return receive(provider)
 
     webhooks.add_url_rule(provider.path, endpoint=provider.path.strip("/"), view_func=view, methods=["POST"])
+    if provider.answers_head:
+        webhooks.add_url_rule(
+            provider.path, endpoint=provider.path.strip("/") + "-check", view_func=_url_check, methods=["HEAD"]
+        )
+
+
+def _url_check() -> Response:
+    """200 to a provider checking that the URL exists before it starts posting."""
+    return Response(status=200)
 
 
 for _provider in PROVIDERS:

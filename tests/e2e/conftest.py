@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Sandbox, StorageStub, serve_storage
-from tests.helpers import SANDBOX_KEY, free_port, relay_env, wait_until
+from tests.conftest import Sandbox, SnsSigner, StorageStub, serve_storage
+from tests.helpers import SANDBOX_KEY, free_port, provider_api_env, relay_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -70,7 +70,9 @@ def storage_stub() -> Iterator[StorageStub]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, storage_stub: StorageStub) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, storage_stub: StorageStub, sns_server: SnsSigner
+) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("e2e-logs")
     sandbox_port, web_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
@@ -80,7 +82,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, storage_stub: StorageStub) -
         WEB_CONCURRENCY="2",
         # A killed worker's messages return after the heartbeat lapses (60 s in production).
         RELAY_WORKER_HEARTBEAT_TIMEOUT_SECONDS="3",
-        RELAY_MAILGUN_STORAGE_ORIGINS=storage_stub.url,
+        **provider_api_env(storage_stub.url),
+        # SES through SNS: the signing certificate comes from a local HTTPS stand-in the processes trust.
+        RELAY_SNS_CERTIFICATE_ORIGINS=sns_server.origin,
+        REQUESTS_CA_BUNDLE=sns_server.ca_file,
     )
     sandbox = spawn(
         [sys.executable, "-m", "relay", "sandbox", "--port", str(sandbox_port), "--api-key", SANDBOX_KEY],

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
 
-from tests.conftest import StorageStub
+from tests.conftest import SnsSigner, StorageStub
 from tests.e2e.conftest import Stack
 from tests.helpers import (
     SENDGRID_FORM,
+    SPARKPOST_TOKEN,
     basic_auth,
+    mailersend_headers,
     mailgun_event,
     mailgun_signature,
+    mandrill_headers,
     payload,
     signed_multipart,
     signed_urlencoded,
+    svix_headers,
 )
 
 pytestmark = pytest.mark.e2e
@@ -92,3 +98,91 @@ def test_postmark_end_to_end(e2e: Stack) -> None:
     )
     assert (event["type"], event["agent"]["username"]) == ("EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED", "kim")
     assert (event["subject"], event["sentTime"]) == ("Move-in date — flexible?", "2020-04-05T22:45:12.000Z")
+
+
+# The providers that sign their own way or only name the email, through the real processes.
+
+
+def sns_post(stack: Stack, sns: SnsSigner) -> tuple[bytes, str, dict[str, str]]:
+    message = {**json.loads(payload("ses/notification.json")), "Message": payload("ses/received-event.json").decode()}
+    return (
+        json.dumps(sns.sign(message)).encode(),
+        "text/plain; charset=UTF-8",
+        {"x-amz-sns-message-type": "Notification"},
+    )
+
+
+def mandrill_post(events: bytes, url: str) -> tuple[bytes, str, dict[str, str]]:
+    params = {"mandrill_events": events.decode()}
+    return urlencode(params).encode(), "application/x-www-form-urlencoded", mandrill_headers(url, params)
+
+
+SPARKPOST = SPARKPOST_TOKEN
+
+
+def json_post(name: str, headers: dict[str, str]) -> tuple[bytes, str, dict[str, str]]:
+    return payload(name), "application/json", headers
+
+
+INBOUND = {
+    "sparkpost": ("/webhooks/sparkpost/relay",
+                  lambda s, sns: json_post("sparkpost/relay.json", {"X-MessageSystems-Webhook-Token": SPARKPOST})),
+    "mailersend": ("/webhooks/mailersend/inbound",
+                   lambda s, sns: json_post("mailersend/inbound.json",
+                                            mailersend_headers(payload("mailersend/inbound.json")))),
+    "mandrill": ("/webhooks/mandrill",
+                 lambda s, sns: mandrill_post(payload("mandrill/inbound-events.json"), s.url + "/webhooks/mandrill")),
+    "mailjet": ("/webhooks/mailjet/parse", lambda s, sns: json_post("mailjet/parse.json", basic_auth())),
+    "brevo": ("/webhooks/brevo/inbound", lambda s, sns: json_post("brevo/inbound.json", basic_auth())),
+    "resend": ("/webhooks/resend",
+               lambda s, sns: json_post("resend/received.json", svix_headers(payload("resend/received.json")))),
+    "ses": ("/webhooks/ses", sns_post),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", sorted(INBOUND))
+def test_inbound_end_to_end(e2e: Stack, sns_server: SnsSigner, provider: str) -> None:
+    """The same email (a renter writing to a reply-tagged address) through each provider's wire format."""
+    e2e.sandbox.seed("4WXU6U2J", agent="kim")
+    path, build = INBOUND[provider]
+    request = build(e2e, sns_server)
+    answer = post(e2e, path, *request)
+    created = [d for d in answer["deliveries"] if d["status"] == "queued"]
+    if provider == "resend":  # metadata only: the worker fetches the email first
+        fetched = e2e.wait_for_status(created[0]["id"], "fetched")
+        created = [{"id": fetched["reason"].removeprefix("logged as "), "prospectId": "4WXU6U2J"}]
+    (summary,) = created
+    e2e.wait_for_status(summary["id"], "delivered")
+    (event,) = e2e.sandbox.events("4WXU6U2J")
+    assert (event["type"], event["agent"]["username"]) == ("EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED", "kim")
+    assert event["subject"] == "Réservation pour la visite"
+    assert event["sentTime"] == "2020-03-31T23:22:06.000Z"
+    assert "je voudrais r" in event["body"] and "<script" not in event["body"]
+    retried = post(e2e, path, *request)  # the provider retries the very same call
+    assert retried["status"] == "duplicate", retried
+    assert len(e2e.sandbox.events("4WXU6U2J")) == 1  # a provider retry is never logged twice
+
+
+OUTBOUND = {
+    "postmark": ("/webhooks/postmark/events", lambda s: json_post("postmark/delivery.json", basic_auth())),
+    "resend": ("/webhooks/resend", lambda s: json_post("resend/sent.json", svix_headers(payload("resend/sent.json")))),
+    "mandrill": ("/webhooks/mandrill",
+                 lambda s: mandrill_post(payload("mandrill/send-events.json"), s.url + "/webhooks/mandrill")),
+    "brevo": ("/webhooks/brevo/events", lambda s: json_post("brevo/delivered.json", basic_auth())),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", sorted(OUTBOUND))
+def test_outbound_send_end_to_end(e2e: Stack, provider: str) -> None:
+    """A sent-event names the email; the worker fetches it from the provider's API and logs it as sent."""
+    e2e.sandbox.seed("OUT1", agent="pat")
+    e2e.api("PUT", "/v1/prospects/OUT1", json={"emails": ["lee@example.com"]})
+    path, build = OUTBOUND[provider]
+    answer = post(e2e, path, *build(e2e))
+    pending = next(d for d in answer["deliveries"] if d["status"] == "queued")
+    fetched = e2e.wait_for_status(pending["id"], "fetched")
+    e2e.wait_for_status(fetched["reason"].removeprefix("logged as "), "delivered")
+    (event,) = e2e.sandbox.events("OUT1")
+    assert (event["type"], event["agent"]["username"]) == ("EMAIL_MESSAGE_TO_PROSPECT_SENT", "pat")
+    assert event["subject"] == "Your tour on Friday"
+    assert "Friday" in event["body"]

@@ -1,0 +1,124 @@
+"""Reading from a provider's API: the email a webhook names, a signing certificate.
+
+Only allow-listed origins, never a redirect, never userinfo, never more than the
+request cap. Failures are sorted for the retry policy: ProviderUnavailable means
+try again later, MalformedPayload means the provider will never give it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
+from relay.errors import MalformedPayload, ProviderUnavailable
+
+FETCH_TIMEOUT_SECONDS = 10
+
+# A host as DNS spells it: labels of letters, digits and hyphens (no trailing dot, no escapes).
+_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+
+
+def allowed_fetch_url(url: str, allowed: tuple[str, ...]) -> str | None:
+    """The URL to fetch when `url`'s origin is on the allow-list (`*.` matches subdomains), else None.
+
+    The host is read by urllib3's parser, the one `requests` connects with, and must agree with
+    the standard library's reading: a URL that two parsers read differently (a backslash, an
+    `@`, an escape in the host) is refused rather than guessed at.
+    """
+    if any(ch in url for ch in "\\@") or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+        return None
+    try:
+        connected = parse_url(url)
+        standard = urlsplit(url)
+        standard_port = standard.port
+    except (LocationParseError, ValueError):
+        return None
+    host = (connected.host or "").lower()
+    if (
+        connected.auth
+        or not _HOSTNAME.match(host)
+        or (connected.scheme, host, connected.port) != (standard.scheme, standard.hostname, standard_port)
+    ):
+        return None
+    for origin in allowed:
+        scheme, _, rest = origin.partition("://")
+        pattern, _, allowed_port = rest.partition(":")
+        if connected.scheme != scheme or str(connected.port or "") != allowed_port:
+            continue
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return connected.url
+        elif host == pattern:
+            return connected.url
+    return None
+
+
+def api_url(base: str, *segments: str) -> str:
+    """`base` (an operator-configured API origin and path) with ids from a webhook as escaped path
+    segments: an id can never climb out of the API's path or reach another host."""
+    return base.rstrip("/") + "".join("/" + quote(segment, safe="") for segment in segments)
+
+
+def fetch(
+    url: str,
+    *,
+    what: str,
+    limit: int,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    json_body: Any = None,
+) -> bytes:
+    """The body of a 200 answer. 404/410 (gone) and 401/403 (refused: a wrong key) raise
+    MalformedPayload; anything else that is not 200, or no answer, raises ProviderUnavailable."""
+    status, body = fetch_answer(
+        url, what=what, limit=limit, method=method, headers=headers, auth=auth, json_body=json_body
+    )
+    if status in (404, 410):
+        raise MalformedPayload(f"{what} expired or gone (HTTP {status})")
+    if status in (401, 403):
+        raise MalformedPayload(f"{what} refused (HTTP {status}): check the API key")
+    if status != 200:
+        raise ProviderUnavailable(f"{what} fetch answered HTTP {status}")
+    return body
+
+
+def fetch_answer(
+    url: str,
+    *,
+    what: str,
+    limit: int,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    json_body: Any = None,
+) -> tuple[int, bytes]:
+    """Status and body of whatever the provider answered (for providers whose errors need reading);
+    ProviderUnavailable when it did not answer, MalformedPayload when the body is over `limit`."""
+    body = b""
+    try:
+        with requests.request(
+            method,
+            url,
+            headers=headers,
+            auth=auth,
+            json=json_body,
+            timeout=FETCH_TIMEOUT_SECONDS,
+            allow_redirects=False,  # a redirect could lead outside the allow-list
+            stream=True,
+        ) as response:
+            # Read no more than the cap (plus one byte, to tell a body that fits from one that does not).
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    break
+    except requests.RequestException as exc:
+        raise ProviderUnavailable(f"{what} fetch failed: {type(exc).__name__}") from exc
+    if len(body) > limit:
+        raise MalformedPayload(f"{what} is larger than RELAY_MAX_REQUEST_BYTES")
+    return response.status_code, body

@@ -1,0 +1,76 @@
+"""`POST /webhooks/mailersend/inbound`: MailerSend inbound routes (`inbound.message`), signed per route."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import replace
+from typing import ClassVar
+
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload, Unauthorized
+from relay.message import Email, Ignored, parse_mime
+from relay.providers.base import (
+    JSON_BODY,
+    WebhookProvider,
+    any_secret_matches,
+    as_dict,
+    as_list,
+    as_str,
+    request_json,
+    require_secrets,
+)
+from relay.sender_auth import from_authentication_results
+
+CHALLENGE = 'MailerSend-HMAC-SHA256 realm="knock-relay webhooks"'
+
+
+class MailerSendInboundProvider(WebhookProvider):
+    name = "mailersend"
+    path = "/webhooks/mailersend/inbound"
+    summary = "MailerSend inbound route (`inbound.message`, the raw message in `data.raw`)"
+    authentication = (
+        "`Signature` header: hex HMAC-SHA256 of the exact body with the route's signing secret "
+        "(RELAY_MAILERSEND_SIGNING_SECRETS, a list for rotation)."
+    )
+    media_types = JSON_BODY
+    malformed_status: ClassVar[int] = 400
+
+    def verify_request(self, request: Request, settings: Settings) -> None:
+        secrets = settings.mailersend_signing_secrets
+        if not require_secrets(secrets, "RELAY_MAILERSEND_SIGNING_SECRETS", settings, CHALLENGE):
+            return
+        presented = request.headers.get("Signature", "").strip().lower().encode()
+        # The bytes as received: re-serialised JSON would not match what MailerSend signed.
+        body = request.get_data(cache=True)
+        expected = [hmac.new(s.encode(), body, hashlib.sha256).hexdigest().encode() for s in secrets]
+        if not presented or not any_secret_matches(presented, expected):
+            raise Unauthorized("missing or wrong MailerSend signature", challenge=CHALLENGE)
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+        body = request_json(request)
+        kind = as_str(body.get("type"))
+        if not kind:
+            raise MalformedPayload("type is required")
+        data = as_dict(body.get("data"))
+        if kind != "inbound.message":
+            return [Ignored(f"mailersend event {kind[:40]}", None, as_str(data.get("subject")) or "")]
+        raw = as_str(data.get("raw"))
+        if not raw:
+            raise MalformedPayload("data.raw (the message) is required")
+        recipients = as_dict(data.get("recipients"))
+        envelope_to = [
+            address
+            for entry in map(as_dict, as_list(recipients.get("rcptTo")))
+            if (address := as_str(entry.get("email")))
+        ]
+        email = parse_mime(
+            raw.encode("utf-8", "surrogateescape"),
+            limits=settings.parse_limits,
+            envelope_to=envelope_to,
+            envelope_from=as_str(as_dict(data.get("sender")).get("email")),
+        )
+        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+        return [replace(email, sender_auth=verdict)]

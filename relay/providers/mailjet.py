@@ -1,0 +1,95 @@
+"""`POST /webhooks/mailjet/parse`: Mailjet's Parse API (parsed JSON, no raw MIME) behind basic auth."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from typing import Any
+
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload
+from relay.message import Attachment, Email, Ignored, build_email
+from relay.providers.base import (
+    JSON_BODY,
+    BasicAuthProvider,
+    as_dict,
+    as_list,
+    as_str,
+    base64_size,
+    headers_from_mapping,
+    request_json,
+)
+from relay.sender_auth import from_authentication_results
+
+#: Mailjet's own date stamp, `20171012T013104` (UTC).
+_STAMP = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})$")
+#: Headers the relay builds from Mailjet's top-level fields rather than copying.
+_OWN = ("from", "subject")
+
+
+def parse_stamp(value: str | None) -> datetime | None:
+    match = _STAMP.match(value or "")
+    if not match:
+        return None
+    try:
+        year, month, day, hour, minute, second = map(int, match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _attachments(body: dict[str, Any]) -> list[Attachment]:
+    """Parts whose content is an `AttachmentN` field, sized from the base64 text."""
+    found = []
+    for part in map(as_dict, as_list(body.get("Parts"))):
+        ref = as_str(part.get("ContentRef")) or ""
+        if not ref.startswith("Attachment"):
+            continue
+        headers = {k.lower(): v for k, v in as_dict(part.get("Headers")).items() if isinstance(v, str)}
+        if headers.get("content-id"):
+            continue  # an inline image, not an attachment
+        disposition = headers.get("content-disposition", "") + ";" + headers.get("content-type", "")
+        name = re.search(r'(?:file)?name="?([^";]+)"?', disposition)
+        content = as_str(body.get(ref)) or ""
+        found.append(
+            Attachment(
+                name.group(1) if name else ref,
+                base64_size(content),
+                headers.get("content-type", "application/octet-stream").split(";")[0].strip(),
+            )
+        )
+    return found
+
+
+class MailjetParseProvider(BasicAuthProvider):
+    name = "mailjet"
+    path = "/webhooks/mailjet/parse"
+    summary = "Mailjet Parse API (JSON: `Headers`, `Text-part`, `Html-part`, attachments in base64)"
+    media_types = JSON_BODY
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+        body = request_json(request)
+        sender = as_str(body.get("From")) or as_str(body.get("Sender"))
+        if not sender or not parseaddr(sender)[1]:
+            raise MalformedPayload("From is required")
+        headers = [("From", sender), ("Subject", as_str(body.get("Subject")) or "")]
+        headers += headers_from_mapping(body.get("Headers"), skip=_OWN)
+        recipient = as_str(body.get("Recipient"))
+        if recipient and not any(name.lower() == "to" for name, _ in headers):
+            headers.append(("To", recipient))
+        email = build_email(
+            limits=settings.parse_limits,
+            headers=headers,
+            text=as_str(body.get("Text-part")),
+            html=as_str(body.get("Html-part")),
+            attachments=_attachments(body),
+            envelope_to=[recipient] if recipient else [],
+            envelope_from=as_str(body.get("Sender")),
+            provider_timestamp=parse_stamp(as_str(body.get("Date"))),
+        )
+        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+        return [replace(email, sender_auth=verdict)]

@@ -1,0 +1,168 @@
+"""`POST /webhooks/mandrill`: Mandrill (Mailchimp Transactional) inbound routes and message events.
+
+Both post `mandrill_events`, a JSON array of up to 1,000 events, signed with the
+webhook's key over the exact URL Mandrill was given. `inbound` events carry the
+raw message; `send` events name a sent message whose content the worker fetches.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
+from relay.message import Email, Ignored, PendingFetch, build_email, format_address, parse_mime
+from relay.providers.base import (
+    WebhookProvider,
+    any_secret_matches,
+    as_dict,
+    as_str,
+    body_digest,
+    form_value,
+    headers_from_mapping,
+    read_form,
+    require_secrets,
+)
+from relay.providers.fetch import api_url, fetch_answer
+from relay.sender_auth import from_authentication_results, vouched_by
+from relay.untrusted_json import loads
+
+CHALLENGE = 'Mandrill-HMAC-SHA1 realm="knock-relay webhooks"'
+SENT_MESSAGE = "mandrill-sent-message"
+_OWN_HEADERS = ("from", "to", "cc", "subject", "message-id")
+
+
+def mandrill_signature(key: str, url: str, params: list[tuple[str, str]]) -> bytes:
+    """base64 HMAC-SHA1 of the URL followed by every POST key and value, sorted by key."""
+    signed = url + "".join(name + value for name, value in sorted(params))
+    return base64.b64encode(hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest())
+
+
+def signed_url(request: Request, settings: Settings) -> str:
+    """The URL Mandrill was given: RELAY_PUBLIC_URL plus the path when the relay is behind a proxy
+    that rewrites scheme or host, else the URL as this request names it."""
+    base = settings.public_url or request.host_url
+    return base.rstrip("/") + request.full_path.rstrip("?")
+
+
+class MandrillProvider(WebhookProvider):
+    name = "mandrill"
+    path = "/webhooks/mandrill"
+    summary = "Mandrill inbound route and message webhook (`mandrill_events`); HEAD answers 200 for Mandrill's check"
+    authentication = (
+        "`X-Mandrill-Signature`: base64 HMAC-SHA1, with one of RELAY_MANDRILL_WEBHOOK_KEYS, of the exact URL "
+        "given to Mandrill (RELAY_PUBLIC_URL + path behind a proxy) followed by each POST key and value."
+    )
+    media_types: ClassVar[dict[str, dict[str, Any]]] = {
+        "application/x-www-form-urlencoded": {"type": "object", "required": ["mandrill_events"]}
+    }
+    answers_head: ClassVar[bool] = True
+
+    def verify_request(self, request: Request, settings: Settings) -> None:
+        keys = settings.mandrill_webhook_keys
+        if not require_secrets(keys, "RELAY_MANDRILL_WEBHOOK_KEYS", settings, CHALLENGE):
+            return
+        presented = request.headers.get("X-Mandrill-Signature", "").strip().encode()
+        try:
+            form = read_form(request)
+        except MalformedPayload as exc:
+            raise Unauthorized("unsigned or unreadable Mandrill post", challenge=CHALLENGE) from exc
+        params = [(name, part.text()) for name, parts in form.items() for part in parts]
+        url = signed_url(request, settings)
+        expected = [mandrill_signature(key, url, params) for key in keys]
+        if not presented or not any_secret_matches(presented, expected):
+            raise Unauthorized("missing or wrong X-Mandrill-Signature", challenge=CHALLENGE)
+
+    def replay_token(self, request: Request) -> str | None:
+        # Mandrill retries a batch as it was; `send` events name content fetched later.
+        return body_digest(request)
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
+        try:
+            events = loads(form_value(read_form(request), "mandrill_events") or "")
+        except ValueError as exc:
+            raise MalformedPayload("mandrill_events is not valid JSON") from exc
+        if not isinstance(events, list):
+            raise MalformedPayload("mandrill_events must be a JSON array")
+        return [_event(as_dict(event), index, settings) for index, event in enumerate(events)]
+
+
+def _event(event: dict[str, Any], index: int, settings: Settings) -> Email | Ignored | PendingFetch:
+    """Each event on its own: one unreadable event is recorded as ignored, not the whole batch refused."""
+    kind = as_str(event.get("event")) or ""
+    msg = as_dict(event.get("msg"))
+    subject = as_str(msg.get("subject")) or ""
+    if kind == "inbound":
+        raw = as_str(msg.get("raw_msg"))
+        if not raw:
+            return Ignored(f"mandrill event {index}: inbound without msg.raw_msg", None, subject)
+        email_to = as_str(msg.get("email"))
+        email = parse_mime(
+            raw.encode("utf-8", "surrogateescape"),
+            limits=settings.parse_limits,
+            envelope_to=[email_to] if email_to else [],
+        )
+        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+        return replace(email, sender_auth=verdict)
+    if kind == "send":
+        message_key = as_str(event.get("_id")) or as_str(msg.get("_id"))
+        if not message_key:
+            return Ignored(f"mandrill event {index}: send without _id", None, subject)
+        spec = {"id": message_key, "ts": msg.get("ts") if isinstance(msg.get("ts"), int) else None}
+        return PendingFetch(SENT_MESSAGE, spec, sent_message_id(message_key), subject)
+    return Ignored(f"mandrill event {kind[:40] or 'without a name'}", None, subject)
+
+
+def sent_message_id(message_key: str) -> str:
+    return f"{message_key}@mandrill.sent"
+
+
+def email_from_mandrill(spec: dict[str, Any], settings: Settings) -> Email:
+    """The worker's half of a `send` event: `messages/content.json` for the sent message."""
+    if not settings.mandrill_api_key:
+        raise ProviderUnavailable("MANDRILL_API_KEY is not configured; cannot fetch the sent message")
+    message_key = str(spec.get("id") or "")
+    status, body = fetch_answer(
+        api_url(settings.mandrill_api_url, "messages", "content.json"),
+        what="Mandrill message content",
+        limit=settings.max_request_bytes,
+        method="POST",
+        json_body={"key": settings.mandrill_api_key, "id": message_key},
+    )
+    try:
+        found = as_dict(loads(body))
+    except ValueError as exc:
+        raise ProviderUnavailable(f"Mandrill answered HTTP {status} with something that is not JSON") from exc
+    if status != 200:
+        # Mandrill answers errors with 500 and names them: an unknown or expired message will never come.
+        if found.get("name") in ("Unknown_Message", "Invalid_Key"):
+            raise MalformedPayload(f"Mandrill: {found['name']}")
+        raise ProviderUnavailable(f"Mandrill message content answered HTTP {status}")
+    sender = as_str(found.get("from_email"))
+    if not sender:
+        raise MalformedPayload("Mandrill's message has no from_email")
+    to = as_dict(found.get("to"))
+    headers = [
+        ("From", format_address(as_str(found.get("from_name")), sender)),
+        ("Subject", as_str(found.get("subject")) or ""),
+    ]
+    if as_str(to.get("email")):
+        headers.append(("To", format_address(as_str(to.get("name")), to["email"])))
+    headers += headers_from_mapping(found.get("headers"), skip=_OWN_HEADERS)
+    ts = found.get("ts") if isinstance(found.get("ts"), int) else spec.get("ts")
+    email = build_email(
+        limits=settings.parse_limits,
+        headers=headers,
+        text=as_str(found.get("text")),
+        html=as_str(found.get("html")),
+        message_id=sent_message_id(message_key),
+        provider_timestamp=datetime.fromtimestamp(ts, tz=UTC) if isinstance(ts, int) else None,
+    )
+    return replace(email, sender_auth=vouched_by("sent through Mandrill"))

@@ -1,0 +1,197 @@
+"""`POST /webhooks/ses`: Amazon SES receipt rules publishing to SNS.
+
+SNS posts JSON as `text/plain`. Every message is checked against its SNS
+signature (v1 RSA-SHA1, v2 RSA-SHA256) with the certificate named by
+`SigningCertURL`, fetched only from `https://sns.<region>.amazonaws.com/….pem`
+and kept; the topic must be one of RELAY_SES_TOPIC_ARNS. A subscription to an
+allowed topic is confirmed by fetching its `SubscribeURL` (same host rule).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from dataclasses import replace
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from flask import Request
+
+from relay.config import Settings
+from relay.errors import MalformedPayload, Unauthorized
+from relay.message import Email, Ignored, normalise_message_id, parse_mime
+from relay.providers.base import WebhookProvider, as_dict, as_str, require_secrets
+from relay.providers.fetch import allowed_fetch_url, fetch
+from relay.sender_auth import from_authentication_results
+from relay.untrusted_json import loads
+
+CHALLENGE = 'SNS-Signature realm="knock-relay webhooks"'
+_SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+#: Fields each message type signs, in the order SNS concatenates them.
+_SIGNED_FIELDS = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+}
+_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+_CERTIFICATE_LIMIT = 64 * 1024
+
+
+def sns_url(url: str, settings: Settings, *, certificate: bool) -> str | None:
+    """`url` when SNS may be fetched from it: https on `sns.<region>.amazonaws.com` (or an origin
+    in RELAY_SNS_CERTIFICATE_ORIGINS), a certificate path ending in `.pem`; else None."""
+    allowed = allowed_fetch_url(url, ("https://*.amazonaws.com", "https://*.amazonaws.com.cn"))
+    if allowed is not None and not _SNS_HOST.match(urlsplit(allowed).hostname or ""):
+        allowed = None
+    if allowed is None and settings.sns_certificate_origins:
+        allowed = allowed_fetch_url(url, settings.sns_certificate_origins)
+    if allowed is None or (certificate and not urlsplit(allowed).path.endswith(".pem")):
+        return None
+    return allowed
+
+
+class CertificateCache:
+    """Signing certificates by URL: SNS signs every message with the same few."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._keys: dict[str, rsa.RSAPublicKey] = {}
+        self._lock = threading.Lock()
+
+    def public_key(self, url: str) -> rsa.RSAPublicKey:
+        key = self._keys.get(url)
+        if key is not None:
+            return key
+        pem = fetch(url, what="SNS signing certificate", limit=_CERTIFICATE_LIMIT)
+        try:
+            found = x509.load_pem_x509_certificate(pem).public_key()
+        except ValueError as exc:
+            raise Unauthorized("SigningCertURL does not hold a certificate", challenge=CHALLENGE) from exc
+        if not isinstance(found, rsa.RSAPublicKey):
+            raise Unauthorized("SNS signing certificate is not RSA", challenge=CHALLENGE)
+        with self._lock:
+            if len(self._keys) >= self.size:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[url] = found
+        return found
+
+
+CERTIFICATES = CertificateCache()
+
+
+def string_to_sign(message: dict[str, Any]) -> bytes:
+    fields = _SIGNED_FIELDS[message["Type"]]
+    return "".join(f"{name}\n{message[name]}\n" for name in fields if isinstance(message.get(name), str)).encode()
+
+
+def sns_message(request: Request) -> dict[str, Any]:
+    """The SNS envelope, read from the raw body whatever the content type (SNS says text/plain)."""
+    try:
+        message = loads(request.get_data(cache=True))
+    except ValueError as exc:
+        raise Unauthorized("not an SNS message", challenge=CHALLENGE) from exc
+    if not isinstance(message, dict):
+        raise Unauthorized("not an SNS message", challenge=CHALLENGE)
+    return message
+
+
+class SesSnsProvider(WebhookProvider):
+    name = "ses"
+    path = "/webhooks/ses"
+    summary = "Amazon SES receipt rule → SNS topic (HTTPS subscription); subscriptions are confirmed"
+    authentication = (
+        "The SNS signature (SignatureVersion 1: RSA-SHA1, 2: RSA-SHA256) with the certificate at "
+        "SigningCertURL (https://sns.<region>.amazonaws.com/….pem only); TopicArn in RELAY_SES_TOPIC_ARNS."
+    )
+    media_types: ClassVar[dict[str, dict[str, Any]]] = {
+        "text/plain": {"type": "string"},
+        "application/json": {"type": "object"},
+    }
+
+    def verify_request(self, request: Request, settings: Settings) -> None:
+        if not require_secrets(settings.ses_topic_arns, "RELAY_SES_TOPIC_ARNS", settings, CHALLENGE):
+            return
+        message = sns_message(request)
+        kind = as_str(message.get("Type"))
+        if kind not in _SIGNED_FIELDS:
+            raise Unauthorized("unknown SNS message Type", challenge=CHALLENGE)
+        if request.headers.get("x-amz-sns-message-type") != kind:
+            raise Unauthorized("x-amz-sns-message-type does not match Type", challenge=CHALLENGE)
+        if as_str(message.get("TopicArn")) not in settings.ses_topic_arns:
+            raise Unauthorized("TopicArn is not in RELAY_SES_TOPIC_ARNS", challenge=CHALLENGE)
+        algorithm = _HASHES.get(str(message.get("SignatureVersion")))
+        if algorithm is None:
+            raise Unauthorized("unknown SNS SignatureVersion", challenge=CHALLENGE)
+        url = sns_url(as_str(message.get("SigningCertURL")) or "", settings, certificate=True)
+        if url is None:
+            raise Unauthorized("SigningCertURL is not an SNS certificate URL", challenge=CHALLENGE)
+        try:
+            signature = base64.b64decode(as_str(message.get("Signature")) or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise Unauthorized("Signature is not base64", challenge=CHALLENGE) from exc
+        try:
+            CERTIFICATES.public_key(url).verify(signature, string_to_sign(message), padding.PKCS1v15(), algorithm())
+        except InvalidSignature as exc:
+            raise Unauthorized("wrong SNS signature", challenge=CHALLENGE) from exc
+
+    def replay_token(self, request: Request) -> str | None:
+        # SNS retries a message with the same MessageId.
+        try:
+            return as_str(as_dict(loads(request.get_data(cache=True))).get("MessageId"))
+        except ValueError:
+            return None
+
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+        message = sns_message(request)
+        kind = message.get("Type")
+        topic = as_str(message.get("TopicArn")) or ""
+        if kind == "SubscriptionConfirmation":
+            url = sns_url(as_str(message.get("SubscribeURL")) or "", settings, certificate=False)
+            if url is None:
+                raise MalformedPayload("SubscribeURL is not on an SNS host")
+            fetch(url, what="SNS subscription confirmation", limit=_CERTIFICATE_LIMIT)
+            return [Ignored(f"sns subscription confirmed for {topic[-80:]}")]
+        if kind != "Notification":
+            return [Ignored(f"sns {str(kind)[:40]}")]
+        try:
+            notification = as_dict(loads(as_str(message.get("Message")) or ""))
+        except ValueError as exc:
+            raise MalformedPayload("Message is not JSON") from exc
+        return [_ses_notification(notification, settings)]
+
+
+def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email | Ignored:
+    kind = as_str(notification.get("notificationType")) or as_str(notification.get("eventType")) or ""
+    mail = as_dict(notification.get("mail"))
+    common = as_dict(mail.get("commonHeaders"))
+    subject = as_str(common.get("subject")) or ""
+    message_id = normalise_message_id(as_str(common.get("messageId")))
+    if kind != "Received":
+        return Ignored(f"ses {kind[:40] or 'notification without a type'}", message_id, subject)
+    action = as_dict(as_dict(notification.get("receipt")).get("action"))
+    content = as_str(notification.get("content"))
+    if content is None:
+        if action.get("type") == "S3":
+            # The message is in the bucket, not here: a person must look (or an S3 fetch be added).
+            return Ignored("content in S3", message_id, subject, unmatched=True)
+        raise MalformedPayload("a Received notification without content")
+    if action.get("encoding") == "BASE64":
+        try:
+            raw = base64.b64decode(content, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedPayload("content is not base64") from exc
+    else:
+        raw = content.encode("utf-8", "surrogateescape")
+    recipients = [r for r in map(as_str, as_dict(notification.get("receipt")).get("recipients") or []) if r]
+    # The RFC Message-ID comes from the MIME itself; SES's `mail.messageId` is its own id.
+    email = parse_mime(
+        raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=as_str(mail.get("source"))
+    )
+    verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+    return replace(email, sender_auth=verdict)
