@@ -184,7 +184,8 @@ def serve_storage() -> tuple[StorageStub, Any]:
         stub.seen.append({"path": request.path, "auth": request.authorization, "accept": request.headers.get("Accept"),
                           "query": request.query_string.decode()})  # fmt: skip
         if stub.failures:
-            return Response("busy", status=stub.failures.pop(0))
+            status = stub.failures.pop(0)  # a redirect points elsewhere on this server: it must not be followed
+            return Response("busy", status=status, headers={"Location": "/elsewhere"} if status in (301, 302) else {})
         if not key_ok:
             return Response('{"error": "bad key"}', status=401, mimetype="application/json")
         return Response(payload(name), mimetype="application/json")

@@ -17,10 +17,13 @@ from tests.helpers import (
     BEARER,
     BREVO_TOKEN,
     SPARKPOST_TOKEN,
+    authenticated,
     basic_auth,
     mailersend_headers,
     mandrill_headers,
+    mime,
     payload,
+    post_mime,
     provider_api_env,
     svix_headers,
     wait_for_status,
@@ -31,6 +34,7 @@ REPLY_TAGGED = ("queued", "4WXU6U2J", "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
 FETCH_PENDING = ("queued", None, "")
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+SENT_ID = "<883953f4-6105-42a2-a16a-77a8eac79483@mtasv.net>"
 
 
 def fixture(name: str) -> Any:
@@ -383,6 +387,25 @@ def test_postmark_delivery_webhook_logs_the_sent_message(api_client: Any, storag
     assert request["path"] == "/messages/outbound/883953f4-6105-42a2-a16a-77a8eac79483/details"
 
 
+def test_an_inbound_copy_and_the_sent_event_are_one_email(api_client: Any, storage: StorageStub,
+                                                          api_worker: Any) -> None:  # fmt: skip
+    """The BCC copy arrives first through the MTA; Postmark's Delivery event for it logs nothing new."""
+    api_client.put("/v1/prospects/PM2", json={"emails": ["lee@example.com"]}, headers=BEARER)
+    copy = mime(sender="Pat Agent <pat@acme-living.com>", to="lee@example.com", subject="Your tour on Friday",
+                message_id=SENT_ID, extra_headers=authenticated())  # fmt: skip
+    (first,) = post_mime(api_client, copy).json["deliveries"]
+    response = api_client.post(
+        "/webhooks/postmark/events", json=fixture("postmark/delivery.json"), headers=basic_auth()
+    )
+    fetched = wait_for_status(api_client, response.json["deliveries"][0]["id"], "fetched")
+    assert fetched["reason"] == f"logged as {first['id']}"
+
+
+def test_mandrill_sent_message_keeps_its_own_message_id(api_client: Any, storage: StorageStub, api_worker: Any) -> None:
+    (send,) = api_client.post(MANDRILL, **mandrill(events=fixture("mandrill/send-events.json")[:1])).json["deliveries"]
+    assert logged_as(api_client, send["id"])["messageId"] == "tour-friday-77@acme-living.com"
+
+
 def test_postmark_other_record_types_are_ignored(client: Any) -> None:
     bounce = {**fixture("postmark/delivery.json"), "RecordType": "Bounce"}
     response = client.post("/webhooks/postmark/events", json=bounce, headers=basic_auth())
@@ -398,12 +421,14 @@ def test_a_wrong_api_key_makes_the_fetch_dead(make_settings: Any, storage: Stora
     assert "401" in dead["lastError"]
 
 
-def test_a_provider_api_outage_is_retried(api_client: Any, storage: StorageStub, api_worker: Any) -> None:
-    storage.failures.extend([503, 502])
+def test_a_provider_api_outage_is_retried_and_a_redirect_never_followed(
+    api_client: Any, storage: StorageStub, api_worker: Any
+) -> None:
+    storage.failures.extend([503, 302])
     response = api_client.post("/webhooks/postmark/events", json=fixture("postmark/delivery.json"),
                                headers=basic_auth())  # fmt: skip
     logged_as(api_client, response.json["deliveries"][0]["id"])
-    assert len(storage.seen) == 3
+    assert [r["path"] for r in storage.seen] == ["/messages/outbound/883953f4-6105-42a2-a16a-77a8eac79483/details"] * 3
 
 
 # Amazon SES through SNS ----------------------------------------------------------------------

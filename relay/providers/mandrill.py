@@ -156,13 +156,17 @@ def email_from_mandrill(spec: dict[str, Any], settings: Settings) -> Email:
     if as_str(to.get("email")):
         headers.append(("To", format_address(as_str(to.get("name")), to["email"])))
     headers += headers_from_mapping(found.get("headers"), skip=_OWN_HEADERS)
+    stated = next(
+        (value for name, value in headers_from_mapping(found.get("headers")) if name.lower() == "message-id"), None
+    )
     ts = found.get("ts") if isinstance(found.get("ts"), int) else spec.get("ts")
     email = build_email(
         limits=settings.parse_limits,
         headers=headers,
         text=as_str(found.get("text")),
         html=as_str(found.get("html")),
-        message_id=sent_message_id(message_key),
+        # The Message-ID Mandrill sent with, so a copy that reached the relay another way is the same email.
+        message_id=stated or sent_message_id(message_key),
         provider_timestamp=datetime.fromtimestamp(ts, tz=UTC) if isinstance(ts, int) else None,
     )
     return replace(email, sender_auth=vouched_by("sent through Mandrill"))
