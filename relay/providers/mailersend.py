@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import replace
-from typing import ClassVar
 
 from flask import Request
 
@@ -36,7 +35,6 @@ class MailerSendInboundProvider(WebhookProvider):
         "(RELAY_MAILERSEND_SIGNING_SECRETS, a list for rotation)."
     )
     media_types = JSON_BODY
-    malformed_status: ClassVar[int] = 400
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         secrets = settings.mailersend_signing_secrets

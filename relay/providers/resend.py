@@ -10,7 +10,7 @@ import hmac
 import time
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from flask import Request
 
@@ -64,7 +64,6 @@ class ResendProvider(WebhookProvider):
         "(`v1,<base64>` list), HMAC-SHA256 of `id.timestamp.body` with RESEND_WEBHOOK_SECRETS (`whsec_…`)."
     )
     media_types = JSON_BODY
-    malformed_status: ClassVar[int] = 400
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         secrets = settings.resend_webhook_secrets
