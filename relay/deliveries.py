@@ -155,6 +155,10 @@ def iso_from_ms(ms: int | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
+def knock_stats_key(ms: int) -> str:
+    return f"{PREFIX}knock-stats:{ms // 3_600_000}"
+
+
 def message_key(message_id: str) -> str:
     return hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -190,13 +194,18 @@ class Delivery:
     possibleDuplicate: bool = False
     #: The sender authentication verdict and what it rests on (`pass: dkim=pass acme-living.com`).
     senderAuth: str | None = None
+    #: Who wrote and who received it (for operators' searches), and how routing chose prospect and agent.
+    sender: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    prospectFoundBy: str | None = None
+    agentFoundBy: str | None = None
     #: The attempt being sent; cleared when its outcome is recorded. Found set, the attempt's
     #: worker died between sending and recording.
     inFlight: int | None = None
     enqueued: bool = False
 
     _INTS = ("receivedAt", "attempts", "deliveredAt", "retryFrom", "inFlight")
-    _LISTS = ("remoteImages", "truncated")
+    _LISTS = ("remoteImages", "truncated", "recipients")
     _FLAGS = ("possibleDuplicate", "enqueued")
 
     @classmethod
@@ -250,7 +259,15 @@ class Delivery:
             "truncated": self.truncated,
             "possibleDuplicate": self.possibleDuplicate,
             "senderAuth": self.senderAuth,
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "prospectFoundBy": self.prospectFoundBy,
+            "agentFoundBy": self.agentFoundBy,
         }
+
+    def addresses(self) -> list[str]:
+        """Sender and recipients, lowercased, for searches."""
+        return [a.lower() for a in [self.sender or "", *self.recipients] if a]
 
     def summary(self, status: str | None = None) -> dict[str, Any]:
         """The short form a webhook answers with."""
@@ -418,6 +435,54 @@ class DeliveryStore:
         """Count the attempt and mark it in flight; written before anything is sent to Knock."""
         self.redis.hset(self.record_key(delivery_id), mapping={"attempts": attempt, "inFlight": attempt})
 
+    def record_attempt(
+        self, delivery_id: str, attempt: int, status: int | None, latency_ms: float, answer: str | None
+    ) -> None:
+        """Add a call to Knock to the delivery's timeline, and to the hourly tally of Knock's answers."""
+        entry = {"at": now_ms(), "attempt": attempt, "status": status, "ms": latency_ms, "answer": (answer or "")[:300]}
+        hour = knock_stats_key(now_ms())
+        pipe = self.redis.pipeline()
+        pipe.rpush(self.attempts_key(delivery_id), json.dumps(entry))
+        pipe.ltrim(self.attempts_key(delivery_id), -50, -1)
+        pipe.expire(self.attempts_key(delivery_id), self.record_ttl)
+        pipe.hincrby(hour, "ok" if status is not None and 200 <= status < 300 else "error", 1)
+        pipe.expire(hour, 8 * 86400)
+        pipe.execute()
+
+    def attempts_of(self, delivery_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(self.attempts_key(delivery_id), 0, -1)]
+
+    @staticmethod
+    def attempts_key(delivery_id: str) -> str:
+        return f"{PREFIX}attempts:{delivery_id}"
+
+    def knock_answers_since(self, since_ms: int) -> tuple[int, int]:
+        """Knock's 2xx answers and errors (other statuses, timeouts) in the hours since `since_ms`."""
+        keys = [knock_stats_key(ms) for ms in range(since_ms - since_ms % 3_600_000, now_ms() + 1, 3_600_000)]
+        pipe = self.redis.pipeline()
+        for key in keys:
+            pipe.hmget(key, "ok", "error")
+        ok = error = 0
+        for good, bad in pipe.execute():
+            ok += int(good or 0)
+            error += int(bad or 0)
+        return ok, error
+
+    def count_by_status(self, since_ms: int) -> dict[str, int]:
+        pipe = self.redis.pipeline()
+        for status in STATUSES:
+            pipe.zcount(f"{PREFIX}idx:status:{status}", since_ms, "+inf")
+        return dict(zip(STATUSES, map(int, pipe.execute()), strict=True))
+
+    def received_per_hour(self, hours: int) -> list[tuple[int, int]]:
+        """(hour start in ms, deliveries received) for the last `hours` hours, oldest first."""
+        current = now_ms() - now_ms() % 3_600_000
+        starts = [current - i * 3_600_000 for i in range(hours - 1, -1, -1)]
+        pipe = self.redis.pipeline()
+        for start in starts:
+            pipe.zcount(f"{PREFIX}idx:all", start, f"({start + 3_600_000}")
+        return list(zip(starts, map(int, pipe.execute()), strict=True))
+
     def mark_possible_duplicate(self, delivery_id: str) -> None:
         pipe = self.redis.pipeline()
         pipe.hset(self.record_key(delivery_id), "possibleDuplicate", "1")
@@ -449,8 +514,18 @@ class DeliveryStore:
         prospect_id: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        provider: str | None = None,
+        address: str | None = None,
+        words: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        scan_limit: int = 5000,
     ) -> tuple[list[Delivery], str | None]:
-        """Deliveries matching every filter, newest first, and the cursor of the next page."""
+        """Deliveries matching every filter, newest first, and the cursor of the next page.
+
+        Message-ID, prospect and status are indexed; provider, an address (sender or recipient),
+        subject words and the time range filter what those indexes (or all deliveries) give,
+        reading at most `scan_limit` records per page."""
         if message_id:
             index = f"{PREFIX}idx:message:{message_key(message_id)}"
         elif prospect_id:
@@ -460,19 +535,23 @@ class DeliveryStore:
         else:
             index = f"{PREFIX}idx:all"
 
-        max_score: str = "+inf"
+        max_score: str = "+inf" if until_ms is None else str(until_ms)
+        min_score: str = "-inf" if since_ms is None else str(since_ms)
         after: tuple[int, str] | None = None
         if cursor:
             score_text, _, last_id = cursor.partition("_")
             after = (int(score_text), last_id)
-            max_score = score_text
+            max_score = score_text if until_ms is None else str(min(int(score_text), until_ms))
+        wanted_words = [w for w in (words or "").lower().split() if w]
+        wanted_address = (address or "").strip().lower()
+        read = 0
 
         found: list[Delivery] = []
         offset = 0
         batch = max(limit * 2, 50)
         while len(found) <= limit:
             members: list[tuple[str, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                index, max_score, "-inf", start=offset, num=batch, withscores=True
+                index, max_score, min_score, start=offset, num=batch, withscores=True
             )
             if not members:
                 break
@@ -497,8 +576,15 @@ class DeliveryStore:
                     continue
                 if message_id and delivery.messageId != message_id:
                     continue
+                if provider and delivery.provider != provider:
+                    continue
+                if wanted_address and wanted_address not in delivery.addresses():
+                    continue
+                if wanted_words and not all(w in (delivery.subject or "").lower() for w in wanted_words):
+                    continue
                 found.append(delivery)
-            if len(members) < batch:
+            read += len(members)
+            if len(members) < batch or read >= scan_limit:
                 break
         page = found[:limit]
         next_cursor = None

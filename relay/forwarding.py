@@ -132,7 +132,7 @@ class Forwarder:
 
         if "agent" not in payload:
             try:
-                agent = self._resolve_agent(delivery.prospectId)
+                agent, found_by = self._resolve_agent(delivery.prospectId)
             except KnockTransientError as exc:
                 return self._retry_later(delivery, f"agent lookup: {exc.message}", exc.retry_after)
             if agent is None:
@@ -141,7 +141,7 @@ class Forwarder:
                 DELIVERIES.labels(UNMATCHED).inc()
                 return UNMATCHED
             payload["agent"] = {"username": agent}
-            self.store.update_fields(delivery.id, agentUsername=agent, payload=payload)
+            self.store.update_fields(delivery.id, agentUsername=agent, agentFoundBy=found_by, payload=payload)
 
         problems = validate_log_email(payload)
         if problems:
@@ -154,14 +154,14 @@ class Forwarder:
         try:
             communication_id = self.knock.log_email(delivery.prospectId, payload)
         except KnockTransientError as exc:
-            log_attempt(delivery, attempt, exc.status, started)
+            self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             error, retry_after = exc.message, exc.retry_after
             return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt))
         except KnockRejected as exc:
-            log_attempt(delivery, attempt, exc.status, started)
+            self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             rejection = exc.message
             return self._record(lambda: self._give_up(delivery, rejection))
-        log_attempt(delivery, attempt, 200, started)
+        self._log_attempt(delivery, attempt, 200, started, communication_id or None)
         self._record(
             lambda: self.store.transition(
                 delivery.id,
@@ -213,18 +213,28 @@ class Forwarder:
                 )
                 self.redis_wait(failures)
 
-    def _resolve_agent(self, prospect_id: str) -> str | None:
+    def _log_attempt(
+        self, delivery: Delivery, attempt: int, status: int | None, started: float, answer: str | None
+    ) -> None:
+        latency_ms = log_attempt(delivery, attempt, status, started)
+        try:
+            self.store.record_attempt(delivery.id, attempt, status, latency_ms, answer)
+        except redis.RedisError:
+            pass  # the timeline is for people; the outcome itself is recorded with retries
+
+    def _resolve_agent(self, prospect_id: str) -> tuple[str | None, str]:
+        """The agent Knock has for the prospect (cached), else the default; and which it was."""
         cached = self.directory.known_knock_agent(prospect_id)
         if cached:
-            return cached
+            return cached, "the prospect's agent in Knock"
         try:
             agent = self.knock.agent_of_prospect(prospect_id)
         except KnockRejected:
             agent = None
         if agent:
             self.directory.remember_knock_agent(prospect_id, agent)
-            return agent
-        return self.default_agent
+            return agent, "the prospect's agent in Knock"
+        return self.default_agent, "KNOCK_DEFAULT_AGENT_USERNAME"
 
     def _give_up(self, delivery: Delivery, error: str) -> str:
         self.store.transition(delivery.id, DEAD, allowed_from=PENDING, lastError=error, inFlight=None)
@@ -263,18 +273,15 @@ class Forwarder:
 T = TypeVar("T")
 
 
-def log_attempt(delivery: Delivery, attempt: int, status: int | None, started: float) -> None:
+def log_attempt(delivery: Delivery, attempt: int, status: int | None, started: float) -> float:
     """One line and one count per call to Knock: its status (None: timeout or no connection) and latency."""
     KNOCK_RESPONSES.labels(status_class(status)).inc()
+    latency_ms = round((time.monotonic() - started) * 1000, 1)
     log.info(
         "Knock answered",
-        extra={
-            "delivery_id": delivery.id,
-            "attempt": attempt,
-            "knock_status": status,
-            "knock_ms": round((time.monotonic() - started) * 1000, 1),
-        },
+        extra={"delivery_id": delivery.id, "attempt": attempt, "knock_status": status, "knock_ms": latency_ms},
     )
+    return latency_ms
 
 
 def wait_for_redis(failures: int) -> None:

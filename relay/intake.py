@@ -83,6 +83,10 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
             remoteImages=remote_images(payload["body"]),
             truncated=list(email.truncated),
             senderAuth=email.sender_auth.describe(),
+            sender=email.sender,
+            recipients=list(email.recipients),
+            prospectFoundBy=target.prospect_found_by or None,
+            agentFoundBy=target.agent_found_by or None,
         )
         summaries.append(store_and_queue(services, delivery, payload))
     intake = Intake(tuple(summaries))

@@ -49,6 +49,9 @@ class Target:
 
     prospect_id: str | None
     agent_username: str | None = None
+    #: How routing found them, for the people who check its work (not part of equality).
+    prospect_found_by: str = field(default="", compare=False)
+    agent_found_by: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -140,21 +143,29 @@ def prospects_of(
     email: Email, direction: str, rules: RoutingRules, view: DirectoryView
 ) -> tuple[list[str], str | None]:
     """Prospect ids for the email and, when there are none, the reason why."""
+    ids, reason, _ = find_prospects(email, direction, rules, view)
+    return ids, reason
+
+
+def find_prospects(
+    email: Email, direction: str, rules: RoutingRules, view: DirectoryView
+) -> tuple[list[str], str | None, str]:
+    """Prospect ids, the reason when there are none, and how they were found."""
     if email.metadata.prospect_id:
-        return [email.metadata.prospect_id], None
+        return [email.metadata.prospect_id], None, "explicit metadata"
     if direction == OUTBOUND:
         off_side = [a for a in email.recipients if not is_leasing_side(a, rules, view)]
         found = _unique(pid for a in off_side for pid in view.prospects_by_email.get(a.lower(), ()))
         if found:
-            return found, None
+            return found, None, "a recipient's address in the directory"
         if not off_side:
-            return [], "no recipient outside the leasing side"
-        return [], "no recipient is a known prospect"
+            return [], "no recipient outside the leasing side", ""
+        return [], "no recipient is a known prospect", ""
     if not email.sender:
-        return [], "no sender address"
+        return [], "no sender address", ""
     known = list(view.prospects_by_email.get(email.sender.lower(), ()))
     if known:
-        return known, None
+        return known, None, "the sender's address in the directory"
     tagged = _unique(
         pid
         for a in email.recipients
@@ -163,21 +174,27 @@ def prospects_of(
         if pid
     )
     if tagged:
-        return tagged, None
+        return tagged, None, "the reply tag of a recipient"
     if any(reply_tag_prospect(a, rules.reply_tag_prefix) for a in email.recipients):
-        return [], "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS"
-    return [], "sender is not a known prospect and no recipient carries a reply tag"
+        return [], "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS", ""
+    return [], "sender is not a known prospect and no recipient carries a reply tag", ""
 
 
 def agent_of(email: Email, direction: str, prospect_id: str, view: DirectoryView) -> str | None:
     """The agent from metadata or the directory; None leaves Knock and the default to the worker."""
+    return find_agent(email, direction, prospect_id, view)[0]
+
+
+def find_agent(email: Email, direction: str, prospect_id: str, view: DirectoryView) -> tuple[str | None, str]:
+    """The agent and how it was found."""
     if email.metadata.agent_username:
-        return email.metadata.agent_username
+        return email.metadata.agent_username, "explicit metadata"
     if direction == OUTBOUND and email.sender:
         agent = view.agents_by_email.get(email.sender.lower())
         if agent:
-            return agent
-    return view.prospect_agents.get(prospect_id) or None
+            return agent, "the sender's agent entry in the directory"
+    agent = view.prospect_agents.get(prospect_id)
+    return (agent, "the prospect's agent in the directory") if agent else (None, "")
 
 
 def honours_metadata(email: Email, direction: str, rules: RoutingRules) -> bool:
@@ -188,6 +205,13 @@ def honours_metadata(email: Email, direction: str, rules: RoutingRules) -> bool:
     return direction == OUTBOUND and email.sender_auth.status == PASS
 
 
+def _agent_and_how(
+    email: Email, direction: str, prospect_id: str, view: DirectoryView, prospect_found_by: str
+) -> tuple[str | None, str, str]:
+    agent, agent_found_by = find_agent(email, direction, prospect_id, view)
+    return agent, prospect_found_by, agent_found_by
+
+
 def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
     direction = direction_of(email, rules, view)
     if not honours_metadata(email, direction, rules):
@@ -196,8 +220,8 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route
     if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status == FAIL:
         # Mail claiming to come from the leasing side that the provider could not authenticate.
         return Route(direction, message_type, (), None, NOT_AUTHENTICATED)
-    prospect_ids, unmatched_reason = prospects_of(email, direction, rules, view)
-    targets = tuple(Target(pid, agent_of(email, direction, pid, view)) for pid in prospect_ids)
+    prospect_ids, unmatched_reason, found_by = find_prospects(email, direction, rules, view)
+    targets = tuple(Target(pid, *_agent_and_how(email, direction, pid, view, found_by)) for pid in prospect_ids)
     ignored_reason = None
     if direction == INBOUND and rules.ignore_auto_replies and not email.metadata.message_type and is_auto_reply(email):
         ignored_reason = "auto-reply"

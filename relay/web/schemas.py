@@ -151,6 +151,10 @@ class Delivery(Schema):
     truncated = fields.List(fields.String(), required=True)
     possibleDuplicate = fields.Boolean(required=True)
     senderAuth = _nullable_string()
+    sender = _nullable_string()
+    recipients = fields.List(fields.String(), required=True)
+    prospectFoundBy = _nullable_string()
+    agentFoundBy = _nullable_string()
 
 
 class DeliveryPage(Schema):
