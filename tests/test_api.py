@@ -198,3 +198,24 @@ def test_a_delivery_path_only_takes_a_delivery_id(client: Any) -> None:
     assert client.get("/v1/deliveries/replay", headers=BEARER).status_code == 405
     allowed = client.options("/v1/deliveries/replay", headers=BEARER).headers["Allow"]
     assert set(allowed.split(", ")) == {"OPTIONS", "POST"}
+
+
+def test_deliveries_filter_by_provider_address_subject_and_time(client: Any) -> None:
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    post_mime(client, mime(subject="Parking question", message_id="<a@x>"))
+    post_mime(client, mime(subject="Pets allowed?", sender="other@example.org", message_id="<b@x>"))
+
+    def subjects(**query: str) -> list[str]:
+        response = client.get("/v1/deliveries", query_string=query, headers=BEARER)
+        assert response.status_code == 200, response.json
+        return [d["subject"] for d in response.json["deliveries"]]
+
+    assert subjects(address="Other@Example.org") == ["Pets allowed?"]
+    assert subjects(subject="parking QUESTION") == ["Parking question"]
+    assert subjects(provider="mime") == ["Pets allowed?", "Parking question"]
+    assert subjects(provider="sendgrid") == []
+    assert subjects(since="2999-01-01T00:00:00Z") == []
+    assert subjects(until="0001-01-01T00:00:00+14:00") == []
+    shown = client.get("/v1/deliveries", query_string={"address": "renter@example.com"}, headers=BEARER).json
+    (first,) = shown["deliveries"]
+    assert (first["sender"], first["prospectFoundBy"]) == ("renter@example.com", "the sender's address in the directory")

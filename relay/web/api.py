@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import replace
+from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -187,8 +188,23 @@ def list_deliveries(query: dict[str, Any]) -> dict[str, Any]:
         prospect_id=query.get("prospectId"),
         cursor=query.get("cursor"),
         limit=query["limit"],
+        provider=query.get("provider"),
+        address=query.get("address"),
+        words=query.get("subject"),
+        since_ms=ms_of(query.get("since")),
+        until_ms=ms_of(query.get("until")),
     )
     return {"deliveries": [d.public() for d in page], "nextCursor": next_cursor}
+
+
+def ms_of(moment: datetime | None) -> int | None:
+    """Milliseconds since the epoch; a moment beyond what a timestamp can say is the range's end."""
+    if moment is None:
+        return None
+    try:
+        return int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError, OSError):
+        return 0 if moment.year < 1970 else 253402300799000
 
 
 @api.post("/deliveries/<delivery_id:delivery_id>/replay")

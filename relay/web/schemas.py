@@ -84,6 +84,11 @@ class DeliveryQuery(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     messageId = fields.String()
     prospectId = fields.String()
+    provider = fields.String(metadata={"description": "Webhook provider (`sendgrid`, `mailgun`, …, `api`)"})
+    address = fields.String(metadata={"description": "The sender's or a recipient's address"})
+    subject = fields.String(metadata={"description": "Words that must all be in the subject"})
+    since = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or after"})
+    until = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or before"})
     cursor = fields.String(validate=validate.Regexp(r"^\d+_[0-9a-f]+$"))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
