@@ -15,6 +15,7 @@ import redis
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
 from relay.deliveries import STATUSES
+from relay.directory import directory_csv_rows, read_directory_csv
 from relay.logs import configure_logging
 from relay.services import Services
 
@@ -238,27 +239,17 @@ def directory_import(csv_file: TextIO) -> None:
     skipped; the exit status is 1 when there were any.
     """
     services = store_services()
-    rows: dict[str, tuple[list[str], str | None]] = {}
-    reader = csv.DictReader(csv_file)
-    missing = {"prospectId", "email"} - set(reader.fieldnames or [])
-    if missing:
-        raise click.ClickException(f"CSV lacks columns: {', '.join(sorted(missing))}")
-    bad = 0
-    for row in reader:
-        line = reader.line_num
-        prospect_id, address = (row.get("prospectId") or "").strip(), (row.get("email") or "").strip()
-        if not prospect_id or "@" not in address:
-            click.echo(f"line {line}: prospectId and a valid email are required; skipped", err=True)
-            bad += 1
-            continue
-        emails, agent = rows.get(prospect_id, ([], None))
-        rows[prospect_id] = (emails + [address], (row.get("agentUsername") or "").strip() or agent)
-    with click.progressbar(rows.items(), label="importing prospects", file=sys.stderr) as progress:
+    try:
+        found = read_directory_csv(csv_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in found.bad_lines:
+        click.echo(f"line {line}: prospectId and a valid email are required; skipped", err=True)
+    with click.progressbar(found.prospects.items(), label="importing prospects", file=sys.stderr) as progress:
         for prospect_id, (emails, agent) in progress:
-            existing = services.directory.get_prospect(prospect_id)
-            known = existing["emails"] if existing else []
-            services.directory.put_prospect(prospect_id, known + emails, agent or (existing or {}).get("agentUsername"))
-    click.echo(f"imported {len(rows)} prospects" + (f"; {bad} bad rows skipped" if bad else ""))
+            services.directory.merge_prospect(prospect_id, emails, agent)
+    bad = len(found.bad_lines)
+    click.echo(f"imported {len(found.prospects)} prospects" + (f"; {bad} bad rows skipped" if bad else ""))
     if bad:
         sys.exit(1)
 
@@ -267,11 +258,7 @@ def directory_import(csv_file: TextIO) -> None:
 def directory_export() -> None:
     """Every prospect as CSV (prospectId,email,agentUsername), one row per address: what `import` reads."""
     services = store_services()
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(["prospectId", "email", "agentUsername"])
-    for prospect in services.directory.all_prospects():
-        for address in prospect["emails"] or [""]:
-            out.writerow([prospect["prospectId"], address, prospect.get("agentUsername") or ""])
+    csv.writer(sys.stdout, lineterminator="\n").writerows(directory_csv_rows(services.directory))
 
 
 @cli.command()
@@ -314,6 +301,25 @@ def check() -> None:
         report(accepted, f"knock at {settings.knock_base_url}: " + ("key accepted" if accepted else error.message))
     if failed:
         sys.exit(1)
+
+
+@cli.group("console")
+def console_group() -> None:
+    """The operator console at /console."""
+
+
+@console_group.command("hash-password")
+@click.argument("name")
+@click.password_option(help="The operator's password (asked twice when not given).")
+def hash_password(name: str, password: str) -> None:
+    """Print a RELAY_CONSOLE_USERS entry, NAME:HASH, for an operator account."""
+    from werkzeug.security import generate_password_hash
+
+    if ":" in name or "," in name or not name.strip():
+        raise click.BadParameter("a name without ':' or ','", param_hint="NAME")
+    if len(password) < 12:
+        raise click.BadParameter("at least 12 characters", param_hint="password")
+    click.echo(f"{name}:{generate_password_hash(password)}")
 
 
 @cli.command()

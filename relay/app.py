@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["relay"] = services
     app.url_map.converters["delivery_id"] = DeliveryIdConverter
 
+    from relay.console import init_console
     from relay.web.api import api
     from relay.web.ops import ops
     from relay.web.webhooks import webhooks
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(webhooks)
     app.register_blueprint(api)
     register_error_handlers(app)
+    init_console(app, settings)
 
     @app.before_request
     def start_request() -> None:

@@ -90,6 +90,9 @@ class Settings:
     postmark_api_url: str = "https://api.postmarkapp.com"
     ses_topic_arns: tuple[str, ...] = ()
     sns_certificate_origins: tuple[str, ...] = ()
+    #: Operator console: named accounts (`name`, password hash) and the key that signs its cookies.
+    console_users: tuple[tuple[str, str], ...] = ()
+    console_secret_key: str | None = None
 
     @property
     def parse_limits(self) -> ParseLimits:
@@ -227,6 +230,20 @@ def _origins(reader: _Reader, name: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _console_users(reader: _Reader) -> tuple[tuple[str, str], ...]:
+    """`name:hash` entries; hashes are what `relay console hash-password` prints (they hold colons too)."""
+    users = []
+    for item in reader.items("RELAY_CONSOLE_USERS"):
+        name, sep, password_hash = item.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", name) or "$" not in password_hash:
+            reader.problems.append(
+                "RELAY_CONSOLE_USERS: each entry must be name:hash, the hash from `relay console hash-password`"
+            )
+            continue
+        users.append((name, password_hash))
+    return tuple(users)
+
+
 def _sender_auth_mode(reader: _Reader) -> str:
     mode = (reader.text("RELAY_SENDER_AUTH") or ENFORCE).lower()
     if mode not in MODES:
@@ -321,6 +338,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         postmark_api_url=_api_url(read, "RELAY_POSTMARK_API_URL", "https://api.postmarkapp.com"),
         ses_topic_arns=tuple(read.items("RELAY_SES_TOPIC_ARNS")),
         sns_certificate_origins=_origins(read, "RELAY_SNS_CERTIFICATE_ORIGINS"),
+        console_users=_console_users(read),
+        console_secret_key=read.text("RELAY_CONSOLE_SECRET_KEY"),
     )
     # Process settings read by gunicorn.conf.py and the worker: checked here so that a bad value
     # is one line of `config check` and of start-up, not a traceback.

@@ -10,8 +10,10 @@ Keys:
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -190,6 +192,12 @@ class Directory:
             if record:
                 yield record
 
+    def merge_prospect(self, prospect_id: str, emails: list[str], agent_username: str | None) -> dict[str, Any]:
+        """Add addresses (and set the agent when one is given) to a prospect, new or known."""
+        existing = self.get_prospect(prospect_id)
+        known = existing["emails"] if existing else []
+        return self.put_prospect(prospect_id, known + emails, agent_username or (existing or {}).get("agentUsername"))
+
     def known_knock_agent(self, prospect_id: str) -> str | None:
         value = self.redis.get(f"{PREFIX}knock-agent:{prospect_id}")
         return str(value) if value else None
@@ -200,3 +208,36 @@ class Directory:
     @staticmethod
     def _load(raw: Any) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None
+
+
+@dataclass
+class DirectoryImport:
+    """Prospects read from CSV (`prospectId,email[,agentUsername]`), and the rows that were not usable."""
+
+    prospects: dict[str, tuple[list[str], str | None]]
+    bad_lines: list[int]
+
+
+def read_directory_csv(lines: Iterable[str]) -> DirectoryImport:
+    """Several rows with one prospectId add up its emails. ValueError when the header lacks a column."""
+    reader = csv.DictReader(lines)
+    missing = {"prospectId", "email"} - set(reader.fieldnames or [])
+    if missing:
+        raise ValueError(f"CSV lacks columns: {', '.join(sorted(missing))}")
+    found = DirectoryImport({}, [])
+    for row in reader:
+        prospect_id, address = (row.get("prospectId") or "").strip(), (row.get("email") or "").strip()
+        if not prospect_id or "@" not in address:
+            found.bad_lines.append(reader.line_num)
+            continue
+        emails, agent = found.prospects.get(prospect_id, ([], None))
+        found.prospects[prospect_id] = (emails + [address], (row.get("agentUsername") or "").strip() or agent)
+    return found
+
+
+def directory_csv_rows(directory: Directory) -> Iterable[list[str]]:
+    """Every prospect, one row per address, with the header: what read_directory_csv reads."""
+    yield ["prospectId", "email", "agentUsername"]
+    for prospect in directory.all_prospects():
+        for address in prospect["emails"] or [""]:
+            yield [prospect["prospectId"], address, prospect.get("agentUsername") or ""]

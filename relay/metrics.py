@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -39,6 +40,31 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status else "error"
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What is waiting and what needs a person (for the gauges and the console)."""
+
+    depth: int
+    oldest_age_seconds: float
+    retrying: int
+    dead: int
+    unmatched: int
+    possible_duplicates: int
+
+
+def read_backlog(client: redis.Redis, queue_key: str) -> Backlog:
+    """One round trip to Redis."""
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(queue_key)
+    pipe.zrange(f"{PREFIX}idx:status:{QUEUED}", 0, 0, withscores=True)
+    for status in (RETRYING, DEAD, UNMATCHED):
+        pipe.zcard(f"{PREFIX}idx:status:{status}")
+    pipe.zcard(POSSIBLE_DUPLICATES_KEY)
+    depth, oldest, retrying, dead, unmatched, doubles = pipe.execute()
+    age = max(0.0, time.time() - oldest[0][1] / 1000) if oldest else 0.0
+    return Backlog(int(depth), age, int(retrying), int(dead), int(unmatched), int(doubles))
+
+
 class RedisGauges(Collector):
     """What is waiting and what needs a person, read from Redis in one round trip per scrape."""
 
@@ -47,28 +73,25 @@ class RedisGauges(Collector):
         self.queue_key = queue_key
 
     def collect(self) -> Iterator[Metric]:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.llen(self.queue_key)
-        pipe.zrange(f"{PREFIX}idx:status:{QUEUED}", 0, 0, withscores=True)
-        for status in (RETRYING, DEAD, UNMATCHED):
-            pipe.zcard(f"{PREFIX}idx:status:{status}")
-        pipe.zcard(POSSIBLE_DUPLICATES_KEY)
         try:
-            depth, oldest, retrying, dead, unmatched, doubles = pipe.execute()
+            backlog = read_backlog(self.client, self.queue_key)
         except redis.RedisError:
             return  # the scrape still shows the counters; `relay_up`-style alerts see Redis via /readyz
-        age = max(0.0, time.time() - oldest[0][1] / 1000) if oldest else 0.0
-        yield GaugeMetricFamily("relay_queue_depth", "Messages waiting in the delivery queue.", value=depth)
+        yield GaugeMetricFamily("relay_queue_depth", "Messages waiting in the delivery queue.", value=backlog.depth)
         yield GaugeMetricFamily(
-            "relay_queue_oldest_age_seconds", "Age of the oldest delivery waiting to be sent.", value=age
+            "relay_queue_oldest_age_seconds",
+            "Age of the oldest delivery waiting to be sent.",
+            value=backlog.oldest_age_seconds,
         )
-        yield GaugeMetricFamily("relay_deliveries_retrying", "Deliveries waiting for a retry.", value=retrying)
-        yield GaugeMetricFamily("relay_deliveries_dead", "Dead deliveries (kept for replay).", value=dead)
-        yield GaugeMetricFamily("relay_deliveries_unmatched", "Deliveries waiting for a prospect.", value=unmatched)
+        yield GaugeMetricFamily("relay_deliveries_retrying", "Deliveries waiting for a retry.", value=backlog.retrying)
+        yield GaugeMetricFamily("relay_deliveries_dead", "Dead deliveries (kept for replay).", value=backlog.dead)
+        yield GaugeMetricFamily(
+            "relay_deliveries_unmatched", "Deliveries waiting for a prospect.", value=backlog.unmatched
+        )
         yield GaugeMetricFamily(
             "relay_deliveries_possible_duplicate",
             "Deliveries flagged possibleDuplicate (record lifetime).",
-            value=doubles,
+            value=backlog.possible_duplicates,
         )
 
 

@@ -30,6 +30,12 @@ BREVO_TOKEN = "brevo-bearer-for-tests"
 BREVO_API_KEY = "xkeysib-for-tests"
 POSTMARK_TOKEN = "postmark-server-token-for-tests"
 SES_TOPIC = "arn:aws:sns:us-east-1:123456789012:relay-inbound"
+CONSOLE_USER, CONSOLE_PASSWORD = "dana", "correct horse battery staple"
+# What `relay console hash-password` prints for that password (fixed, so the test settings are too).
+CONSOLE_HASH = (
+    "pbkdf2:sha256:600000$relaytests$"
+    + hashlib.pbkdf2_hmac("sha256", CONSOLE_PASSWORD.encode(), b"relaytests", 600000).hex()
+)
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 SENDGRID_FORM = "multipart/form-data; boundary=xYzZY"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -91,6 +97,7 @@ def relay_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "BREVO_API_KEY": BREVO_API_KEY,
         "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN,
         "RELAY_SES_TOPIC_ARNS": SES_TOPIC,
+        "RELAY_CONSOLE_USERS": f"{CONSOLE_USER}:{CONSOLE_HASH}",
         # Several workers run at once in the tests; those that need the health port pick a free one.
         "RELAY_WORKER_PORT": "0",
         # The MTA in front of /webhooks/mime in these tests stamps Authentication-Results as this host.

@@ -218,4 +218,7 @@ def test_deliveries_filter_by_provider_address_subject_and_time(client: Any) -> 
     assert subjects(until="0001-01-01T00:00:00+14:00") == []
     shown = client.get("/v1/deliveries", query_string={"address": "renter@example.com"}, headers=BEARER).json
     (first,) = shown["deliveries"]
-    assert (first["sender"], first["prospectFoundBy"]) == ("renter@example.com", "the sender's address in the directory")
+    assert (first["sender"], first["prospectFoundBy"]) == (
+        "renter@example.com",
+        "the sender's address in the directory",
+    )

@@ -1,0 +1,382 @@
+"""The operator console under /console: find, fix and replay emails, and keep the directory.
+
+Server-rendered with Jinja. Sign-in with RELAY_API_TOKEN or a named account from
+RELAY_CONSOLE_USERS; a signed session cookie; Flask-WTF's CSRF token on every form;
+sign-in attempts rate-limited in Redis; every action recorded with who did it. Actions
+call the same functions as the /v1 API (relay/intake.py, relay/directory.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.security import check_password_hash
+from werkzeug.wrappers import Response as BaseResponse
+
+from relay.audit import recent_actions, record_action
+from relay.config import PRODUCTION, Settings
+from relay.deliveries import DEAD, STATUSES, UNMATCHED, now_ms
+from relay.directory import directory_csv_rows, read_directory_csv
+from relay.errors import RelayError
+from relay.intake import replay_delivery, resolve_delivery
+from relay.message import normalise_message_id
+from relay.metrics import read_backlog
+from relay.queue import QUEUE_KEY
+from relay.web import services
+
+console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
+csrf = CSRFProtect()
+
+#: Failed sign-ins allowed per client address in SIGN_IN_WINDOW_SECONDS.
+SIGN_IN_ATTEMPTS = 10
+SIGN_IN_WINDOW_SECONDS = 15 * 60
+SESSION_HOURS = 12
+_OPEN = ("console.sign_in", "console.static")
+#: What the console's pages may load: their own stylesheet; no script at all, no remote content.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def init_console(app: Flask, settings: Settings) -> None:
+    """Mount the console when someone can sign in to it (a token or named accounts)."""
+    if not (settings.api_token or settings.console_users):
+        return
+    app.secret_key = settings.console_secret_key or _derived_key(settings)
+    app.config.update(
+        SESSION_COOKIE_NAME="relay_console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.environment == PRODUCTION,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/console",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
+    )
+    csrf.init_app(app)
+    for name in ("webhooks", "api", "ops"):  # machine callers authenticate otherwise and send no cookie
+        csrf.exempt(app.blueprints[name])
+    app.register_blueprint(console)
+
+
+def _derived_key(settings: Settings) -> str:
+    """Without RELAY_CONSOLE_SECRET_KEY, a key every process derives alike from the credentials,
+    so that changing them also ends every session."""
+    material = (settings.api_token or "") + "|" + ",".join(f"{n}:{h}" for n, h in settings.console_users)
+    return hmac.new(b"knock-relay console session", material.encode(), hashlib.sha256).hexdigest()
+
+
+# Sign-in -------------------------------------------------------------------------------------
+
+
+@console.before_request
+def require_operator() -> BaseResponse | None:
+    g.operator = session.get("operator")
+    if g.operator or request.endpoint in _OPEN:
+        return None
+    return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
+
+
+@console.after_request
+def protect_pages(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _operator_for(settings: Settings, name: str, password: str) -> str | None:
+    """The operator these credentials sign in, or None. Every configured secret is compared."""
+    found = None
+    if settings.api_token and hmac.compare_digest(password.encode(), settings.api_token.encode()):
+        found = name or "api-token"
+    for user, password_hash in settings.console_users:
+        if hmac.compare_digest(user.encode(), name.encode()) and check_password_hash(password_hash, password):
+            found = user
+    return found
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path inside the console: never another site."""
+    if target and target.startswith("/console") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("console.overview")
+
+
+@console.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> Any:
+    if request.method == "GET":
+        return render_template("sign_in.html", next=request.args.get("next", ""))
+    relay = services()
+    counter = f"relay:console:sign-in:{request.remote_addr}"
+    if int(relay.redis.get(counter) or 0) >= SIGN_IN_ATTEMPTS:
+        return render_template("sign_in.html", error="Too many attempts; wait a few minutes.", next=""), 429
+    name = request.form.get("name", "").strip()
+    operator = _operator_for(relay.settings, name, request.form.get("password", ""))
+    if operator is None:
+        pipe = relay.redis.pipeline()
+        pipe.incr(counter)
+        pipe.expire(counter, SIGN_IN_WINDOW_SECONDS)
+        pipe.execute()
+        return render_template("sign_in.html", error="Wrong name or password.", next=request.form.get("next")), 401
+    session.clear()
+    session.permanent = True
+    session["operator"] = operator
+    record_action(relay.redis, operator, "sign in", "console")
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@console.post("/sign-out")
+def sign_out() -> BaseResponse:
+    record_action(services().redis, g.operator, "sign out", "console")
+    session.clear()
+    return redirect(url_for("console.sign_in"))
+
+
+# Overview ------------------------------------------------------------------------------------
+
+
+@console.get("/")
+def overview() -> str:
+    relay = services()
+    now = now_ms()
+    day, week = relay.store.count_by_status(now - 86_400_000), relay.store.count_by_status(now - 7 * 86_400_000)
+    ok, errors = relay.store.knock_answers_since(now - 86_400_000)
+    unmatched, _ = relay.store.list(status=UNMATCHED, limit=10)
+    dead, _ = relay.store.list(status=DEAD, limit=10)
+    return render_template(
+        "overview.html",
+        statuses=STATUSES,
+        day=day,
+        week=week,
+        chart=hourly_chart(relay.store.received_per_hour(24)),
+        backlog=read_backlog(relay.redis, QUEUE_KEY),
+        knock=(ok, errors, errors / (ok + errors) if ok + errors else None),
+        unmatched=unmatched,
+        dead=dead,
+        actions=recent_actions(relay.redis, 10),
+    )
+
+
+def hourly_chart(series: list[tuple[int, int]], width: int = 720, height: int = 160) -> dict[str, Any]:
+    """Bars for an inline SVG: deliveries received per hour."""
+    top = max((count for _, count in series), default=0) or 1
+    slot = width / max(len(series), 1)
+    bars = []
+    for index, (start, count) in enumerate(series):
+        bar_height = round((height - 20) * count / top, 1)
+        label = datetime.fromtimestamp(start / 1000, UTC).strftime("%H:00")
+        bars.append({"x": round(index * slot + 2, 1), "y": round(height - 20 - bar_height, 1),
+                     "w": round(slot - 4, 1), "h": bar_height, "count": count, "label": label})  # fmt: skip
+    return {"width": width, "height": height, "bars": bars, "top": top}
+
+
+# Deliveries ----------------------------------------------------------------------------------
+
+_SEARCH_FIELDS = ("messageId", "prospectId", "address", "subject", "provider", "status", "since", "until")
+
+
+def _moment(value: str) -> int | None:
+    """A `datetime-local` (taken as UTC) or ISO 8601 value, in ms; None when empty or unreadable."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+@console.get("/deliveries")
+def deliveries() -> str:
+    query = {name: request.args.get(name, "").strip() for name in _SEARCH_FIELDS}
+    status = query["status"] if query["status"] in STATUSES else None
+    cursor = request.args.get("cursor") or None
+    page, next_cursor = services().store.list(
+        status=status,
+        message_id=normalise_message_id(query["messageId"]),
+        prospect_id=query["prospectId"] or None,
+        address=query["address"] or None,
+        words=query["subject"] or None,
+        provider=query["provider"] or None,
+        since_ms=_moment(query["since"]),
+        until_ms=_moment(query["until"]),
+        cursor=cursor if cursor and cursor.replace("_", "").isalnum() else None,
+        limit=25,
+    )
+    return render_template("deliveries.html", query=query, statuses=STATUSES, page=page, next_cursor=next_cursor)
+
+
+@console.get("/deliveries/<delivery_id:delivery_id>")
+def delivery(delivery_id: str) -> str:
+    relay = services()
+    found, payload = relay.store.get_with_payload(delivery_id)
+    if found is None:
+        abort(404)
+    candidates = relay.directory.prospects_for_email(found.sender) if found.sender else []
+    return render_template(
+        "delivery.html",
+        delivery=found,
+        payload=payload,
+        attempts=relay.store.attempts_of(delivery_id),
+        candidates=candidates,
+        received=_when(found.receivedAt),
+        when=_when,
+    )
+
+
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms else ""
+
+
+@console.post("/deliveries/<delivery_id:delivery_id>/replay")
+def replay(delivery_id: str) -> BaseResponse:
+    relay = services()
+    try:
+        replay_delivery(relay, delivery_id)
+    except RelayError as error:
+        flash(error.message, "error")
+    else:
+        record_action(relay.redis, g.operator, "replay", delivery_id)
+        flash("Queued again.", "ok")
+    return redirect(url_for("console.delivery", delivery_id=delivery_id))
+
+
+@console.post("/deliveries/<delivery_id:delivery_id>/resolve")
+def resolve(delivery_id: str) -> BaseResponse:
+    relay = services()
+    prospect_id = request.form.get("prospectId", "").strip()
+    agent = request.form.get("agentUsername", "").strip() or None
+    if not prospect_id:
+        flash("Give the prospect id.", "error")
+        return redirect(url_for("console.delivery", delivery_id=delivery_id))
+    try:
+        resolved = resolve_delivery(relay, delivery_id, prospect_id, agent)
+    except RelayError as error:
+        flash(error.message, "error")
+        return redirect(url_for("console.delivery", delivery_id=delivery_id))
+    detail = f"prospect {prospect_id}"
+    if request.form.get("remember") and resolved.sender:
+        relay.directory.merge_prospect(prospect_id, [resolved.sender], agent)
+        detail += ", sender's address remembered"
+    record_action(relay.redis, g.operator, "resolve", delivery_id, detail)
+    flash(f"Logged for prospect {prospect_id}.", "ok")
+    return redirect(url_for("console.delivery", delivery_id=delivery_id))
+
+
+# Directory -----------------------------------------------------------------------------------
+
+
+@console.get("/directory")
+def directory() -> str:
+    relay = services()
+    wanted = request.args.get("q", "").strip()
+    prospects: list[dict[str, Any]] = []
+    agent = None
+    if "@" in wanted:
+        prospects = relay.directory.prospects_for_email(wanted)
+    elif wanted:
+        found = relay.directory.get_prospect(wanted)
+        prospects = [found] if found else []
+        agent = relay.directory.get_agent(wanted)
+    editing = relay.directory.get_prospect(request.args.get("edit", "")) if request.args.get("edit") else None
+    return render_template("directory.html", q=wanted, prospects=prospects, agent=agent, editing=editing)
+
+
+def _addresses(text: str) -> list[str]:
+    return [a.strip() for a in text.replace(",", "\n").splitlines() if a.strip()]
+
+
+@console.post("/directory/prospects")
+def save_prospect() -> BaseResponse:
+    relay = services()
+    prospect_id = request.form.get("prospectId", "").strip()
+    emails = _addresses(request.form.get("emails", ""))
+    if not prospect_id or not emails or any("@" not in e for e in emails):
+        flash("A prospect needs an id and at least one email address.", "error")
+        return redirect(url_for("console.directory"))
+    try:
+        relay.directory.put_prospect(prospect_id, emails, request.form.get("agentUsername", "").strip() or None)
+    except RelayError as error:
+        flash(error.message, "error")
+        return redirect(url_for("console.directory", q=prospect_id))
+    record_action(relay.redis, g.operator, "save prospect", prospect_id, f"{len(emails)} addresses")
+    flash(f"Prospect {prospect_id} saved.", "ok")
+    return redirect(url_for("console.directory", q=prospect_id))
+
+
+@console.post("/directory/prospects/<prospect_id>/delete")
+def delete_prospect(prospect_id: str) -> BaseResponse:
+    relay = services()
+    if relay.directory.delete_prospect(prospect_id):
+        record_action(relay.redis, g.operator, "remove prospect", prospect_id)
+        flash(f"Prospect {prospect_id} removed.", "ok")
+    return redirect(url_for("console.directory"))
+
+
+@console.post("/directory/agents")
+def save_agent() -> BaseResponse:
+    relay = services()
+    username = request.form.get("username", "").strip()
+    emails = _addresses(request.form.get("emails", ""))
+    if not username or not emails or any("@" not in e for e in emails):
+        flash("An agent needs a username and at least one email address.", "error")
+        return redirect(url_for("console.directory"))
+    try:
+        relay.directory.put_agent(username, emails)
+    except RelayError as error:
+        flash(error.message, "error")
+        return redirect(url_for("console.directory", q=username))
+    record_action(relay.redis, g.operator, "save agent", username, f"{len(emails)} addresses")
+    flash(f"Agent {username} saved.", "ok")
+    return redirect(url_for("console.directory", q=username))
+
+
+@console.post("/directory/agents/<username>/delete")
+def delete_agent(username: str) -> BaseResponse:
+    relay = services()
+    if relay.directory.delete_agent(username):
+        record_action(relay.redis, g.operator, "remove agent", username)
+        flash(f"Agent {username} removed.", "ok")
+    return redirect(url_for("console.directory"))
+
+
+@console.get("/directory/export.csv")
+def export_directory() -> BaseResponse:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(directory_csv_rows(services().directory))
+    record_action(services().redis, g.operator, "export directory", "csv")
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="directory.csv"'})  # fmt: skip
+
+
+@console.post("/directory/import")
+def import_directory() -> BaseResponse:
+    relay = services()
+    upload = request.files.get("file")
+    if upload is None:
+        flash("Choose a CSV file.", "error")
+        return redirect(url_for("console.directory"))
+    try:
+        found = read_directory_csv(io.TextIOWrapper(upload.stream, encoding="utf-8-sig", errors="replace"))
+    except ValueError as error:
+        flash(str(error), "error")
+        return redirect(url_for("console.directory"))
+    for prospect_id, (emails, agent) in found.prospects.items():
+        relay.directory.merge_prospect(prospect_id, emails, agent)
+    record_action(relay.redis, g.operator, "import directory", "csv", f"{len(found.prospects)} prospects")
+    message = f"Imported {len(found.prospects)} prospects."
+    if found.bad_lines:
+        lines = ", ".join(map(str, found.bad_lines[:20])) + (" …" if len(found.bad_lines) > 20 else "")
+        message += f" Skipped lines without a prospect id and a valid email: {lines}."
+    flash(message, "error" if found.bad_lines else "ok")
+    return redirect(url_for("console.directory"))

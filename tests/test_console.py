@@ -1,0 +1,120 @@
+"""The operator console's rules, through the Flask test client: sessions, CSRF, sign-in limits,
+the audit trail, and the actions that go through the API's own functions."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+
+from relay.app import create_app
+from relay.audit import recent_actions
+from tests.helpers import API_TOKEN, BEARER, CONSOLE_PASSWORD, CONSOLE_USER, mime, post_mime
+
+PAGES = ["/console/", "/console/deliveries", "/console/directory", "/console/directory/export.csv",
+         "/console/deliveries/0123456789abcdef0123456789abcdef"]  # fmt: skip
+
+
+def csrf_token(client: Any, path: str = "/console/sign-in") -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
+    assert match, path
+    return match.group(1)
+
+
+def sign_in(client: Any, name: str = CONSOLE_USER, password: str = CONSOLE_PASSWORD, **extra: str) -> Any:
+    return client.post("/console/sign-in", data={"csrf_token": csrf_token(client), "name": name,
+                                                  "password": password, **extra})  # fmt: skip
+
+
+@pytest.fixture
+def operator(client: Any) -> Any:
+    assert sign_in(client).status_code == 302
+    return client
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_without_a_session_every_page_sends_you_to_sign_in(client: Any, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/console/sign-in?next=")
+
+
+def test_a_named_account_or_the_api_token_signs_in(client: Any, redis_client: Any) -> None:
+    response = sign_in(client)
+    assert (response.status_code, response.headers["Location"]) == (302, "/console/")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+    assert client.get("/console/").status_code == 200
+    other = create_app(client.application.extensions["relay"].settings).test_client()
+    assert sign_in(other, name="", password=API_TOKEN).status_code == 302
+    assert [a["operator"] for a in recent_actions(redis_client)] == ["api-token", CONSOLE_USER]
+
+
+def test_wrong_credentials_are_refused_and_limited(client: Any) -> None:
+    assert sign_in(client, password="guess").status_code == 401
+    assert sign_in(client, name="nobody", password=CONSOLE_PASSWORD).status_code == 401
+    for _ in range(8):
+        sign_in(client, password="guess")
+    assert sign_in(client).status_code == 429  # even the right password, once the limit is reached
+
+
+def test_sign_in_never_sends_you_to_another_site(client: Any) -> None:
+    for target in ("https://evil.example/console", "//evil.example/console", "/console\\@evil.example"):
+        assert sign_in(client, next=target).headers["Location"] == "/console/"
+    assert sign_in(client, next="/console/directory?q=P1").headers["Location"] == "/console/directory?q=P1"
+
+
+def test_a_form_without_the_csrf_token_changes_nothing(operator: Any) -> None:
+    response = operator.post("/console/directory/prospects", data={"prospectId": "P1", "emails": "a@example.com"})
+    assert response.status_code == 400
+    assert operator.get("/v1/prospects/P1", headers=BEARER).status_code == 404
+    token = csrf_token(operator, "/console/directory")
+    done = operator.post("/console/directory/prospects",
+                         data={"csrf_token": token, "prospectId": "P1", "emails": "a@example.com"})  # fmt: skip
+    assert done.status_code == 302
+    assert operator.get("/v1/prospects/P1", headers=BEARER).json["emails"] == ["a@example.com"]
+
+
+def test_pages_allow_no_script_and_no_framing(operator: Any) -> None:
+    policy = operator.get("/console/").headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "script-src" not in policy
+
+
+def test_resolve_through_the_console_is_the_api_resolve_and_is_recorded(operator: Any, redis_client: Any) -> None:
+    stray = post_mime(operator, mime(sender="stranger@example.org")).json["deliveries"][0]
+    token = csrf_token(operator, f"/console/deliveries/{stray['id']}")
+    operator.post(f"/console/deliveries/{stray['id']}/resolve",
+                  data={"csrf_token": token, "prospectId": "P5", "remember": "1"})  # fmt: skip
+    shown = operator.get(f"/v1/deliveries/{stray['id']}", headers=BEARER).json
+    assert (shown["status"], shown["prospectId"]) == ("queued", "P5")
+    assert operator.get("/v1/prospects/P5", headers=BEARER).json["emails"] == ["stranger@example.org"]
+    (action, *_) = recent_actions(redis_client)
+    assert (action["operator"], action["action"], action["target"]) == (CONSOLE_USER, "resolve", stray["id"])
+    again = operator.post(f"/console/deliveries/{stray['id']}/resolve", data={"csrf_token": token, "prospectId": "P6"},
+                          follow_redirects=True)  # fmt: skip
+    assert "only unmatched deliveries can be resolved" in again.text
+
+
+def test_csv_import_reports_bad_lines_and_export_reads_back(operator: Any) -> None:
+    token = csrf_token(operator, "/console/directory")
+    csv_text = b"prospectId,email,agentUsername\nP1,a@example.com,kim\n,missing@example.com,\nP2,not-an-address,\n"
+    response = operator.post("/console/directory/import", content_type="multipart/form-data", follow_redirects=True,
+                             data={"csrf_token": token, "file": (io.BytesIO(csv_text), "d.csv")})  # fmt: skip
+    assert (
+        "Imported 1 prospects." in response.text
+        and "lines without a prospect id and a valid email: 3, 4" in response.text
+    )
+    exported = operator.get("/console/directory/export.csv").text
+    assert exported == "prospectId,email,agentUsername\nP1,a@example.com,kim\n"
+
+
+def test_no_console_without_a_way_to_sign_in(make_settings: Any) -> None:
+    client = create_app(make_settings(RELAY_API_TOKEN="", RELAY_CONSOLE_USERS="")).test_client()
+    assert client.get("/console/").status_code == 404
+
+
+def test_webhooks_and_the_api_need_no_csrf_token(client: Any) -> None:
+    assert post_mime(client, mime()).status_code == 200
+    assert client.put("/v1/prospects/P1", json={"emails": ["a@example.com"]}, headers=BEARER).status_code == 200
