@@ -156,6 +156,7 @@ def test_the_console_works_on_a_phone_sized_screen(browser: Any, e2e: Stack) -> 
 
 def test_sign_in_is_by_keyboard_and_every_field_has_a_label(page: Any, e2e: Stack) -> None:
     page.goto(f"{e2e.url}/console/sign-in")
+    shot(page, "sign-in")
     page.keyboard.press("Tab")  # the skip link
     page.keyboard.press("Tab")
     page.keyboard.type(CONSOLE_USER)
