@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import redis
@@ -102,7 +102,16 @@ redis.call("zremrangebyscore", prefix .. "idx:status:" .. new_status, "-inf", AR
 redis.call("zadd", prefix .. "idx:status:" .. new_status, score, id)
 local fields = {"status", new_status}
 if ARGV[7] ~= "" then redis.call("zadd", prefix .. "due", ARGV[7], id) end
-for i = 8, #ARGV, 2 do
+-- A call to Knock whose outcome this records: onto the delivery's timeline and the hourly tally.
+if ARGV[8] ~= "" then
+  local timeline = prefix .. "attempts:" .. id
+  redis.call("rpush", timeline, ARGV[8])
+  redis.call("ltrim", timeline, -50, -1)
+  redis.call("expire", timeline, tonumber(ARGV[11]))
+  redis.call("hincrby", ARGV[10], ARGV[9], 1)
+  redis.call("expire", ARGV[10], 8 * 86400)
+end
+for i = 12, #ARGV, 2 do
   if ARGV[i + 1] == "" then
     redis.call("hdel", record, ARGV[i])
   else
@@ -224,7 +233,8 @@ class Delivery:
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name, value in asdict(self).items():
+        for name in DELIVERY_FIELDS:
+            value = getattr(self, name)
             if value is None or name == "enqueued" or (name in self._LISTS and not value):
                 continue
             if name in self._LISTS:
@@ -277,6 +287,10 @@ class Delivery:
             "prospectId": self.prospectId,
             "type": self.type,
         }
+
+
+#: Field names in order, read once: `dataclasses.asdict` deep-copies on every write.
+DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
 
 
 class DeliveryStore:
@@ -404,10 +418,12 @@ class DeliveryStore:
         allowed_from: Iterable[str] = (),
         drop_payload: bool = False,
         schedule_at: int | None = None,
+        attempt: dict[str, Any] | None = None,
         **changes: Any,
     ) -> str | None:
         """Move a delivery to `status`, setting `changes` (None deletes a field) and, with `schedule_at`,
-        scheduling it then, all at once; the old status, or None if refused."""
+        scheduling it then, and with `attempt` (a call to Knock, see `attempt_entry`) adding it to the
+        delivery's timeline, all at once; the old status, or None if refused."""
         args: list[Any] = [
             PREFIX,
             delivery_id,
@@ -416,6 +432,10 @@ class DeliveryStore:
             "1" if drop_payload else "0",
             now_ms() - self.record_ttl * 1000,
             "" if schedule_at is None else schedule_at,
+            "" if attempt is None else json.dumps(attempt),
+            "ok" if attempt and attempt["status"] and 200 <= attempt["status"] < 300 else "error",
+            knock_stats_key(now_ms()),
+            self.record_ttl,
         ]
         for name, value in changes.items():
             if name == "payload":
@@ -435,19 +455,10 @@ class DeliveryStore:
         """Count the attempt and mark it in flight; written before anything is sent to Knock."""
         self.redis.hset(self.record_key(delivery_id), mapping={"attempts": attempt, "inFlight": attempt})
 
-    def record_attempt(
-        self, delivery_id: str, attempt: int, status: int | None, latency_ms: float, answer: str | None
-    ) -> None:
-        """Add a call to Knock to the delivery's timeline, and to the hourly tally of Knock's answers."""
-        entry = {"at": now_ms(), "attempt": attempt, "status": status, "ms": latency_ms, "answer": (answer or "")[:300]}
-        hour = knock_stats_key(now_ms())
-        pipe = self.redis.pipeline()
-        pipe.rpush(self.attempts_key(delivery_id), json.dumps(entry))
-        pipe.ltrim(self.attempts_key(delivery_id), -50, -1)
-        pipe.expire(self.attempts_key(delivery_id), self.record_ttl)
-        pipe.hincrby(hour, "ok" if status is not None and 200 <= status < 300 else "error", 1)
-        pipe.expire(hour, 8 * 86400)
-        pipe.execute()
+    @staticmethod
+    def attempt_entry(attempt: int, status: int | None, latency_ms: float, answer: str | None) -> dict[str, Any]:
+        """A call to Knock as the delivery's timeline keeps it (written with the outcome it led to)."""
+        return {"at": now_ms(), "attempt": attempt, "status": status, "ms": latency_ms, "answer": (answer or "")[:300]}
 
     def attempts_of(self, delivery_id: str) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self.attempts_key(delivery_id), 0, -1)]

@@ -154,20 +154,21 @@ class Forwarder:
         try:
             communication_id = self.knock.log_email(delivery.prospectId, payload)
         except KnockTransientError as exc:
-            self._log_attempt(delivery, attempt, exc.status, started, exc.message)
+            call = self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             error, retry_after = exc.message, exc.retry_after
-            return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt))
+            return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt, call))
         except KnockRejected as exc:
-            self._log_attempt(delivery, attempt, exc.status, started, exc.message)
+            call = self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             rejection = exc.message
-            return self._record(lambda: self._give_up(delivery, rejection))
-        self._log_attempt(delivery, attempt, 200, started, communication_id or None)
+            return self._record(lambda: self._give_up(delivery, rejection, call))
+        call = self._log_attempt(delivery, attempt, 200, started, communication_id or None)
         self._record(
             lambda: self.store.transition(
                 delivery.id,
                 DELIVERED,
                 allowed_from=PENDING,
                 drop_payload=True,
+                attempt=call,
                 communicationId=communication_id or "",
                 deliveredAt=now_ms(),
                 lastError=None,
@@ -215,12 +216,10 @@ class Forwarder:
 
     def _log_attempt(
         self, delivery: Delivery, attempt: int, status: int | None, started: float, answer: str | None
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Log the call and return its timeline entry, written together with the outcome."""
         latency_ms = log_attempt(delivery, attempt, status, started)
-        try:
-            self.store.record_attempt(delivery.id, attempt, status, latency_ms, answer)
-        except redis.RedisError:
-            pass  # the timeline is for people; the outcome itself is recorded with retries
+        return self.store.attempt_entry(attempt, status, latency_ms, answer)
 
     def _resolve_agent(self, prospect_id: str) -> tuple[str | None, str]:
         """The agent Knock has for the prospect (cached), else the default; and which it was."""
@@ -236,8 +235,8 @@ class Forwarder:
             return agent, "the prospect's agent in Knock"
         return self.default_agent, "KNOCK_DEFAULT_AGENT_USERNAME"
 
-    def _give_up(self, delivery: Delivery, error: str) -> str:
-        self.store.transition(delivery.id, DEAD, allowed_from=PENDING, lastError=error, inFlight=None)
+    def _give_up(self, delivery: Delivery, error: str, call: dict[str, Any] | None = None) -> str:
+        self.store.transition(delivery.id, DEAD, allowed_from=PENDING, attempt=call, lastError=error, inFlight=None)
         DELIVERIES.labels(DEAD).inc()
         log.warning("delivery dead", extra={"delivery_id": delivery.id})
         return DEAD
@@ -248,12 +247,14 @@ class Forwarder:
         error: str,
         retry_after: float | None,
         attempts: int | None = None,
+        call: dict[str, Any] | None = None,
     ) -> str:
-        """Schedule the next try, or mark the delivery dead once it is older than the maximum age."""
+        """Schedule the next try, or mark the delivery dead once it is older than the maximum age.
+        `call` is the Knock call that led here, for the delivery's timeline."""
         attempts = attempts if attempts is not None else delivery.attempts
         remaining = self.policy.remaining(delivery.retryFrom or delivery.receivedAt)
         if remaining <= 0:
-            return self._give_up(delivery, error)
+            return self._give_up(delivery, error, call)
         delay = min(self.policy.delay_for(max(1, attempts), retry_after), remaining)
         # Never sooner than Retry-After, even when the maximum age comes first: then it goes dead later.
         if retry_after is not None:
@@ -265,6 +266,7 @@ class Forwarder:
             lastError=error,
             inFlight=None,
             schedule_at=now_ms() + max(1, int(delay * 1000)),
+            attempt=call,
         )
         DELIVERIES.labels(RETRYING).inc()
         return RETRYING
