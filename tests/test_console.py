@@ -118,3 +118,20 @@ def test_no_console_without_a_way_to_sign_in(make_settings: Any) -> None:
 def test_webhooks_and_the_api_need_no_csrf_token(client: Any) -> None:
     assert post_mime(client, mime()).status_code == 200
     assert client.put("/v1/prospects/P1", json={"emails": ["a@example.com"]}, headers=BEARER).status_code == 200
+
+
+def test_directory_forms_validate_like_the_api(operator: Any) -> None:
+    token = csrf_token(operator, "/console/directory")
+    form = {"csrf_token": token, "prospectId": "P1", "emails": "lee@\nok@example.com"}
+    refused = operator.post("/console/directory/prospects", follow_redirects=True, data=form)
+    assert "The prospect was not saved. emails: Not a valid email address." in refused.text
+    assert operator.get("/v1/prospects/P1", headers=BEARER).status_code == 404
+    empty_agent = operator.post("/console/directory/prospects", follow_redirects=True,
+                                data={"csrf_token": token, "prospectId": "P1", "emails": "lee@example.com",
+                                      "agentUsername": "  "})  # fmt: skip
+    assert "Prospect P1 saved." in empty_agent.text
+    assert operator.get("/v1/prospects/P1", headers=BEARER).json["agentUsername"] is None
+    agent = operator.post("/console/directory/agents", follow_redirects=True,
+                          data={"csrf_token": token, "username": "kim", "emails": "kim@acme-living.com"})  # fmt: skip
+    assert "Agent kim saved." in agent.text
+    assert operator.get("/v1/agents/kim", headers=BEARER).json["emails"] == ["kim@acme-living.com"]

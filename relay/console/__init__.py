@@ -12,12 +12,14 @@ import csv
 import hashlib
 import hmac
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
+from marshmallow import Schema, ValidationError
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -31,6 +33,7 @@ from relay.message import normalise_message_id
 from relay.metrics import read_backlog
 from relay.queue import QUEUE_KEY
 from relay.web import services
+from relay.web.schemas import AgentInput, ProspectInput
 
 console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
 csrf = CSRFProtect()
@@ -298,20 +301,51 @@ def _addresses(text: str) -> list[str]:
 
 @console.post("/directory/prospects")
 def save_prospect() -> BaseResponse:
-    relay = services()
     prospect_id = request.form.get("prospectId", "").strip()
-    emails = _addresses(request.form.get("emails", ""))
-    if not prospect_id or not emails or any("@" not in e for e in emails):
-        flash("A prospect needs an id and at least one email address.", "error")
-        return redirect(url_for("console.directory"))
+    entry = {"emails": _addresses(request.form.get("emails", "")),
+             "agentUsername": request.form.get("agentUsername", "").strip() or None}  # fmt: skip
+    return _save_entry(
+        "prospect", prospect_id, ProspectInput(), entry,
+        lambda body: services().directory.put_prospect(prospect_id, body["emails"], body["agentUsername"]),
+    )  # fmt: skip
+
+
+@console.post("/directory/agents")
+def save_agent() -> BaseResponse:
+    username = request.form.get("username", "").strip()
+    entry = {"emails": _addresses(request.form.get("emails", ""))}
+    return _save_entry(
+        "agent", username, AgentInput(), entry, lambda body: services().directory.put_agent(username, body["emails"])
+    )
+
+
+def _save_entry(
+    kind: str, key: str, schema: Schema, entry: dict[str, Any], write: Callable[[dict[str, Any]], Any]
+) -> BaseResponse:
+    """Validate with the API's own schema, write with the directory's own method, record who did it."""
     try:
-        relay.directory.put_prospect(prospect_id, emails, request.form.get("agentUsername", "").strip() or None)
+        if not key:
+            raise ValidationError({"id": ["Missing data for required field."]})
+        write(schema.load(entry))
+    except ValidationError as err:
+        problems = "; ".join(f"{field}: {' '.join(map(str, _flatten(messages)))}"
+                             for field, messages in err.normalized_messages().items())  # fmt: skip
+        flash(f"The {kind} was not saved. {problems}", "error")
+        return redirect(url_for("console.directory", q=key))
     except RelayError as error:
         flash(error.message, "error")
-        return redirect(url_for("console.directory", q=prospect_id))
-    record_action(relay.redis, g.operator, "save prospect", prospect_id, f"{len(emails)} addresses")
-    flash(f"Prospect {prospect_id} saved.", "ok")
-    return redirect(url_for("console.directory", q=prospect_id))
+        return redirect(url_for("console.directory", q=key))
+    record_action(services().redis, g.operator, f"save {kind}", key, f"{len(entry['emails'])} addresses")
+    flash(f"{kind.capitalize()} {key} saved.", "ok")
+    return redirect(url_for("console.directory", q=key))
+
+
+def _flatten(messages: Any) -> list[Any]:
+    if isinstance(messages, dict):
+        return [m for value in messages.values() for m in _flatten(value)]
+    if isinstance(messages, list):
+        return [m for value in messages for m in _flatten(value)]
+    return [messages]
 
 
 @console.post("/directory/prospects/<prospect_id>/delete")
@@ -321,24 +355,6 @@ def delete_prospect(prospect_id: str) -> BaseResponse:
         record_action(relay.redis, g.operator, "remove prospect", prospect_id)
         flash(f"Prospect {prospect_id} removed.", "ok")
     return redirect(url_for("console.directory"))
-
-
-@console.post("/directory/agents")
-def save_agent() -> BaseResponse:
-    relay = services()
-    username = request.form.get("username", "").strip()
-    emails = _addresses(request.form.get("emails", ""))
-    if not username or not emails or any("@" not in e for e in emails):
-        flash("An agent needs a username and at least one email address.", "error")
-        return redirect(url_for("console.directory"))
-    try:
-        relay.directory.put_agent(username, emails)
-    except RelayError as error:
-        flash(error.message, "error")
-        return redirect(url_for("console.directory", q=username))
-    record_action(relay.redis, g.operator, "save agent", username, f"{len(emails)} addresses")
-    flash(f"Agent {username} saved.", "ok")
-    return redirect(url_for("console.directory", q=username))
 
 
 @console.post("/directory/agents/<username>/delete")
