@@ -14,7 +14,7 @@ import redis
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
-from relay.deliveries import STATUSES
+from relay.deliveries import DEAD, STATUSES
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.logs import configure_logging
 from relay.services import Services
@@ -214,7 +214,10 @@ def deliveries_replay(delivery_id: str | None, all_dead: bool) -> None:
 
     services = store_services()
     if all_dead:
-        click.echo(f"replayed {len(replay_dead(services))} deliveries")
+        dead = services.store.ids_with_status(DEAD)
+        with click.progressbar(dead, label="replaying dead deliveries", file=sys.stderr) as progress:
+            replayed = replay_dead(services, progress)
+        click.echo(f"replayed {len(replayed)} deliveries")
     elif delivery_id:
         try:
             replay_delivery(services, delivery_id)

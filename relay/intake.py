@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -150,9 +151,10 @@ def replay_delivery(services: Services, delivery_id: str) -> Delivery:
     return queue_again(services, delivery)
 
 
-def replay_dead(services: Services) -> list[str]:
+def replay_dead(services: Services, ids: Iterable[str] | None = None) -> list[str]:
+    """Queue every dead delivery again (or those of `ids`, e.g. wrapped in a progress bar); the ids queued."""
     replayed = []
-    for delivery_id in services.store.ids_with_status(DEAD):
+    for delivery_id in services.store.ids_with_status(DEAD) if ids is None else ids:
         try:
             replay_delivery(services, delivery_id)
         except (NotFound, Conflict):

@@ -65,6 +65,20 @@ def test_deliveries_list_and_replay(run: Any, client: Any, sandbox: Sandbox, wor
     assert again.exit_code == 1 and "only dead deliveries" in again.output
 
 
+def test_replay_all_dead_shows_progress_and_counts(run: Any, client: Any, sandbox: Sandbox, worker: Any) -> None:
+    sandbox.seed("P1")
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    sandbox.fault(status=400, count=3)
+    ids = [post_mime(client, mime(message_id=f"<bulk-{n}@x>")).json["deliveries"][0]["id"] for n in range(3)]
+    for delivery_id in ids:
+        wait_for_status(client, delivery_id, "dead")
+    result = run("deliveries", "replay", "--all-dead")
+    assert result.exit_code == 0 and "replaying dead deliveries" in result.output
+    assert "replayed 3 deliveries" in result.output
+    for delivery_id in ids:
+        wait_for_status(client, delivery_id, "delivered")
+
+
 def test_quarantine_shows_unreadable_posts(run: Any, client: Any) -> None:
     client.post("/webhooks/postmark/inbound", data="{broken", content_type="application/json", headers=basic_auth())
     (entry,) = [json.loads(line) for line in run("quarantine").output.splitlines()]
