@@ -54,6 +54,7 @@ class Settings:
     reply_tag_prefix: str = "prospect-"
     dedup_ttl_seconds: int = 2592000
     record_ttl_seconds: int = 2592000
+    sent_body_ttl_seconds: int = 86400
     retry_min_backoff_seconds: float = 15.0
     retry_max_backoff_seconds: float = 3600.0
     retry_max_age_seconds: float = 259200.0
@@ -304,6 +305,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         reply_tag_prefix=read.text("RELAY_REPLY_TAG_PREFIX") or "prospect-",
         dedup_ttl_seconds=read.number("RELAY_DEDUP_TTL_SECONDS", 2592000, minimum=1, integer=True),
         record_ttl_seconds=read.number("RELAY_RECORD_TTL_SECONDS", 2592000, minimum=1, integer=True),
+        sent_body_ttl_seconds=read.number("RELAY_SENT_BODY_TTL_SECONDS", 86400, integer=True),
         retry_min_backoff_seconds=min_backoff,
         retry_max_backoff_seconds=max_backoff,
         retry_max_age_seconds=read.number("RELAY_RETRY_MAX_AGE_SECONDS", 259200.0, minimum=1),

@@ -88,6 +88,7 @@ local prefix = ARGV[1]
 local id = ARGV[2]
 local new_status = ARGV[3]
 local allowed = ARGV[4]
+-- "keep", or drop the body from the record, keeping a copy for that many seconds (0: none).
 local drop_payload = ARGV[5]
 local record = prefix .. "delivery:" .. id
 local old = redis.call("hget", record, "status")
@@ -120,7 +121,12 @@ for i = 12, #ARGV, 2 do
   end
 end
 redis.call("hset", record, unpack(fields))
-if drop_payload == "1" then redis.call("hdel", record, "payload") end
+if drop_payload ~= "keep" then
+  local keep = tonumber(drop_payload)
+  local body = redis.call("hget", record, "payload")
+  if body and keep > 0 then redis.call("set", prefix .. "sent:" .. id, body, "EX", keep) end
+  redis.call("hdel", record, "payload")
+end
 return old
 """
 
@@ -294,10 +300,12 @@ DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
 
 
 class DeliveryStore:
-    def __init__(self, client: redis.Redis, *, record_ttl: int, dedup_ttl: int) -> None:
+    def __init__(self, client: redis.Redis, *, record_ttl: int, dedup_ttl: int, sent_body_ttl: int = 0) -> None:
         self.redis = client
         self.record_ttl = record_ttl
         self.dedup_ttl = dedup_ttl
+        #: How long the body Knock was sent stays readable after delivery (for people checking it).
+        self.sent_body_ttl = sent_body_ttl
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._claim_due = client.register_script(_CLAIM_DUE)
@@ -406,6 +414,11 @@ class DeliveryStore:
             return None, None
         return Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
 
+    def sent_payload(self, delivery_id: str) -> dict[str, Any] | None:
+        """The body as Knock received it, while RELAY_SENT_BODY_TTL_SECONDS keeps it."""
+        raw = self.redis.get(f"{PREFIX}sent:{delivery_id}")
+        return json.loads(str(raw)) if raw else None
+
     def release_lock(self, key: str, token: str) -> None:
         """Delete a lock only if it is still ours, in one step."""
         self._release(keys=[key], args=[token])
@@ -429,7 +442,7 @@ class DeliveryStore:
             delivery_id,
             status,
             ",".join(allowed_from),
-            "1" if drop_payload else "0",
+            self.sent_body_ttl if drop_payload else "keep",
             now_ms() - self.record_ttl * 1000,
             "" if schedule_at is None else schedule_at,
             "" if attempt is None else json.dumps(attempt),

@@ -47,6 +47,7 @@ class Services:
             self.redis,
             record_ttl=self.settings.record_ttl_seconds,
             dedup_ttl=self.settings.dedup_ttl_seconds,
+            sent_body_ttl=self.settings.sent_body_ttl_seconds,
         )
 
     @cached_property

@@ -50,6 +50,21 @@ def test_delivered_records_drop_the_body(client: Any, services: Any, sandbox: Sa
     wait_for_status(client, summary["id"], "delivered")
     assert services.store.payload(summary["id"]) is None
     assert 0 < services.redis.ttl(services.store.record_key(summary["id"])) <= services.settings.record_ttl_seconds
+    # A copy of what Knock received stays readable for a day, then goes.
+    sent = services.store.sent_payload(summary["id"])
+    assert sent is not None and sent["agent"] == {"username": "pat"} and sent["body"]
+    assert 86000 < services.redis.ttl(f"relay:sent:{summary['id']}") <= 86400
+
+
+def test_no_copy_of_the_sent_body_when_told(make_settings: Any, sandbox: Sandbox, start_worker: Any) -> None:
+    settings = make_settings(RELAY_SENT_BODY_TTL_SECONDS="0")
+    client = create_app(settings).test_client()
+    start_worker(settings)
+    sandbox.seed("P1")
+    register(client, "P1", "renter@example.com", agent="pat")
+    summary = only_delivery(post_mime(client, mime()))
+    wait_for_status(client, summary["id"], "delivered")
+    assert client.application.extensions["relay"].store.sent_payload(summary["id"]) is None
 
 
 def test_same_message_twice_is_logged_once(client: Any, sandbox: Sandbox, worker: Any) -> None:

@@ -225,6 +225,8 @@ def delivery(delivery_id: str) -> str:
     found, payload = relay.store.get_with_payload(delivery_id)
     if found is None:
         abort(404)
+    if payload is None:
+        payload = relay.store.sent_payload(delivery_id)
     candidates = relay.directory.prospects_for_email(found.sender) if found.sender else []
     return render_template(
         "delivery.html",

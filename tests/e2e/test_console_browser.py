@@ -100,6 +100,9 @@ def test_find_a_dead_delivery_by_message_id_and_replay_it(page: Any, e2e: Stack)
     assert event["subject"] == "Lease question"
     page.reload()
     assert page.locator("#delivery-status").inner_text() == "delivered"
+    preview = page.frame_locator("iframe.preview").locator("body").inner_text()
+    assert "Hi, is the two bedroom still available?" in preview  # kept a while after delivery
+    shot(page, "delivery-delivered")
     assert re.search(r"attempt 1: HTTP 400", page.content()) and re.search(r"attempt 2: HTTP 20\d", page.content())
 
 
