@@ -120,10 +120,12 @@ def sign_in() -> Any:
     if request.method == "GET":
         return render_template("sign_in.html", next=request.args.get("next", ""))
     relay = services()
-    counter = f"relay:console:sign-in:{request.remote_addr}"
+    name = request.form.get("name", "").strip()
+    # Per address and name: behind an ingress every operator shares one address, and someone
+    # guessing at one account must not lock the others out.
+    counter = f"relay:console:sign-in:{request.remote_addr}:{name.lower()[:64]}"
     if int(relay.redis.get(counter) or 0) >= SIGN_IN_ATTEMPTS:
         return render_template("sign_in.html", error="Too many attempts; wait a few minutes.", next=""), 429
-    name = request.form.get("name", "").strip()
     operator = _operator_for(relay.settings, name, request.form.get("password", ""))
     if operator is None:
         pipe = relay.redis.pipeline()
