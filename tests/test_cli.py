@@ -198,3 +198,21 @@ def test_check_reports_configuration_redis_and_knock(sandbox: Sandbox, own_redis
     assert wrong_key.exit_code == 1 and wrong_key.output.splitlines()[2].startswith("FAIL knock")
     down = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL="redis://127.0.0.1:1/0"))
     assert down.exit_code == 1 and "FAIL redis unreachable" in down.output
+
+
+def test_console_hash_password_prints_an_entry_the_settings_and_the_console_accept(sandbox: Sandbox) -> None:
+    from werkzeug.security import check_password_hash
+
+    from relay.config import ConfigError, load_settings
+
+    result = CliRunner().invoke(cli, ["console", "hash-password", "maria"], input="a long passphrase\n" * 2)
+    assert result.exit_code == 0, result.output
+    entry = result.output.strip().splitlines()[-1]
+    name, _, password_hash = entry.partition(":")
+    assert name == "maria" and check_password_hash(password_hash, "a long passphrase")
+    settings = load_settings(relay_env(sandbox.url, RELAY_CONSOLE_USERS=entry))
+    assert settings.console_users == (("maria", password_hash),)
+    with pytest.raises(ConfigError, match="RELAY_CONSOLE_USERS: each entry must be name:hash"):
+        load_settings(relay_env(sandbox.url, RELAY_CONSOLE_USERS="maria:plain-password"))
+    short = CliRunner().invoke(cli, ["console", "hash-password", "maria"], input="short\nshort\n")
+    assert short.exit_code == 2 and "at least 12 characters" in short.output
