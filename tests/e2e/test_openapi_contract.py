@@ -2,15 +2,17 @@
 
 Every check it has: no 5xx, every answer (status, media type, headers, body) as
 documented, input the document forbids refused, input it allows accepted, and
-the documented security enforced.
+the documented security enforced. RELAY_SCHEMATHESIS_EXAMPLES (per operation, 25) and
+RELAY_SCHEMATHESIS_SEED widen or vary the run.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+import requests
 
 from tests.e2e.conftest import BIN, Stack
 
@@ -32,7 +34,7 @@ def test_the_running_relay_keeps_its_openapi_document(e2e: Stack, tmp_path: Path
             "--max-examples",
             EXAMPLES,
             "--seed",
-            "20261127",
+            os.environ.get("RELAY_SCHEMATHESIS_SEED", "20261127"),
             "--workers",
             "1",
             "--header",
@@ -51,5 +53,6 @@ def test_the_running_relay_keeps_its_openapi_document(e2e: Stack, tmp_path: Path
     )
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     # Not vacuous: every documented operation was exercised.
-    assert "No issues found" in run.stdout or "passed" in run.stdout, run.stdout[-5000:]
-    assert sys.executable
+    document = requests.get(f"{e2e.url}/v1/openapi.json", timeout=10).json()
+    operations = sum(1 for item in document["paths"].values() for verb in item if verb != "parameters")
+    assert operations > 30 and f"Tested: {operations}" in run.stdout, run.stdout[-5000:]
