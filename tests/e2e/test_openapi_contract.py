@@ -55,4 +55,5 @@ def test_the_running_relay_keeps_its_openapi_document(e2e: Stack, tmp_path: Path
     # Not vacuous: every documented operation was exercised.
     document = requests.get(f"{e2e.url}/v1/openapi.json", timeout=10).json()
     operations = sum(1 for item in document["paths"].values() for verb in item if verb != "parameters")
-    assert operations > 30 and f"Tested: {operations}" in run.stdout, run.stdout[-5000:]
+    # schemathesis leaves out the operation that serves the document it was loaded from.
+    assert operations > 30 and f"Tested: {operations - 1}" in run.stdout, run.stdout[-5000:]
