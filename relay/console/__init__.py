@@ -38,7 +38,7 @@ from relay.web.schemas import AgentInput, ProspectInput
 console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
 csrf = CSRFProtect()
 
-#: Failed sign-ins allowed per client address in SIGN_IN_WINDOW_SECONDS.
+#: Failed sign-ins allowed per client address and name in SIGN_IN_WINDOW_SECONDS.
 SIGN_IN_ATTEMPTS = 10
 SIGN_IN_WINDOW_SECONDS = 15 * 60
 SESSION_HOURS = 12
