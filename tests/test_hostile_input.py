@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay.providers.base import form_unquote
 from tests.helpers import BEARER, basic_auth, mailgun_signature, signed_urlencoded
 
 DEEP = b"[" * 5_000 + b"]" * 5_000  # far past the parser's recursion limit, within the size cap
@@ -83,3 +86,16 @@ def test_503_says_when_to_retry(make_settings: Any) -> None:
                          headers=basic_auth())  # fmt: skip
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.binary(max_size=40)
+    | st.lists(
+        st.sampled_from([b"%", b"%4", b"%41", b"%e9", b"%zz", b"+", b"=", b"\r", b"\n", b"a", b" ", b"\x00", b"\xff"]),
+        max_size=20,
+    ).map(b"".join)
+)
+def test_form_values_decode_exactly_like_the_standard_library(value: bytes) -> None:  # fmt: skip
+    """The fast urlencoded decoder agrees with urllib on every input, valid or not."""
+    assert form_unquote(value) == unquote_to_bytes(value.replace(b"+", b" "))
