@@ -1,5 +1,6 @@
 -- Cycles through pre-generated request bodies (separated by NUL bytes) so that every request
--- carries its own Message-ID and signed token: `wrk -s bench/bodies.lua URL -- FILE`.
+-- carries its own Message-ID and signed token: `wrk -s bench/bodies.lua URL -- FILE [SKIP]`
+-- (SKIP bodies are passed over first, so that repeated runs over one file stay unique).
 local bodies = {}
 local sent = 0
 
@@ -14,6 +15,7 @@ function init(args)
     bodies[#bodies + 1] = string.sub(data, start, s - 1)
     start = s + 1
   end
+  sent = tonumber(args[2] or "0")
 end
 
 function request()
