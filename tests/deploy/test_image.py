@@ -162,6 +162,7 @@ def test_image_runs_as_web_worker_and_sandbox(image_root: Path, tmp_path: Path) 
         RELAY_WORKER_PORT=str(worker_port),
         RELAY_SANDBOX_PORT=str(sandbox_port),
         KNOCK_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
+        RELAY_API_TOKEN="image-test-token",  # the console exists once someone can sign in
     )
     roles = {
         "web": ["gunicorn", "wsgi:app"],
@@ -190,6 +191,10 @@ def test_image_runs_as_web_worker_and_sandbox(image_root: Path, tmp_path: Path) 
             wait_until(lambda port=port: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, interval=0.2)
         ready = requests.get(f"http://127.0.0.1:{web_port}/readyz", timeout=5)
         assert ready.status_code == 200 and ready.json()["redis"] == "ok"
+        # The console's templates and stylesheet are in the installed package, not only in the checkout.
+        sign_in = requests.get(f"http://127.0.0.1:{web_port}/console/sign-in", timeout=5)
+        assert sign_in.status_code == 200 and "Sign in" in sign_in.text
+        assert requests.get(f"http://127.0.0.1:{web_port}/console/static/console.css", timeout=5).status_code == 200
         for role in roles:
             assert processes[role].poll() is None, (tmp_path / f"{role}.log").read_text()
         # The image's HEALTHCHECK, as Docker runs it inside each role's container.
