@@ -188,15 +188,14 @@ def _automated_senders(reader: _Reader) -> tuple[str, ...]:
     return tuple(patterns)
 
 
-def _storage_origins(reader: _Reader) -> tuple[str, ...]:
-    raw = reader.items("RELAY_MAILGUN_STORAGE_ORIGINS")
+def _origins(reader: _Reader, name: str, default: tuple[str, ...] = (), *, https_only: bool = False) -> tuple[str, ...]:
+    """A comma list of origins the relay may fetch from: `scheme://host[:port]`, host may start with `*.`."""
     origins = []
-    for item in raw or ["https://*.mailgun.net"]:
+    for item in reader.items(name) or default:
         lowered = item.lower().rstrip("/")
-        if not _ORIGIN.match(lowered):
-            reader.problems.append(
-                f"RELAY_MAILGUN_STORAGE_ORIGINS: {item!r} must be scheme://host[:port], host may start with *."
-            )
+        if not _ORIGIN.match(lowered) or (https_only and not lowered.startswith("https:")):
+            scheme = "https" if https_only else "scheme"
+            reader.problems.append(f"{name}: {item!r} must be {scheme}://host[:port], host may start with *.")
             continue
         origins.append(lowered)
     return tuple(origins)
@@ -218,17 +217,6 @@ def _resend_secrets(reader: _Reader) -> tuple[str, ...]:
             reader.problems.append("RESEND_WEBHOOK_SECRETS: each entry must be a signing secret, whsec_<base64>")
             break
     return tuple(secrets)
-
-
-def _origins(reader: _Reader, name: str) -> tuple[str, ...]:
-    origins = []
-    for item in reader.items(name):
-        lowered = item.lower().rstrip("/")
-        if not _ORIGIN.match(lowered) or lowered.startswith("http:"):
-            reader.problems.append(f"{name}: {item!r} must be https://host[:port]")
-            continue
-        origins.append(lowered)
-    return tuple(origins)
 
 
 def _console_users(reader: _Reader) -> tuple[tuple[str, str], ...]:
@@ -299,7 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         webhook_basic_auth=_basic_auth_pairs(read),
         mailgun_webhook_signing_key=read.text("MAILGUN_WEBHOOK_SIGNING_KEY"),
         mailgun_api_key=read.text("MAILGUN_API_KEY"),
-        mailgun_storage_origins=_storage_origins(read),
+        mailgun_storage_origins=_origins(read, "RELAY_MAILGUN_STORAGE_ORIGINS", ("https://*.mailgun.net",)),
         mailbox_domains=_mailbox_domains(read),
         automated_senders=_automated_senders(read),
         reply_tag_prefix=read.text("RELAY_REPLY_TAG_PREFIX") or "prospect-",
@@ -339,7 +327,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         postmark_server_token=read.text("POSTMARK_SERVER_TOKEN"),
         postmark_api_url=_api_url(read, "RELAY_POSTMARK_API_URL", "https://api.postmarkapp.com"),
         ses_topic_arns=tuple(read.items("RELAY_SES_TOPIC_ARNS")),
-        sns_certificate_origins=_origins(read, "RELAY_SNS_CERTIFICATE_ORIGINS"),
+        sns_certificate_origins=_origins(read, "RELAY_SNS_CERTIFICATE_ORIGINS", https_only=True),
         console_users=_console_users(read),
         console_secret_key=read.text("RELAY_CONSOLE_SECRET_KEY"),
     )

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -162,6 +163,17 @@ class QueueWrite:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def ms_from(moment: datetime | None) -> int | None:
+    """Milliseconds since the epoch, for time-range filters; a moment beyond what a timestamp can
+    say is the range's end."""
+    if moment is None:
+        return None
+    try:
+        return int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError, OSError):
+        return 0 if moment.year < 1970 else 253402300799000
 
 
 def iso_from_ms(ms: int | None) -> str | None:
@@ -474,11 +486,8 @@ class DeliveryStore:
         return {"at": now_ms(), "attempt": attempt, "status": status, "ms": latency_ms, "answer": (answer or "")[:300]}
 
     def attempts_of(self, delivery_id: str) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.redis.lrange(self.attempts_key(delivery_id), 0, -1)]
-
-    @staticmethod
-    def attempts_key(delivery_id: str) -> str:
-        return f"{PREFIX}attempts:{delivery_id}"
+        # Written by the transition script, as prefix .. "attempts:" .. id.
+        return [json.loads(raw) for raw in self.redis.lrange(f"{PREFIX}attempts:{delivery_id}", 0, -1)]
 
     def knock_answers_since(self, since_ms: int) -> tuple[int, int]:
         """Knock's 2xx answers and errors (other statuses, timeouts) in the hours since `since_ms`."""

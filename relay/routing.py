@@ -139,14 +139,6 @@ def _unique(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def prospects_of(
-    email: Email, direction: str, rules: RoutingRules, view: DirectoryView
-) -> tuple[list[str], str | None]:
-    """Prospect ids for the email and, when there are none, the reason why."""
-    ids, reason, _ = find_prospects(email, direction, rules, view)
-    return ids, reason
-
-
 def find_prospects(
     email: Email, direction: str, rules: RoutingRules, view: DirectoryView
 ) -> tuple[list[str], str | None, str]:
@@ -180,13 +172,9 @@ def find_prospects(
     return [], "sender is not a known prospect and no recipient carries a reply tag", ""
 
 
-def agent_of(email: Email, direction: str, prospect_id: str, view: DirectoryView) -> str | None:
-    """The agent from metadata or the directory; None leaves Knock and the default to the worker."""
-    return find_agent(email, direction, prospect_id, view)[0]
-
-
 def find_agent(email: Email, direction: str, prospect_id: str, view: DirectoryView) -> tuple[str | None, str]:
-    """The agent and how it was found."""
+    """The agent from metadata or the directory, and how it was found; None leaves Knock and the
+    default to the worker."""
     if email.metadata.agent_username:
         return email.metadata.agent_username, "explicit metadata"
     if direction == OUTBOUND and email.sender:
@@ -205,11 +193,9 @@ def honours_metadata(email: Email, direction: str, rules: RoutingRules) -> bool:
     return direction == OUTBOUND and email.sender_auth.status == PASS
 
 
-def _agent_and_how(
-    email: Email, direction: str, prospect_id: str, view: DirectoryView, prospect_found_by: str
-) -> tuple[str | None, str, str]:
+def _target(email: Email, direction: str, prospect_id: str, view: DirectoryView, found_by: str) -> Target:
     agent, agent_found_by = find_agent(email, direction, prospect_id, view)
-    return agent, prospect_found_by, agent_found_by
+    return Target(prospect_id, agent, found_by, agent_found_by)
 
 
 def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
@@ -221,7 +207,7 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route
         # Mail claiming to come from the leasing side that the provider could not authenticate.
         return Route(direction, message_type, (), None, NOT_AUTHENTICATED)
     prospect_ids, unmatched_reason, found_by = find_prospects(email, direction, rules, view)
-    targets = tuple(Target(pid, *_agent_and_how(email, direction, pid, view, found_by)) for pid in prospect_ids)
+    targets = tuple(_target(email, direction, pid, view, found_by) for pid in prospect_ids)
     ignored_reason = None
     if direction == INBOUND and rules.ignore_auto_replies and not email.metadata.message_type and is_auto_reply(email):
         ignored_reason = "auto-reply"

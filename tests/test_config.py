@@ -58,3 +58,18 @@ def test_config_check_command_prints_one_line_per_problem() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3
     assert all(line.startswith("configuration error: ") for line in lines)
+
+
+def test_fetch_origins_are_checked_and_certificates_come_only_over_https() -> None:
+    dev = {"RELAY_ENV": "development"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**dev, "RELAY_SNS_CERTIFICATE_ORIGINS": "http://127.0.0.1:8443",
+                       "RELAY_MAILGUN_STORAGE_ORIGINS": "ftp://storage.example"})  # fmt: skip
+    assert caught.value.problems == [
+        "RELAY_MAILGUN_STORAGE_ORIGINS: 'ftp://storage.example' must be scheme://host[:port], host may start with *.",
+        "RELAY_SNS_CERTIFICATE_ORIGINS: 'http://127.0.0.1:8443' must be https://host[:port], host may start with *.",
+    ]
+    s = load_settings({**dev, "RELAY_SNS_CERTIFICATE_ORIGINS": "https://sns.internal:8443",
+                       "RELAY_MAILGUN_STORAGE_ORIGINS": "http://127.0.0.1:9000"})  # fmt: skip
+    assert (s.sns_certificate_origins, s.mailgun_storage_origins) == (
+        ("https://sns.internal:8443",), ("http://127.0.0.1:9000",))  # fmt: skip

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.app import create_app
 from tests.helpers import (
     SPARKPOST_TOKEN,
     basic_auth,
@@ -45,13 +46,13 @@ def json_post(path: str, sign: Callable[[bytes], dict[str, str]]) -> Callable[[A
     return post
 
 
-SPARKPOST = json_post("/webhooks/sparkpost/relay", lambda _: {"X-MessageSystems-Webhook-Token": SPARKPOST_TOKEN})
+SPARKPOST = json_post("/webhooks/sparkpost/inbound", lambda _: {"X-MessageSystems-Webhook-Token": SPARKPOST_TOKEN})
 MAILERSEND = json_post("/webhooks/mailersend/inbound", mailersend_headers)
 RESEND = json_post("/webhooks/resend", lambda data: svix_headers(data))
-MAILJET = json_post("/webhooks/mailjet/parse", lambda _: basic_auth())
+MAILJET = json_post("/webhooks/mailjet/inbound", lambda _: basic_auth())
 BREVO = json_post("/webhooks/brevo/inbound", lambda _: basic_auth())
 BREVO_EVENTS = json_post("/webhooks/brevo/events", lambda _: basic_auth())
-POSTMARK_EVENTS = json_post("/webhooks/postmark/events", lambda _: basic_auth())
+POSTMARK_EVENTS = json_post("/webhooks/postmark/outbound", lambda _: basic_auth())
 
 
 @FUZZ
@@ -116,6 +117,22 @@ def test_postmark_events_never_5xx(client: Any, body: Any) -> None:
 )
 def test_mandrill_never_5xx(client: Any, events: Any) -> None:  # fmt: skip
     params = {"mandrill_events": json.dumps(events)}
-    signed = mandrill_headers("http://localhost/webhooks/mandrill", params)
-    response = client.post("/webhooks/mandrill", data=urlencode(params), content_type=FORM, headers=signed)
+    signed = mandrill_headers("http://localhost/webhooks/mandrill/inbound", params)
+    response = client.post("/webhooks/mandrill/inbound", data=urlencode(params), content_type=FORM, headers=signed)
     assert response.status_code < 500
+
+
+@FUZZ
+@given(message=json_values.map(json.dumps) | st.text(max_size=80)
+       | mutated(fixture("ses/received-event.json")).map(json.dumps)
+       | mutated(fixture("ses/received-event.json"), "receipt").map(json.dumps), kind=st.sampled_from(["Notification",
+       "SubscriptionConfirmation", "UnsubscribeConfirmation"]))  # fmt: skip
+def test_ses_never_5xx(make_settings: Any, sns: Any, message: str, kind: str) -> None:
+    """Signed SNS messages of each type, carrying anything: what the signature vouches for is still untrusted."""
+    client = create_app(make_settings(RELAY_SNS_CERTIFICATE_ORIGINS=sns.origin)).test_client()
+    envelope = {**fixture("ses/notification.json"), "Type": kind, "Message": message,
+                "SubscribeURL": sns.origin + "/?Action=ConfirmSubscription", "Token": "t"}  # fmt: skip
+    signed = json.dumps(sns.sign(envelope)).encode()
+    response = client.post("/webhooks/ses", data=signed, content_type="text/plain",
+                           headers={"x-amz-sns-message-type": kind})  # fmt: skip
+    assert response.status_code < 500, response.json

@@ -74,7 +74,7 @@ def sparkpost(auth: str = "valid", body: Any = None) -> dict[str, Any]:
 
 
 class TestSparkPost(WebhookCases):
-    path = "/webhooks/sparkpost/relay"
+    path = "/webhooks/sparkpost/inbound"
     expected = REPLY_TAGGED
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
@@ -88,7 +88,7 @@ class TestSparkPost(WebhookCases):
 
 
 def test_sparkpost_ping_answers_200_with_nothing_stored(client: Any, redis_client: Any) -> None:
-    response = client.post("/webhooks/sparkpost/relay", **sparkpost(body=[{"msys": {}}]))
+    response = client.post("/webhooks/sparkpost/inbound", **sparkpost(body=[{"msys": {}}]))
     assert response.status_code == 200 and response.json["deliveries"] == []
 
 
@@ -100,7 +100,7 @@ def test_sparkpost_reads_every_message_of_a_batch(client: Any, services: Any) ->
         "email_rfc822": raw.decode("latin-1").replace("visit-4711", "visit-4712"),
         "email_rfc822_is_base64": False,
     }
-    response = client.post("/webhooks/sparkpost/relay", **sparkpost(body=[*batch, second]))
+    response = client.post("/webhooks/sparkpost/inbound", **sparkpost(body=[*batch, second]))
     assert [d["prospectId"] for d in response.json["deliveries"]] == ["4WXU6U2J", "4WXU6U2J"]
     shown = client.get(f"/v1/deliveries/{response.json['deliveries'][1]['id']}", headers=BEARER).json
     assert shown["messageId"] == "CAF=visit-4712@mail.example.com"
@@ -142,7 +142,7 @@ def test_mailersend_signature_covers_the_exact_bytes(client: Any) -> None:
 
 # Mandrill ------------------------------------------------------------------------------------
 
-MANDRILL = "/webhooks/mandrill"
+MANDRILL = "/webhooks/mandrill/inbound"
 
 
 def mandrill(auth: str = "valid", events: Any = None, url: str = "http://localhost" + MANDRILL) -> dict[str, Any]:
@@ -166,8 +166,20 @@ class TestMandrill(WebhookCases):
         return mandrill(events=json.dumps([{"event": "inbound", "padding": "x" * size}]))
 
 
-def test_mandrill_head_check_answers_200(client: Any) -> None:
+def test_mandrill_head_check_answers_200_and_is_no_webhook_call(client: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    def counted() -> float:
+        return sum(
+            s.value for m in REGISTRY.collect() if m.name == "relay_webhooks" for s in m.samples
+            if s.name == "relay_webhooks_total" and s.labels["provider"] == "mandrill"
+        )  # fmt: skip
+
+    before = counted()
     assert client.head(MANDRILL).status_code == 200
+    assert counted() == before
+    client.post(MANDRILL, **mandrill(auth="missing"))
+    assert counted() == before + 1
 
 
 def test_mandrill_signs_the_public_url_behind_a_proxy(make_settings: Any) -> None:
@@ -210,7 +222,7 @@ AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="gues
 
 
 class TestMailjet(WebhookCases):
-    path = "/webhooks/mailjet/parse"
+    path = "/webhooks/mailjet/inbound"
     expected = REPLY_TAGGED
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
@@ -224,7 +236,7 @@ class TestMailjet(WebhookCases):
 
 
 def test_mailjet_fields_headers_and_attachments(client: Any, services: Any) -> None:
-    (summary,) = client.post("/webhooks/mailjet/parse", **TestMailjet().request()).json["deliveries"]
+    (summary,) = client.post("/webhooks/mailjet/inbound", **TestMailjet().request()).json["deliveries"]
     shown = client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json
     body = services.store.payload(summary["id"])
     assert shown["messageId"] == "CAF=visit-4711@mail.example.com"
@@ -338,7 +350,7 @@ def test_resend_sent_and_delivered_are_one_outbound_email(api_client: Any, stora
 
 
 class TestPostmarkDelivery(WebhookCases):
-    path = "/webhooks/postmark/events"
+    path = "/webhooks/postmark/outbound"
     expected = FETCH_PENDING
 
     def request(self, auth: str = "valid") -> dict[str, Any]:
@@ -376,7 +388,7 @@ def test_postmark_delivery_webhook_logs_the_sent_message(api_client: Any, storag
                                                          api_worker: Any) -> None:  # fmt: skip
     api_client.put("/v1/prospects/PM1", json={"emails": ["lee@example.com"]}, headers=BEARER)
     response = api_client.post(
-        "/webhooks/postmark/events", json=fixture("postmark/delivery.json"), headers=basic_auth()
+        "/webhooks/postmark/outbound", json=fixture("postmark/delivery.json"), headers=basic_auth()
     )
     (pending,) = response.json["deliveries"]
     assert (pending["status"], pending["prospectId"], pending["type"]) == FETCH_PENDING
@@ -395,7 +407,7 @@ def test_an_inbound_copy_and_the_sent_event_are_one_email(api_client: Any, stora
                 message_id=SENT_ID, extra_headers=authenticated())  # fmt: skip
     (first,) = post_mime(api_client, copy).json["deliveries"]
     response = api_client.post(
-        "/webhooks/postmark/events", json=fixture("postmark/delivery.json"), headers=basic_auth()
+        "/webhooks/postmark/outbound", json=fixture("postmark/delivery.json"), headers=basic_auth()
     )
     fetched = wait_for_status(api_client, response.json["deliveries"][0]["id"], "fetched")
     assert fetched["reason"] == f"logged as {first['id']}"
@@ -408,7 +420,7 @@ def test_mandrill_sent_message_keeps_its_own_message_id(api_client: Any, storage
 
 def test_postmark_other_record_types_are_ignored(client: Any) -> None:
     bounce = {**fixture("postmark/delivery.json"), "RecordType": "Bounce"}
-    response = client.post("/webhooks/postmark/events", json=bounce, headers=basic_auth())
+    response = client.post("/webhooks/postmark/outbound", json=bounce, headers=basic_auth())
     assert response.json["status"] == "ignored"
 
 
@@ -416,7 +428,7 @@ def test_a_wrong_api_key_makes_the_fetch_dead(make_settings: Any, storage: Stora
     settings = make_settings(**provider_api_env(storage.url), POSTMARK_SERVER_TOKEN="wrong")
     client = create_app(settings).test_client()
     start_worker(settings)
-    response = client.post("/webhooks/postmark/events", json=fixture("postmark/delivery.json"), headers=basic_auth())
+    response = client.post("/webhooks/postmark/outbound", json=fixture("postmark/delivery.json"), headers=basic_auth())
     dead = wait_for_status(client, response.json["deliveries"][0]["id"], "dead")
     assert "401" in dead["lastError"]
 
@@ -425,7 +437,7 @@ def test_a_provider_api_outage_is_retried_and_a_redirect_never_followed(
     api_client: Any, storage: StorageStub, api_worker: Any
 ) -> None:
     storage.failures.extend([503, 302])
-    response = api_client.post("/webhooks/postmark/events", json=fixture("postmark/delivery.json"),
+    response = api_client.post("/webhooks/postmark/outbound", json=fixture("postmark/delivery.json"),
                                headers=basic_auth())  # fmt: skip
     logged_as(api_client, response.json["deliveries"][0]["id"])
     assert [r["path"] for r in storage.seen] == ["/messages/outbound/883953f4-6105-42a2-a16a-77a8eac79483/details"] * 3

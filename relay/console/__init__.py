@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from relay.audit import recent_actions, record_action
 from relay.config import PRODUCTION, Settings
-from relay.deliveries import DEAD, STATUSES, UNMATCHED, now_ms
+from relay.deliveries import DEAD, STATUSES, UNMATCHED, ms_from, now_ms
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
 from relay.intake import replay_delivery, resolve_delivery
@@ -198,7 +198,7 @@ def _moment(value: str) -> int | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    return ms_from(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 @console.get("/deliveries")
@@ -354,19 +354,18 @@ def _flatten(messages: Any) -> list[Any]:
 
 @console.post("/directory/prospects/<prospect_id>/delete")
 def delete_prospect(prospect_id: str) -> BaseResponse:
-    relay = services()
-    if relay.directory.delete_prospect(prospect_id):
-        record_action(relay.redis, g.operator, "remove prospect", prospect_id)
-        flash(f"Prospect {prospect_id} removed.", "ok")
-    return redirect(url_for("console.directory"))
+    return _remove_entry("prospect", prospect_id, services().directory.delete_prospect)
 
 
 @console.post("/directory/agents/<username>/delete")
 def delete_agent(username: str) -> BaseResponse:
-    relay = services()
-    if relay.directory.delete_agent(username):
-        record_action(relay.redis, g.operator, "remove agent", username)
-        flash(f"Agent {username} removed.", "ok")
+    return _remove_entry("agent", username, services().directory.delete_agent)
+
+
+def _remove_entry(kind: str, key: str, remove: Callable[[str], bool]) -> BaseResponse:
+    if remove(key):
+        record_action(services().redis, g.operator, f"remove {kind}", key)
+        flash(f"{kind.capitalize()} {key} removed.", "ok")
     return redirect(url_for("console.directory"))
 
 

@@ -24,9 +24,8 @@ from relay.providers.base import (
     headers_from_mapping,
     request_json,
 )
-from relay.providers.fetch import api_url, fetch
+from relay.providers.fetch import api_url, fetch_json
 from relay.sender_auth import from_authentication_results, vouched_by
-from relay.untrusted_json import loads
 
 #: The kind of PendingFetch a `delivered` event leaves for the worker.
 SENT_EMAIL = "brevo-sent-email"
@@ -148,27 +147,21 @@ def email_from_brevo(spec: dict[str, Any], settings: Settings) -> Email:
     message_id = str(spec.get("messageId") or "")
     headers = {"api-key": settings.brevo_api_key, "Accept": "application/json"}
     limit = settings.max_request_bytes
-    listed = loads(
-        fetch(
-            api_url(settings.brevo_api_url, "v3", "smtp", "emails") + "?messageId=" + quote(message_id, safe=""),
-            what="Brevo email list",
-            limit=limit,
-            headers=headers,
-        )
+    listed = fetch_json(
+        api_url(settings.brevo_api_url, "v3", "smtp", "emails") + "?messageId=" + quote(message_id, safe=""),
+        what="Brevo email list",
+        limit=limit,
+        headers=headers,
     )
-    found = [e for e in as_list(as_dict(listed).get("transactionalEmails")) if as_str(as_dict(e).get("uuid"))]
+    found = [e for e in as_list(listed.get("transactionalEmails")) if as_str(as_dict(e).get("uuid"))]
     if not found:
         raise MalformedPayload("Brevo has no sent email with that message-id")
     summary = as_dict(found[0])
-    content = as_dict(
-        loads(
-            fetch(
-                api_url(settings.brevo_api_url, "v3", "smtp", "emails", summary["uuid"]),
-                what="Brevo email content",
-                limit=limit,
-                headers=headers,
-            )
-        )
+    content = fetch_json(
+        api_url(settings.brevo_api_url, "v3", "smtp", "emails", summary["uuid"]),
+        what="Brevo email content",
+        limit=limit,
+        headers=headers,
     )
     sender = as_str(summary.get("from")) or as_str(content.get("from"))
     if not sender:

@@ -16,6 +16,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from relay.errors import MalformedPayload, ProviderUnavailable
+from relay.providers.base import json_object
 
 FETCH_TIMEOUT_SECONDS = 10
 
@@ -64,21 +65,11 @@ def api_url(base: str, *segments: str) -> str:
     return base.rstrip("/") + "".join("/" + quote(segment, safe="") for segment in segments)
 
 
-def fetch(
-    url: str,
-    *,
-    what: str,
-    limit: int,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    auth: tuple[str, str] | None = None,
-    json_body: Any = None,
-) -> bytes:
+def fetch(url: str, *, what: str, limit: int, **options: Any) -> bytes:
     """The body of a 200 answer. 404/410 (gone) and 401/403 (refused: a wrong key) raise
-    MalformedPayload; anything else that is not 200, or no answer, raises ProviderUnavailable."""
-    status, body = fetch_answer(
-        url, what=what, limit=limit, method=method, headers=headers, auth=auth, json_body=json_body
-    )
+    MalformedPayload; anything else that is not 200, or no answer, raises ProviderUnavailable.
+    `options` go to `fetch_answer` (method, headers, auth, json_body)."""
+    status, body = fetch_answer(url, what=what, limit=limit, **options)
     if status in (404, 410):
         raise MalformedPayload(f"{what} expired or gone (HTTP {status})")
     if status in (401, 403):
@@ -86,6 +77,11 @@ def fetch(
     if status != 200:
         raise ProviderUnavailable(f"{what} fetch answered HTTP {status}")
     return body
+
+
+def fetch_json(url: str, *, what: str, limit: int, **options: Any) -> dict[str, Any]:
+    """`fetch`, read as a JSON object (MalformedPayload when the provider answers anything else)."""
+    return json_object(fetch(url, what=what, limit=limit, **options), what)
 
 
 def fetch_answer(
@@ -100,7 +96,8 @@ def fetch_answer(
 ) -> tuple[int, bytes]:
     """Status and body of whatever the provider answered (for providers whose errors need reading);
     ProviderUnavailable when it did not answer, MalformedPayload when the body is over `limit`."""
-    body = b""
+    chunks: list[bytes] = []
+    size = 0
     try:
         with requests.request(
             method,
@@ -112,13 +109,14 @@ def fetch_answer(
             allow_redirects=False,  # a redirect could lead outside the allow-list
             stream=True,
         ) as response:
-            # Read no more than the cap (plus one byte, to tell a body that fits from one that does not).
+            # Read no more than the cap (plus one chunk, to tell a body that fits from one that does not).
             for chunk in response.iter_content(64 * 1024):
-                body += chunk
-                if len(body) > limit:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
                     break
     except requests.RequestException as exc:
         raise ProviderUnavailable(f"{what} fetch failed: {type(exc).__name__}") from exc
-    if len(body) > limit:
+    if size > limit:
         raise MalformedPayload(f"{what} is larger than RELAY_MAX_REQUEST_BYTES")
-    return response.status_code, body
+    return response.status_code, b"".join(chunks)

@@ -32,11 +32,10 @@ from relay.providers.base import (
     as_dict,
     as_str,
     form_value,
-    json_object,
     read_form,
     request_json,
 )
-from relay.providers.fetch import allowed_fetch_url, fetch
+from relay.providers.fetch import allowed_fetch_url, fetch_json
 from relay.sender_auth import from_mailgun, vouched_by
 from relay.untrusted_json import loads
 
@@ -255,14 +254,13 @@ def fetch_stored_message(url: str, settings: Settings) -> bytes:
     """The stored message's MIME; ProviderUnavailable when Mailgun should retry the event later."""
     if not settings.mailgun_api_key:
         raise ProviderUnavailable("MAILGUN_API_KEY is not configured; cannot fetch the stored message")
-    body = fetch(
+    stored = fetch_json(
         url,
         what="stored message",
         limit=settings.max_request_bytes,
         auth=("api", settings.mailgun_api_key),
         headers={"Accept": "message/rfc2822"},
     )
-    stored = json_object(body, "stored message")
     mime = stored.get("body-mime")
     if not isinstance(mime, str) or not mime:
         raise MalformedPayload("stored message has no body-mime")

@@ -1,4 +1,4 @@
-"""`POST /webhooks/mailjet/parse`: Mailjet's Parse API (parsed JSON, no raw MIME) behind basic auth."""
+"""`POST /webhooks/mailjet/inbound`: Mailjet's Parse API (parsed JSON, no raw MIME) behind basic auth."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _attachments(body: dict[str, Any]) -> list[Attachment]:
 
 class MailjetParseProvider(BasicAuthProvider):
     name = "mailjet"
-    path = "/webhooks/mailjet/parse"
+    path = "/webhooks/mailjet/inbound"
     summary = "Mailjet Parse API (JSON: `Headers`, `Text-part`, `Html-part`, attachments in base64)"
     media_types = JSON_BODY
 

@@ -1,4 +1,4 @@
-"""`POST /webhooks/mandrill`: Mandrill (Mailchimp Transactional) inbound routes and message events.
+"""`POST /webhooks/mandrill/inbound`: Mandrill (Mailchimp Transactional) inbound routes and message events.
 
 Both post `mandrill_events`, a JSON array of up to 1,000 events, signed with the
 webhook's key over the exact URL Mandrill was given. `inbound` events carry the
@@ -54,7 +54,7 @@ def signed_url(request: Request, settings: Settings) -> str:
 
 class MandrillProvider(WebhookProvider):
     name = "mandrill"
-    path = "/webhooks/mandrill"
+    path = "/webhooks/mandrill/inbound"
     summary = "Mandrill inbound route and message webhook (`mandrill_events`); HEAD answers 200 for Mandrill's check"
     authentication = (
         "`X-Mandrill-Signature`: base64 HMAC-SHA1, with one of RELAY_MANDRILL_WEBHOOK_KEYS, of the exact URL "

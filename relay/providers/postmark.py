@@ -13,9 +13,8 @@ from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable
 from relay.message import Attachment, Email, Ignored, PendingFetch, build_email, format_address
 from relay.providers.base import JSON_BODY, BasicAuthProvider, as_dict, as_list, as_str, body_digest, request_json
-from relay.providers.fetch import api_url, fetch
+from relay.providers.fetch import api_url, fetch_json
 from relay.sender_auth import NONE, from_authentication_results, from_received_spf, vouched_by
-from relay.untrusted_json import loads
 
 #: The kind of PendingFetch a Delivery webhook leaves for the worker.
 SENT_MESSAGE = "postmark-sent-message"
@@ -84,7 +83,7 @@ class PostmarkInboundProvider(BasicAuthProvider):
 
 class PostmarkDeliveryProvider(BasicAuthProvider):
     name = "postmark"
-    path = "/webhooks/postmark/events"
+    path = "/webhooks/postmark/outbound"
     summary = "Postmark Delivery webhook: logs the sent message, fetched from Postmark's API"
     media_types = JSON_BODY
 
@@ -112,16 +111,12 @@ def email_from_postmark(spec: dict[str, Any], settings: Settings) -> Email:
     if not settings.postmark_server_token:
         raise ProviderUnavailable("POSTMARK_SERVER_TOKEN is not configured; cannot fetch the sent message")
     postmark_id = str(spec.get("postmarkId") or "")
-    body = fetch(
+    found = fetch_json(
         api_url(settings.postmark_api_url, "messages", "outbound", postmark_id, "details"),
         what="Postmark outbound message",
         limit=settings.max_request_bytes,
         headers={"X-Postmark-Server-Token": settings.postmark_server_token, "Accept": "application/json"},
     )
-    try:
-        found = as_dict(loads(body))
-    except ValueError as exc:
-        raise MalformedPayload("Postmark answered with something that is not JSON") from exc
     sender = as_str(found.get("From"))
     if not sender:
         raise MalformedPayload("Postmark's message has no From")

@@ -28,9 +28,8 @@ from relay.providers.base import (
     request_json,
     require_secrets,
 )
-from relay.providers.fetch import api_url, fetch
+from relay.providers.fetch import api_url, fetch_json
 from relay.sender_auth import from_authentication_results, vouched_by
-from relay.untrusted_json import loads
 
 CHALLENGE = 'Svix realm="knock-relay webhooks"'
 #: Svix refuses timestamps further than this from now, either way.
@@ -120,16 +119,12 @@ def sent_message_id(email_id: str) -> str:
 def _get(settings: Settings, *path: str) -> dict[str, Any]:
     if not settings.resend_api_key:
         raise ProviderUnavailable("RESEND_API_KEY is not configured; cannot fetch the email")
-    body = fetch(
+    return fetch_json(
         api_url(settings.resend_api_url, *path),
         what="Resend email",
         limit=settings.max_request_bytes,
         headers={"Authorization": f"Bearer {settings.resend_api_key}", "Accept": "application/json"},
     )
-    try:
-        return as_dict(loads(body))
-    except ValueError as exc:
-        raise MalformedPayload("Resend answered with something that is not JSON") from exc
 
 
 def _email_from(found: dict[str, Any], settings: Settings, message_id: str | None) -> Email:

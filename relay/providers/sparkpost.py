@@ -1,4 +1,4 @@
-"""`POST /webhooks/sparkpost/relay`: SparkPost relay webhooks, several messages per post."""
+"""`POST /webhooks/sparkpost/inbound`: SparkPost relay webhooks, several messages per post."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ CHALLENGE = 'X-MessageSystems-Webhook-Token realm="knock-relay webhooks"'
 
 class SparkPostRelayProvider(WebhookProvider):
     name = "sparkpost"
-    path = "/webhooks/sparkpost/relay"
+    path = "/webhooks/sparkpost/inbound"
     summary = "SparkPost relay webhook: a JSON array of `msys.relay_message` (empty `msys` pings answer 200)"
     authentication = (
         f"`{TOKEN_HEADER}` header equal to one of RELAY_SPARKPOST_WEBHOOK_TOKENS "

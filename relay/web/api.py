@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import replace
-from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from relay.deliveries import ms_from
 from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
 from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery
 from relay.knock.client import KnockRejected, KnockTransientError
@@ -191,20 +191,10 @@ def list_deliveries(query: dict[str, Any]) -> dict[str, Any]:
         provider=query.get("provider"),
         address=query.get("address"),
         words=query.get("subject"),
-        since_ms=ms_of(query.get("since")),
-        until_ms=ms_of(query.get("until")),
+        since_ms=ms_from(query.get("since")),
+        until_ms=ms_from(query.get("until")),
     )
     return {"deliveries": [d.public() for d in page], "nextCursor": next_cursor}
-
-
-def ms_of(moment: datetime | None) -> int | None:
-    """Milliseconds since the epoch; a moment beyond what a timestamp can say is the range's end."""
-    if moment is None:
-        return None
-    try:
-        return int(moment.timestamp() * 1000)
-    except (OverflowError, ValueError, OSError):
-        return 0 if moment.year < 1970 else 253402300799000
 
 
 @api.post("/deliveries/<delivery_id:delivery_id>/replay")

@@ -54,14 +54,6 @@ class Operation:
     media_types: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     #: Whether the operation needs Redis (and so may answer 503 while it is away).
     uses_redis: bool = True
-    _schemas: dict[str, Schema] = field(default_factory=dict, compare=False, repr=False)
-
-    def schema(self, schema_class: type[Schema]) -> Schema:
-        """One instance per schema class and operation: building them per request costs CPU."""
-        instance = self._schemas.get(schema_class.__name__)
-        if instance is None:
-            instance = self._schemas[schema_class.__name__] = schema_class()
-        return instance
 
 
 def load_body(schema: Schema) -> dict[str, Any]:
@@ -98,22 +90,25 @@ def operation(
     returns `data` or `(data, status)`; `data` is serialised with the schema of that status.
     A view that builds its own Response (webhooks, Prometheus text) returns it as is."""
     spec = Operation(summary, answers, body, query, errors, security, description, dict(media_types or {}), uses_redis)
+    # Schema instances built once here: building them per request costs CPU.
+    body_schema, query_schema = body() if body else None, query() if query else None
+    answer_schemas = {status: a.schema() if a.schema else None for status, a in answers.items()}
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Response]:
         @functools.wraps(view)
         def run(**kwargs: Any) -> Response:
-            if spec.body is not None:
-                kwargs["body"] = load_body(spec.schema(spec.body))
-            if spec.query is not None:
-                kwargs["query"] = load_query(spec.schema(spec.query))
+            if body_schema is not None:
+                kwargs["body"] = load_body(body_schema)
+            if query_schema is not None:
+                kwargs["query"] = load_query(query_schema)
             result = view(**kwargs)
             if isinstance(result, Response):
                 return result
             data, status = result if isinstance(result, tuple) else (result, min(spec.answers))
-            answer = spec.answers[status]
-            if answer.schema is None:
+            answer_schema = answer_schemas[status]
+            if answer_schema is None:
                 return Response(status=status)
-            response = jsonify(spec.schema(answer.schema).dump(data))
+            response = jsonify(answer_schema.dump(data))
             response.status_code = status
             return response
 

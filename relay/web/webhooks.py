@@ -55,7 +55,6 @@ def _previous_answer(relay: Services, provider: WebhookProvider, token: str | No
 
 def receive(provider: WebhookProvider) -> dict[str, Any]:
     relay = services()
-    g.webhook_provider = provider.name  # counted by outcome once answered (see count_webhook)
     provider.verify_request(request, relay.settings)
     token = provider.replay_token(request)
     previous = _previous_answer(relay, provider, token)
@@ -89,8 +88,9 @@ _REFUSALS = {401: "unauthorized", 400: "malformed", 406: "malformed", 413: "too_
 
 @webhooks.after_app_request
 def count_webhook(response: Response) -> Response:
-    # A call refused before its view ran (a body over the size cap) is counted by its path.
-    provider = g.get("webhook_provider") or _PROVIDER_BY_PATH.get(request.path)
+    # By path, so that a call refused before its view ran (a body over the size cap) counts too;
+    # a provider's HEAD check of the URL is not a webhook call.
+    provider = _PROVIDER_BY_PATH.get(request.path) if request.method == "POST" else None
     if provider:
         outcome = g.get("webhook_outcome") if response.status_code == 200 else None
         WEBHOOKS.labels(provider, outcome or _REFUSALS.get(response.status_code, "error")).inc()

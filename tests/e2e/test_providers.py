@@ -118,6 +118,7 @@ def mandrill_post(events: bytes, url: str) -> tuple[bytes, str, dict[str, str]]:
 
 
 SPARKPOST = SPARKPOST_TOKEN
+MANDRILL = "/webhooks/mandrill/inbound"  # inbound routes and message events alike
 
 
 def json_post(name: str, headers: dict[str, str]) -> tuple[bytes, str, dict[str, str]]:
@@ -125,14 +126,13 @@ def json_post(name: str, headers: dict[str, str]) -> tuple[bytes, str, dict[str,
 
 
 INBOUND = {
-    "sparkpost": ("/webhooks/sparkpost/relay",
+    "sparkpost": ("/webhooks/sparkpost/inbound",
                   lambda s, sns: json_post("sparkpost/relay.json", {"X-MessageSystems-Webhook-Token": SPARKPOST})),
     "mailersend": ("/webhooks/mailersend/inbound",
                    lambda s, sns: json_post("mailersend/inbound.json",
                                             mailersend_headers(payload("mailersend/inbound.json")))),
-    "mandrill": ("/webhooks/mandrill",
-                 lambda s, sns: mandrill_post(payload("mandrill/inbound-events.json"), s.url + "/webhooks/mandrill")),
-    "mailjet": ("/webhooks/mailjet/parse", lambda s, sns: json_post("mailjet/parse.json", basic_auth())),
+    "mandrill": (MANDRILL, lambda s, sns: mandrill_post(payload("mandrill/inbound-events.json"), s.url + MANDRILL)),
+    "mailjet": ("/webhooks/mailjet/inbound", lambda s, sns: json_post("mailjet/parse.json", basic_auth())),
     "brevo": ("/webhooks/brevo/inbound", lambda s, sns: json_post("brevo/inbound.json", basic_auth())),
     "resend": ("/webhooks/resend",
                lambda s, sns: json_post("resend/received.json", svix_headers(payload("resend/received.json")))),
@@ -164,10 +164,9 @@ def test_inbound_end_to_end(e2e: Stack, sns_server: SnsSigner, provider: str) ->
 
 
 OUTBOUND = {
-    "postmark": ("/webhooks/postmark/events", lambda s: json_post("postmark/delivery.json", basic_auth())),
+    "postmark": ("/webhooks/postmark/outbound", lambda s: json_post("postmark/delivery.json", basic_auth())),
     "resend": ("/webhooks/resend", lambda s: json_post("resend/sent.json", svix_headers(payload("resend/sent.json")))),
-    "mandrill": ("/webhooks/mandrill",
-                 lambda s: mandrill_post(payload("mandrill/send-events.json"), s.url + "/webhooks/mandrill")),
+    "mandrill": (MANDRILL, lambda s: mandrill_post(payload("mandrill/send-events.json"), s.url + MANDRILL)),
     "brevo": ("/webhooks/brevo/events", lambda s: json_post("brevo/delivered.json", basic_auth())),
 }  # fmt: skip
 
