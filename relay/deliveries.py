@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -33,58 +33,87 @@ DUPLICATE = "duplicate"  # an answer to the caller, never a stored status
 STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD, UNMATCHED, IGNORED, FETCHED)
 PENDING = (QUEUED, RETRYING)
 
-# Creates a record and its indexes, first claiming (Message-ID, prospect) when
-# asked to; returns the id already holding the claim, if any, and writes nothing then.
-# With ARGV[9] (a queue message id) it also pushes the message onto the queue (KEYS[2], its
-# body in the KEYS[3] hash): record and message are written together or not at all.
+# Stores what one call brought, in one step. KEYS: the queue list and hash (declared, so that Redis
+# checks access to them before anything is written: a script stopped by an error halfway keeps its
+# earlier writes), the replay key and the directory version key. First, with a replay key (ARGV[4])
+# that an earlier call already stored, it writes nothing and returns {"replay", that call's answer};
+# then, unless ARGV[7] is "-", it compares the directory version routing read (ARGV[7]) and on a
+# change writes nothing and returns {"stale"}. Otherwise, for each record: unless its claim (Message-ID, prospect)
+# is held by a delivery that still exists, it takes the claim, writes the record and its indexes
+# and, with a queue message id, the message (its id pushed onto the queue list, its body in the
+# queue hash), all or nothing. Returns {"ok", holder or "" per record}; the replay key is stored
+# with ARGV[6] as its answer when no claim was held (else the caller stores the answer it builds).
 _CREATE = """
 local prefix = ARGV[1]
-local id = ARGV[2]
-local score = ARGV[3]
-local record_ttl = tonumber(ARGV[4])
-local dedup_ttl = tonumber(ARGV[5])
-local status = ARGV[6]
-local prospect = ARGV[7]
-local message_key = ARGV[8]
-local cutoff = tonumber(score) - record_ttl * 1000
-if KEYS[1] ~= prefix .. "no-claim" then
-  local holder = redis.call("get", KEYS[1])
-  if holder and redis.call("exists", prefix .. "delivery:" .. holder) == 1 then
-    return holder
+local record_ttl = tonumber(ARGV[2])
+local dedup_ttl = tonumber(ARGV[3])
+local replay_key = ARGV[4]
+if replay_key ~= "" then
+  local answer = redis.call("get", KEYS[3])
+  if answer then return {"replay", answer} end
+end
+if ARGV[7] ~= "-" and (redis.call("get", KEYS[4]) or "") ~= ARGV[7] then
+  return {"stale"}
+end
+local result = {"ok"}
+local held = false
+local i = 9
+for n = 1, tonumber(ARGV[8]) do
+  local id, score, status, prospect = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local message_key, claim_key = ARGV[i + 4], ARGV[i + 5]
+  local queue_id, queue_body = ARGV[i + 6], ARGV[i + 7]
+  local pairs_end = i + 8 + tonumber(ARGV[i + 8])
+  local holder = false
+  if claim_key ~= "" then
+    holder = redis.call("get", claim_key)
+    if holder and redis.call("exists", prefix .. "delivery:" .. holder) == 0 then holder = false end
   end
-  redis.call("set", KEYS[1], id, "EX", dedup_ttl)
+  if holder then
+    result[#result + 1] = holder
+    held = true
+  else
+    result[#result + 1] = ""
+    if claim_key ~= "" then redis.call("set", claim_key, id, "EX", dedup_ttl) end
+    local cutoff = tonumber(score) - record_ttl * 1000
+    local record = prefix .. "delivery:" .. id
+    local fields = {}
+    for k = i + 9, pairs_end do fields[#fields + 1] = ARGV[k] end
+    if queue_id ~= "" then
+      redis.call("hset", KEYS[2], queue_id, queue_body)
+      redis.call("rpush", KEYS[1], queue_id)
+      fields[#fields + 1] = "enqueued"
+      fields[#fields + 1] = "1"
+      fields[#fields + 1] = "queuedAt"
+      fields[#fields + 1] = score
+    end
+    redis.call("hset", record, unpack(fields))
+    redis.call("expire", record, record_ttl)
+    -- Entries older than the record TTL point at expired records: trim on every write.
+    for _, index in ipairs({"idx:all", "idx:status:" .. status}) do
+      redis.call("zremrangebyscore", prefix .. index, "-inf", cutoff)
+      redis.call("zadd", prefix .. index, score, id)
+    end
+    redis.call("zadd", prefix .. "idx:message:" .. message_key, score, id)
+    redis.call("expire", prefix .. "idx:message:" .. message_key, record_ttl)
+    if prospect ~= "" then
+      redis.call("zremrangebyscore", prefix .. "idx:prospect:" .. prospect, "-inf", cutoff)
+      redis.call("zadd", prefix .. "idx:prospect:" .. prospect, score, id)
+    end
+  end
+  i = pairs_end + 1
 end
-local record = prefix .. "delivery:" .. id
-local fields = {}
-for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
-if ARGV[9] ~= "" then
-  redis.call("hset", KEYS[3], ARGV[9], ARGV[10])
-  redis.call("rpush", KEYS[2], ARGV[9])
-  fields[#fields + 1] = "enqueued"
-  fields[#fields + 1] = "1"
-  fields[#fields + 1] = "queuedAt"
-  fields[#fields + 1] = score
+if replay_key ~= "" and not held then
+  redis.call("set", KEYS[3], ARGV[6], "EX", tonumber(ARGV[5]))
 end
-redis.call("hset", record, unpack(fields))
-redis.call("expire", record, record_ttl)
--- Entries older than the record TTL point at expired records: trim on every write.
-for _, index in ipairs({"idx:all", "idx:status:" .. status}) do
-  redis.call("zremrangebyscore", prefix .. index, "-inf", cutoff)
-  redis.call("zadd", prefix .. index, score, id)
-end
-redis.call("zadd", prefix .. "idx:message:" .. message_key, score, id)
-redis.call("expire", prefix .. "idx:message:" .. message_key, record_ttl)
-if prospect ~= "" then
-  redis.call("zremrangebyscore", prefix .. "idx:prospect:" .. prospect, "-inf", cutoff)
-  redis.call("zadd", prefix .. "idx:prospect:" .. prospect, score, id)
-end
-return false
+return result
 """
 
 # Moves a record to a new status (only from the allowed ones, when given),
 # keeping the status index in step, and schedules it when ARGV[7] names a due time;
-# returns the old status or false.
+# returns the old status or false. With ARGV[12] and ARGV[13], first releases that lock if it
+# still holds that token (the worker's lock on the delivery, released with its outcome).
 _TRANSITION = """
+if ARGV[12] ~= "" and redis.call("get", ARGV[12]) == ARGV[13] then redis.call("del", ARGV[12]) end
 local prefix = ARGV[1]
 local id = ARGV[2]
 local new_status = ARGV[3]
@@ -113,7 +142,7 @@ if ARGV[8] ~= "" then
   redis.call("hincrby", ARGV[10], ARGV[9], 1)
   redis.call("expire", ARGV[10], 8 * 86400)
 end
-for i = 12, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   if ARGV[i + 1] == "" then
     redis.call("hdel", record, ARGV[i])
   else
@@ -132,6 +161,17 @@ return old
 """
 
 
+# Takes the worker's lock on a delivery (KEYS[1], token ARGV[1], for ARGV[2] ms) and reads the
+# record (KEYS[2]): {"read", field, value, ...}; or, when another holds the lock, {"locked", its ms left}.
+_LOCK_AND_READ = """
+if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+  return {"locked", redis.call("pttl", KEYS[1])}
+end
+local found = redis.call("hgetall", KEYS[2])
+table.insert(found, 1, "read")
+return found
+"""
+
 # Pops up to ARGV[3] retries due by ARGV[1], leasing each until ARGV[2]: a worker that dies
 # before queueing them leaves them due again once the lease runs out.
 _CLAIM_DUE = """
@@ -147,6 +187,8 @@ if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1
 """
 
 DUE_KEY = f"{PREFIX}due"
+#: Written with every change of the directory (see relay.directory).
+DIRECTORY_VERSION_KEY = f"{PREFIX}directory-version"
 POSSIBLE_DUPLICATES_KEY = f"{PREFIX}idx:possible-duplicate"
 
 
@@ -159,6 +201,29 @@ class QueueWrite:
     hash_key: str
     message_id: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A delivery to store: its Knock body, whether it claims (Message-ID, prospect), and the queue
+    message to write with it when it is to be sent."""
+
+    delivery: Delivery
+    payload: dict[str, Any]
+    claim: bool = True
+    enqueue: QueueWrite | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What `create_all` did: `replayed` is the answer already stored under the replay key (nothing
+    written); `stale`, that the directory changed since routing read it (nothing written); else
+    `holders` has, per record, the id of the delivery that already held its claim (that record was
+    not written) or None."""
+
+    replayed: str | None = None
+    stale: bool = False
+    holders: tuple[str | None, ...] = ()
 
 
 def now_ms() -> int:
@@ -325,6 +390,7 @@ class DeliveryStore:
             'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
         )
         self._release_due = client.register_script(_RELEASE_DUE)
+        self._lock_and_read = client.register_script(_LOCK_AND_READ)
 
     @staticmethod
     def claim_key(message_id: str, prospect_id: str | None) -> str:
@@ -339,35 +405,54 @@ class DeliveryStore:
     def record_key(delivery_id: str) -> str:
         return f"{PREFIX}delivery:{delivery_id}"
 
-    def create(
-        self, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True, enqueue: QueueWrite | None = None
-    ) -> Delivery | None:
-        """Store a new delivery (and, with `enqueue`, its queue message, in the same step); when `claim`
-        and the email was seen for this prospect, write nothing and return that one."""
-        key = self.claim_key(delivery.messageId, delivery.prospectId) if claim else f"{PREFIX}no-claim"
-        pairs: list[str] = []
-        for name, value in {
-            **delivery.to_hash(),
-            "payload": json.dumps(payload),
-        }.items():
-            pairs += [name, value]
-        holder = self._create(
-            keys=[key, *((enqueue.list_key, enqueue.hash_key) if enqueue else (f"{PREFIX}none", f"{PREFIX}none"))],
-            args=[
-                PREFIX,
+    def create_all(
+        self,
+        records: Sequence[NewRecord],
+        *,
+        directory_version: str | None = None,
+        replay_key: str | None = None,
+        replay_answer: str = "",
+        replay_ttl: int = 0,
+    ) -> Stored:
+        """Store the records of one call in one step (see _CREATE). With `directory_version` (what
+        routing read the directory at), nothing is written if the directory changed since. With
+        `replay_key`, nothing is written if an earlier call stored it, and it is stored with
+        `replay_answer` for `replay_ttl` seconds when every record was written."""
+        writes = [record.enqueue for record in records if record.enqueue]
+        queue_keys = (writes[0].list_key, writes[0].hash_key) if writes else (f"{PREFIX}none", f"{PREFIX}none")
+        keys = [*queue_keys, replay_key or f"{PREFIX}none", DIRECTORY_VERSION_KEY]
+        args: list[Any] = [
+            PREFIX,
+            self.record_ttl,
+            self.dedup_ttl,
+            replay_key or "",
+            replay_ttl,
+            replay_answer,
+            "-" if directory_version is None else directory_version,
+            len(records),
+        ]
+        for record in records:
+            delivery, write = record.delivery, record.enqueue
+            hash_fields = delivery.to_hash()
+            hash_fields["payload"] = json.dumps(record.payload)
+            args += [
                 delivery.id,
                 delivery.receivedAt,
-                self.record_ttl,
-                self.dedup_ttl,
                 delivery.status,
                 delivery.prospectId or "",
                 message_key(delivery.messageId),
-                enqueue.message_id if enqueue else "",
-                enqueue.data if enqueue else "",
-                *pairs,
-            ],
-        )
-        return None if holder is None else self.get(str(holder))
+                self.claim_key(delivery.messageId, delivery.prospectId) if record.claim else "",
+                *((write.message_id, write.data) if write else ("", "")),
+                2 * len(hash_fields),
+            ]
+            for pair in hash_fields.items():
+                args += pair
+        reply = self._create(keys=keys, args=args)
+        if reply[0] == "replay":
+            return Stored(replayed=str(reply[1]))
+        if reply[0] == "stale":
+            return Stored(stale=True)
+        return Stored(holders=tuple(str(h) if h else None for h in reply[1:]))
 
     def claim(self, message_id: str, prospect_id: str, delivery_id: str) -> str | None:
         """Take the claim for (Message-ID, prospect) for an existing delivery; the holder's id if taken."""
@@ -431,6 +516,20 @@ class DeliveryStore:
         raw = self.redis.get(f"{PREFIX}sent:{delivery_id}")
         return json.loads(str(raw)) if raw else None
 
+    def lock_and_read(
+        self, delivery_id: str, token: str, lock_ms: int
+    ) -> tuple[int | None, Delivery | None, dict[str, Any] | None]:
+        """Take the lock on a delivery with `token` and read it with its Knock body, in one step:
+        (None, record, body); or (milliseconds left, None, None) when another holds the lock."""
+        reply = self._lock_and_read(keys=[self.lock_key(delivery_id), self.record_key(delivery_id)],
+                                    args=[token, lock_ms])  # fmt: skip
+        if reply[0] == "locked":
+            return max(int(reply[1]), 0), None, None
+        raw = dict(zip(reply[1::2], reply[2::2], strict=True))
+        if not raw:
+            return None, None, None
+        return None, Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
+
     def release_lock(self, key: str, token: str) -> None:
         """Delete a lock only if it is still ours, in one step."""
         self._release(keys=[key], args=[token])
@@ -444,11 +543,13 @@ class DeliveryStore:
         drop_payload: bool = False,
         schedule_at: int | None = None,
         attempt: dict[str, Any] | None = None,
+        release_lock: tuple[str, str] | None = None,
         **changes: Any,
     ) -> str | None:
         """Move a delivery to `status`, setting `changes` (None deletes a field) and, with `schedule_at`,
         scheduling it then, and with `attempt` (a call to Knock, see `attempt_entry`) adding it to the
-        delivery's timeline, all at once; the old status, or None if refused."""
+        delivery's timeline, all at once; the old status, or None if refused. `release_lock` (key,
+        token) releases that lock in the same step if the token still holds it."""
         args: list[Any] = [
             PREFIX,
             delivery_id,
@@ -461,6 +562,7 @@ class DeliveryStore:
             "ok" if attempt and attempt["status"] and 200 <= attempt["status"] < 300 else "error",
             knock_stats_key(now_ms()),
             self.record_ttl,
+            *(release_lock or ("", "")),
         ]
         for name, value in changes.items():
             if name == "payload":

@@ -6,24 +6,35 @@ Keys:
   relay:agent:{username}          JSON {username, emails}
   relay:agent-by-email:{addr}     username
   relay:knock-agent:{id}          agent username Knock reported for a prospect (cache)
+  relay:directory-version         a fresh random value written with every change of the above but the cache
+
+Web processes keep what they read for routing in memory, stamped with the version it was read
+at. Whatever is stored on the strength of that copy is written by a script that first compares
+the version: a change since makes it write nothing, and the email is routed again on a fresh read.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from relay.deliveries import DIRECTORY_VERSION_KEY
 from relay.errors import Conflict
 from relay.message import Email
 from relay.routing import DirectoryView, addresses_to_look_up, reply_tag_prospect
 
 PREFIX = "relay:"
 KNOCK_AGENT_CACHE_SECONDS = 3600
+VERSION_KEY = DIRECTORY_VERSION_KEY
+#: Entries a process keeps of what it read (addresses and prospects); past it the copy starts over.
+CACHE_ENTRIES = 20_000
 
 
 def _prospect_key(prospect_id: str) -> str:
@@ -47,8 +58,14 @@ def normalise_emails(emails: Iterable[str]) -> list[str]:
 
 
 # Reads the directory entries of an email's addresses (KEYS: ARGV[1] prospect-set keys, then as
-# many agent keys) and the records of every prospect they or ARGV[2..] name.
+# many agent keys) and the records of every prospect they or ARGV[2..] name, with the directory's
+# version (given one first if it has none, so that a flushed directory never looks unchanged).
 _VIEW = """
+local version = redis.call("get", "relay:directory-version")
+if not version then
+  version = ARGV[2]
+  redis.call("set", "relay:directory-version", version)
+end
 local n = tonumber(ARGV[1])
 local ids, agents, seen, candidates = {}, {}, {}, {}
 for i = 1, n do
@@ -58,7 +75,7 @@ for i = 1, n do
     if not seen[pid] then seen[pid] = true; candidates[#candidates + 1] = pid end
   end
 end
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if not seen[ARGV[i]] then seen[ARGV[i]] = true; candidates[#candidates + 1] = ARGV[i] end
 end
 local records = {}
@@ -66,14 +83,38 @@ for _, pid in ipairs(candidates) do
   records[#records + 1] = pid
   records[#records + 1] = redis.call("get", "relay:prospect:" .. pid) or false
 end
-return {ids, agents, records}
+return {version, ids, agents, records}
 """
+
+
+def new_version() -> str:
+    return uuid.uuid4().hex
+
+
+class _Copy:
+    """What one process read of the directory at one version: address → (prospect ids, agent),
+    prospect id → its agent (None: none set), and the prospect ids found to have no record."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.addresses: dict[str, tuple[tuple[str, ...], str | None]] = {}
+        self.prospect_agents: dict[str, str | None] = {}
+        self.no_prospect: set[str] = set()
+
+    def full(self) -> bool:
+        return len(self.addresses) + len(self.prospect_agents) + len(self.no_prospect) >= CACHE_ENTRIES
 
 
 class Directory:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._view = client.register_script(_VIEW)
+        self._copy = _Copy("")
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop this process's copy: the next routing reads Redis."""
+        self._copy = _Copy("")
 
     # Prospects ---------------------------------------------------------------
 
@@ -96,8 +137,10 @@ class Directory:
             for address in addresses:
                 pipe.sadd(_email_key(address), prospect_id)
             pipe.set(_prospect_key(prospect_id), json.dumps(record))
+            pipe.set(VERSION_KEY, new_version())
 
         self.redis.transaction(write, _prospect_key(prospect_id))
+        self.forget()
         return record
 
     def get_prospect(self, prospect_id: str) -> dict[str, Any] | None:
@@ -111,7 +154,9 @@ class Directory:
         for address in record["emails"]:
             pipe.srem(_email_key(address), prospect_id)
         pipe.delete(_prospect_key(prospect_id))
+        pipe.set(VERSION_KEY, new_version())
         pipe.execute()
+        self.forget()
         return True
 
     def prospects_for_email(self, address: str) -> list[dict[str, Any]]:
@@ -136,8 +181,10 @@ class Directory:
             for address in record["emails"]:
                 pipe.set(_agent_email_key(address), username)
             pipe.set(_agent_key(username), json.dumps(record))
+            pipe.set(VERSION_KEY, new_version())
 
         self.redis.transaction(write, _agent_key(username))
+        self.forget()
         return record
 
     def get_agent(self, username: str) -> dict[str, Any] | None:
@@ -151,30 +198,52 @@ class Directory:
         for address in record["emails"]:
             pipe.delete(_agent_email_key(address))
         pipe.delete(_agent_key(username))
+        pipe.set(VERSION_KEY, new_version())
         pipe.execute()
+        self.forget()
         return True
 
     # Routing -----------------------------------------------------------------
 
-    def view_for(self, email: Email, reply_tag_prefix: str) -> DirectoryView:
-        """Everything routing may consult for this email, in one round trip (a read-only script)."""
+    def view_for(self, email: Email, reply_tag_prefix: str) -> tuple[DirectoryView, str]:
+        """Everything routing may consult for this email, and the directory version it was read at:
+        from this process's copy when it holds all of it, else in one round trip (a script)."""
         addresses = addresses_to_look_up(email)
         extra_ids = [email.metadata.prospect_id] if email.metadata.prospect_id else []
         extra_ids += [pid for a in email.recipients for pid in [reply_tag_prospect(a, reply_tag_prefix)] if pid]
-        ids, agents, records = self._view(
+        copy = self._copy
+        view = _view_from(copy, addresses, extra_ids) if copy.version else None
+        if view is not None:
+            return view, copy.version
+        return self._read(addresses, extra_ids)
+
+    def _read(self, addresses: list[str], extra_ids: list[str]) -> tuple[DirectoryView, str]:
+        version, ids, agents, records = self._view(
             keys=[_email_key(a) for a in addresses] + [_agent_email_key(a) for a in addresses],
-            args=[len(addresses), *extra_ids],
+            args=[len(addresses), new_version(), *extra_ids],
         )
+        version = str(version)
         prospects_by_email = {
             a: tuple(sorted(str(m) for m in found)) for a, found in zip(addresses, ids, strict=True) if found
         }
         agents_by_email = {a: str(agent) for a, agent in zip(addresses, agents, strict=True) if agent}
         prospect_agents: dict[str, str | None] = {}
+        no_prospect = set()
         for pid, raw in zip(records[::2], records[1::2], strict=True):
             record = self._load(raw)
             if record:
                 prospect_agents[str(pid)] = record.get("agentUsername")
-        return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
+            else:
+                no_prospect.add(str(pid))
+        with self._lock:
+            copy = self._copy
+            if copy.version != version or copy.full():
+                copy = self._copy = _Copy(version)
+            for address in addresses:
+                copy.addresses[address] = (prospects_by_email.get(address, ()), agents_by_email.get(address))
+            copy.prospect_agents.update(prospect_agents)
+            copy.no_prospect |= no_prospect
+        return DirectoryView(prospects_by_email, agents_by_email, prospect_agents), version
 
     def all_prospects(self) -> Iterable[dict[str, Any]]:
         """Every prospect record, in batches (for export)."""
@@ -208,6 +277,30 @@ class Directory:
     @staticmethod
     def _load(raw: Any) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None
+
+
+def _view_from(copy: _Copy, addresses: list[str], extra_ids: list[str]) -> DirectoryView | None:
+    """The view from a process's copy, or None when the copy lacks part of it."""
+    prospects_by_email: dict[str, tuple[str, ...]] = {}
+    agents_by_email: dict[str, str] = {}
+    candidates: list[str] = []
+    for address in addresses:
+        entry = copy.addresses.get(address)
+        if entry is None:
+            return None
+        prospects, agent = entry
+        if prospects:
+            prospects_by_email[address] = prospects
+            candidates += prospects
+        if agent:
+            agents_by_email[address] = agent
+    prospect_agents: dict[str, str | None] = {}
+    for pid in [*candidates, *extra_ids]:
+        if pid in copy.prospect_agents:
+            prospect_agents[pid] = copy.prospect_agents[pid]
+        elif pid not in copy.no_prospect:
+            return None
+    return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
 
 
 @dataclass

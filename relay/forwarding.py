@@ -31,7 +31,7 @@ from relay.metrics import DELIVERIES, DELIVERY_LATENCY, KNOCK_RESPONSES, POSSIBL
 
 log = logging.getLogger(__name__)
 
-#: Payload key of a delivery that stands for an email still to be fetched (see intake.accept_pending_fetch).
+#: Payload key of a delivery that stands for an email still to be fetched (see intake.accept_items).
 FETCH = "fetch"
 
 
@@ -61,6 +61,15 @@ class RetryPolicy:
     def remaining(self, started_ms: int, now: int | None = None) -> float:
         """Seconds left before a delivery that started at `started_ms` is given up."""
         return self.max_age - ((now if now is not None else now_ms()) - started_ms) / 1000
+
+
+@dataclass
+class HeldLock:
+    """The worker's lock on the delivery it is sending, released with the outcome or at the end."""
+
+    key: str
+    token: str
+    released: bool = False
 
 
 class Forwarder:
@@ -97,24 +106,23 @@ class Forwarder:
 
     def forward(self, delivery_id: str) -> str | None:
         """Try once; the resulting status (RETRYING when a retry was scheduled)."""
-        lock_key = self.store.lock_key(delivery_id)
-        token = uuid.uuid4().hex
+        lock = HeldLock(self.store.lock_key(delivery_id), uuid.uuid4().hex)
         # Two messages for one delivery (a re-enqueue after a lost acknowledgement) must not both send.
-        if not self.store.redis.set(lock_key, token, nx=True, px=int(self.lock_seconds * 1000)):
+        held_for, delivery, payload = self.store.lock_and_read(delivery_id, lock.token, int(self.lock_seconds * 1000))
+        if held_for is not None:
             # Held by a worker sending it now, or by one that died while sending: try when it lapses.
-            remaining = max(int(self.store.redis.pttl(lock_key)), 0)
-            self.store.schedule(delivery_id, now_ms() + remaining + 500)
+            self.store.schedule(delivery_id, now_ms() + held_for + 500)
             return None
         try:
-            return self._forward_locked(delivery_id)
+            return self._forward_locked(delivery, payload, lock)
         finally:
-            try:
-                self.store.release_lock(lock_key, token)
-            except redis.RedisError:
-                pass  # the lock lapses by itself
+            if not lock.released:
+                try:
+                    self.store.release_lock(lock.key, lock.token)
+                except redis.RedisError:
+                    pass  # the lock lapses by itself
 
-    def _forward_locked(self, delivery_id: str) -> str | None:
-        delivery, payload = self.store.get_with_payload(delivery_id)
+    def _forward_locked(self, delivery: Delivery | None, payload: dict[str, Any] | None, lock: HeldLock) -> str | None:
         if delivery is None or delivery.status not in PENDING:
             return delivery.status if delivery else None
         if payload is not None and FETCH in payload:
@@ -169,12 +177,14 @@ class Forwarder:
                 allowed_from=PENDING,
                 drop_payload=True,
                 attempt=call,
+                release_lock=(lock.key, lock.token),
                 communicationId=communication_id or "",
                 deliveredAt=now_ms(),
                 lastError=None,
                 inFlight=None,
             )
         )
+        lock.released = True
         DELIVERIES.labels(DELIVERED).inc()
         DELIVERY_LATENCY.observe(max(0.0, (now_ms() - delivery.receivedAt) / 1000))
         log.info("delivered to Knock", extra={"delivery_id": delivery.id})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from relay.deliveries import (
     QUEUED,
     UNMATCHED,
     Delivery,
+    NewRecord,
     new_delivery_id,
     now_ms,
 )
@@ -24,10 +26,16 @@ from relay.errors import Conflict, MalformedPayload, NotFound
 from relay.forwarding import FETCH
 from relay.knock.schema import remote_images, render_log_email, validate_log_email
 from relay.message import Email, Ignored, PendingFetch
-from relay.routing import Target, route_email
+from relay.routing import DirectoryView, Target, route_email
 from relay.services import Services
 
 log = logging.getLogger(__name__)
+
+
+#: Routing reads the directory (or a process's copy of it) before storing; when the directory
+#: changed in between, nothing is stored and routing runs again on a fresh read, this many times at
+#: most. The last try stores without comparing, as a read followed by a separate write always did.
+ROUTING_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,13 @@ class Intake:
     """What a webhook answers: an overall status and one summary per delivery."""
 
     deliveries: tuple[dict[str, Any], ...]
+    #: The call repeats one already stored (a replayed signed token or a provider's retry).
+    replayed: bool = False
 
     @property
     def status(self) -> str:
+        if self.replayed:
+            return DUPLICATE
         statuses = [d["status"] for d in self.deliveries]
         for preferred in (QUEUED, UNMATCHED, IGNORED):
             if preferred in statuses:
@@ -48,15 +60,91 @@ class Intake:
         return {"status": self.status, "deliveries": list(self.deliveries)}
 
 
+Item = Email | Ignored | PendingFetch
+
+
 def accept_email(services: Services, email: Email, provider: str, received_at: datetime | None = None) -> Intake:
     """Route the email, store one delivery per prospect (or one unmatched/ignored) and queue what can go."""
+    return accept_items(services, [email], provider, received_at=received_at)
+
+
+def accept_items(
+    services: Services,
+    items: Sequence[Item],
+    provider: str,
+    *,
+    received_at: datetime | None = None,
+    replay_key: str | None = None,
+    replay_ttl: int = 0,
+) -> Intake:
+    """Everything one call brought, stored in one Redis step: emails routed into deliveries (one per
+    prospect, or one unmatched or ignored), calls with nothing to log kept as ignored records, and
+    emails still to be fetched as queued records of their own; what is to be sent is queued with it.
+
+    With `replay_key` (a signed token, a provider's delivery id), a call whose key was stored before
+    writes nothing and is answered as a duplicate of the earlier answer.
+    """
     received_at = received_at or datetime.now(UTC)
-    received_ms = int(received_at.timestamp() * 1000)
-    view = services.directory.view_for(email, services.rules.reply_tag_prefix)
+    for attempt in range(1, ROUTING_TRIES + 1):
+        records, version = _records_for(services, items, provider, received_at)
+        summaries = [record.delivery.summary() for record in records]
+        planned = Intake(tuple(summaries))
+        stored = services.store.create_all(
+            records,
+            directory_version=version if attempt < ROUTING_TRIES else None,
+            replay_key=replay_key,
+            replay_answer=json.dumps(planned.body()),
+            replay_ttl=replay_ttl,
+        )
+        if not stored.stale:
+            break
+        services.directory.forget()
+    if stored.replayed is not None:
+        earlier = json.loads(stored.replayed)
+        return Intake(tuple({**d, "status": DUPLICATE} for d in earlier.get("deliveries", [])), replayed=True)
+    if any(stored.holders):
+        summaries = [
+            _duplicate_of(services, holder, record) if holder else summary
+            for record, summary, holder in zip(records, summaries, stored.holders, strict=True)
+        ]
+        if replay_key:
+            answer = Intake(tuple(summaries)).body()
+            services.redis.set(replay_key, json.dumps(answer), ex=replay_ttl)
+    intake = Intake(tuple(summaries))
+    for kind, ids in _ids_by_kind(records).items():
+        log.info(f"{kind} accepted", extra={"provider": provider, "status": intake.status, "deliveries": ids})
+    return intake
+
+
+def _records_for(
+    services: Services, items: Sequence[Item], provider: str, received_at: datetime
+) -> tuple[list[NewRecord], str | None]:
+    """The records of a call's items, and the one directory version routing read for all of them
+    (None when none was read or reads saw different versions: then the store must not compare)."""
+    records: list[NewRecord] = []
+    versions = set()
+    for item in items:
+        if isinstance(item, Ignored):
+            status = UNMATCHED if item.unmatched else IGNORED
+            records.append(NewRecord(_unrouted(item, provider, status, received_at), {}, claim=False))
+        elif isinstance(item, PendingFetch):
+            delivery = _unrouted(item, provider, QUEUED, received_at)
+            payload = {FETCH: {"kind": item.kind, "spec": item.spec}}
+            records.append(NewRecord(delivery, payload, claim=False, enqueue=services.queue.write_for(delivery.id)))
+        else:
+            view, version = services.directory.view_for(item, services.rules.reply_tag_prefix)
+            versions.add(version)
+            records += _email_records(services, item, provider, received_at, view)
+    return records, versions.pop() if len(versions) == 1 else None
+
+
+def _email_records(
+    services: Services, email: Email, provider: str, received_at: datetime, view: DirectoryView
+) -> list[NewRecord]:
+    """One record per prospect the email is routed to (or one unmatched or ignored)."""
     route = route_email(email, services.rules, view)
-    targets = route.targets or (Target(None),)
-    summaries = []
-    for target in targets:
+    records = []
+    for target in route.targets or (Target(None),):
         payload = render_log_email(email, route.message_type, target.agent_username, received_at)
         problems = validate_log_email(payload, agent_pending=target.agent_username is None)
         if problems:
@@ -77,7 +165,7 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
             provider=provider,
             subject=payload["subject"],
             sentTime=payload["sentTime"],
-            receivedAt=received_ms,
+            receivedAt=int(received_at.timestamp() * 1000),
             prospectId=target.prospect_id,
             agentUsername=target.agent_username,
             reason=reason,
@@ -89,33 +177,30 @@ def accept_email(services: Services, email: Email, provider: str, received_at: d
             prospectFoundBy=target.prospect_found_by or None,
             agentFoundBy=target.agent_found_by or None,
         )
-        summaries.append(store_and_queue(services, delivery, payload))
-    intake = Intake(tuple(summaries))
-    log.info(
-        "email accepted",
-        extra={
-            "provider": provider,
-            "status": intake.status,
-            "deliveries": [d["id"] for d in summaries],
-        },
-    )
-    return intake
+        write = services.queue.write_for(delivery.id) if status == QUEUED else None
+        records.append(NewRecord(delivery, payload, enqueue=write))
+    return records
 
 
-def store_and_queue(
-    services: Services, delivery: Delivery, payload: dict[str, Any], *, claim: bool = True
-) -> dict[str, Any]:
-    """Store the delivery (unless `claim` finds the email already logged for its prospect) and, when it
-    is to be sent, its queue message with it, in one Redis step: both are written or neither is, so a
-    failure leaves nothing behind and the provider's retry is new."""
-    write = services.queue.write_for(delivery.id) if delivery.status == QUEUED else None
-    existing = services.store.create(delivery, payload, claim=claim, enqueue=write)
-    if existing is not None:
-        if existing.status == QUEUED and not existing.enqueued:
-            # Stored by an earlier version that queued in a second step, which never confirmed.
-            enqueue(services, existing)
-        return existing.summary(DUPLICATE)
-    return delivery.summary()
+def _duplicate_of(services: Services, holder: str, record: NewRecord) -> dict[str, Any]:
+    """The answer for a record whose email was already logged for its prospect, as `holder`."""
+    existing = services.store.get(holder)
+    if existing is None:  # expired since the claim was compared
+        return {**record.delivery.summary(DUPLICATE), "id": holder}
+    if existing.status == QUEUED and not existing.enqueued:
+        # Stored by an earlier version that queued in a second step, which never confirmed.
+        enqueue(services, existing)
+    return existing.summary(DUPLICATE)
+
+
+def _ids_by_kind(records: Sequence[NewRecord]) -> dict[str, list[str]]:
+    """Delivery ids for the log: emails, and the fetches and ignored calls apart."""
+    kinds: dict[str, list[str]] = {}
+    for record in records:
+        payload = record.payload
+        kind = "fetch" if FETCH in payload else "email" if payload else "call"
+        kinds.setdefault(kind, []).append(record.delivery.id)
+    return kinds
 
 
 def enqueue(services: Services, delivery: Delivery) -> None:
@@ -194,7 +279,7 @@ def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, age
     )
 
 
-def _unrouted(item: Ignored | PendingFetch, provider: str, status: str, received_at: datetime | None) -> Delivery:
+def _unrouted(item: Ignored | PendingFetch, provider: str, status: str, received_at: datetime) -> Delivery:
     """A record for a call that is not (yet) an email to route: ignored, or to be fetched."""
     return Delivery(
         id=new_delivery_id(),
@@ -204,27 +289,9 @@ def _unrouted(item: Ignored | PendingFetch, provider: str, status: str, received
         provider=provider,
         subject=item.subject,
         sentTime="",
-        receivedAt=int((received_at or datetime.now(UTC)).timestamp() * 1000),
+        receivedAt=int(received_at.timestamp() * 1000),
         reason=item.reason if isinstance(item, Ignored) else None,
     )
-
-
-def record_ignored(services: Services, item: Ignored, provider: str, received_at: datetime | None = None) -> Intake:
-    """Keep a record of a call that carries nothing to log, so operators can see it arrived."""
-    delivery = _unrouted(item, provider, UNMATCHED if item.unmatched else IGNORED, received_at)
-    services.store.create(delivery, {}, claim=False)
-    return Intake((delivery.summary(),))
-
-
-def accept_pending_fetch(
-    services: Services, item: PendingFetch, provider: str, received_at: datetime | None = None
-) -> Intake:
-    """Store what to fetch as a queued delivery of its own; the worker fetches it and logs the email."""
-    delivery = _unrouted(item, provider, QUEUED, received_at)
-    payload = {FETCH: {"kind": item.kind, "spec": item.spec}}
-    summary = store_and_queue(services, delivery, payload, claim=False)
-    log.info("fetch accepted", extra={"provider": provider, "delivery_id": delivery.id, "kind": item.kind})
-    return Intake((summary,))
 
 
 def complete_fetch(services: Services, delivery: Delivery, fetch: dict[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from relay.app import create_app
@@ -127,6 +127,9 @@ def test_mandrill_never_5xx(client: Any, events: Any) -> None:  # fmt: skip
        | mutated(fixture("ses/received-event.json")).map(json.dumps)
        | mutated(fixture("ses/received-event.json"), "receipt").map(json.dumps), kind=st.sampled_from(["Notification",
        "SubscriptionConfirmation", "UnsubscribeConfirmation"]))  # fmt: skip
+# Found by this test: a `receipt.recipients` that is not a list was iterated.
+@example(message=json.dumps({**fixture("ses/received-event.json"), "receipt": {"recipients": True}}),
+         kind="Notification")  # fmt: skip
 def test_ses_never_5xx(make_settings: Any, sns: Any, message: str, kind: str) -> None:
     """Signed SNS messages of each type, carrying anything: what the signature vouches for is still untrusted."""
     client = create_app(make_settings(RELAY_SNS_CERTIFICATE_ORIGINS=sns.origin)).test_client()

@@ -26,7 +26,7 @@ from flask import Request
 from relay.config import Settings
 from relay.errors import MalformedPayload, Unauthorized
 from relay.message import Email, Ignored, normalise_message_id, parse_mime
-from relay.providers.base import WebhookProvider, as_dict, as_str, require_secrets
+from relay.providers.base import WebhookProvider, as_dict, as_list, as_str, require_secrets
 from relay.providers.fetch import allowed_fetch_url, fetch
 from relay.sender_auth import from_authentication_results
 from relay.untrusted_json import loads
@@ -188,7 +188,7 @@ def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email
             raise MalformedPayload("content is not base64") from exc
     else:
         raw = content.encode("utf-8", "surrogateescape")
-    recipients = [r for r in map(as_str, as_dict(notification.get("receipt")).get("recipients") or []) if r]
+    recipients = [r for r in map(as_str, as_list(as_dict(notification.get("receipt")).get("recipients"))) if r]
     # The RFC Message-ID comes from the MIME itself; SES's `mail.messageId` is its own id.
     email = parse_mime(
         raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=as_str(mail.get("source"))

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from relay.deliveries import DUPLICATE
 from relay.errors import MalformedPayload
-from relay.intake import Intake, accept_email, accept_pending_fetch, record_ignored
-from relay.message import Ignored, PendingFetch
+from relay.intake import accept_items
 from relay.metrics import WEBHOOKS
 from relay.providers import PROVIDERS
 from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
-from relay.services import Services
 from relay.web import services
 from relay.web.contract import Answer, operation
 from relay.web.schemas import Accepted
@@ -37,47 +33,28 @@ def _quarantine(provider: WebhookProvider, error: MalformedPayload) -> None:
     )
 
 
-def _token_key(provider: WebhookProvider, token: str) -> str:
-    return f"relay:webhook-token:{provider.name}:{hashlib.sha256(token.encode()).hexdigest()}"
-
-
-def _previous_answer(relay: Services, provider: WebhookProvider, token: str | None) -> dict[str, Any] | None:
-    """The answer given to an earlier call with this signed token: a replay or a provider retry."""
-    if not token:
-        return None
-    stored = relay.redis.get(_token_key(provider, token))
-    if not stored:
-        return None
-    answer: dict[str, Any] = json.loads(stored)
-    deliveries = [{**d, "status": DUPLICATE} for d in answer.get("deliveries", [])]
-    return {"status": DUPLICATE, "deliveries": deliveries}
+def _replay_key(provider: WebhookProvider, token: str | None) -> str | None:
+    """Where the answer to a call with this signed token (or provider delivery id) is kept."""
+    return f"relay:webhook-token:{provider.name}:{hashlib.sha256(token.encode()).hexdigest()}" if token else None
 
 
 def receive(provider: WebhookProvider) -> dict[str, Any]:
     relay = services()
     provider.verify_request(request, relay.settings)
-    token = provider.replay_token(request)
-    previous = _previous_answer(relay, provider, token)
-    if previous is not None:
-        g.webhook_outcome = DUPLICATE
-        return previous
     try:
         items = provider.parse_request(request, relay.settings)
-        intakes = []
-        for item in items:
-            if isinstance(item, Ignored):
-                intakes.append(record_ignored(relay, item, provider.name))
-            elif isinstance(item, PendingFetch):
-                intakes.append(accept_pending_fetch(relay, item, provider.name))
-            else:
-                intakes.append(accept_email(relay, item, provider.name))
+        intake = accept_items(
+            relay,
+            items,
+            provider.name,
+            replay_key=_replay_key(provider, provider.replay_token(request)),
+            replay_ttl=relay.settings.signature_max_age_seconds,
+        )
     except MalformedPayload as error:
         log.info("unreadable webhook quarantined", extra={"provider": provider.name, "reason": error.message})
         _quarantine(provider, error)
         raise MalformedPayload(error.message, details=error.details, status=provider.malformed_status) from error
-    answer = Intake(tuple(d for intake in intakes for d in intake.deliveries)).body()
-    if token:
-        relay.redis.set(_token_key(provider, token), json.dumps(answer), ex=relay.settings.signature_max_age_seconds)
+    answer = intake.body()
     g.webhook_outcome = answer["status"]
     return answer
 

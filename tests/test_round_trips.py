@@ -1,0 +1,137 @@
+"""Redis round trips on the hot paths, counted by Redis itself, and what makes them safe to fold.
+
+Redis' slow log, with its threshold at zero, lists every command a client sent; the commands a
+script runs inside it are listed too, but as the script's (client `?:0`), so the client's entries
+are its round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from relay.app import create_app
+from relay.deliveries import DELIVERED, QUEUED
+from relay.services import Services
+from relay.worker import build_forwarder
+from tests.conftest import Sandbox
+from tests.helpers import BEARER, mailgun_signature, mime, payload, post_mime, signed_urlencoded
+
+ROUTE = "/webhooks/mailgun/inbound"
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+def round_trips(url: str, action: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """Run `action`; what it returned and the commands clients sent Redis meanwhile, in order."""
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    admin.config_set("slowlog-max-len", 10_000)
+    admin.config_set("slowlog-log-slower-than", 0)
+    admin.slowlog_reset()
+    result = action()
+    entries = admin.slowlog_get(10_000)
+    admin.config_set("slowlog-log-slower-than", 10_000)
+    sent = []
+    for entry in reversed(entries):  # redis-py hands these over as bytes
+        command = bytes(entry["command"]).split()[0].decode().lower()
+        if bytes(entry["client_address"]).startswith(b"?") or command in ("slowlog", "config"):
+            continue
+        sent.append(command)
+    return result, sent
+
+
+def test_an_email_between_known_addresses_is_stored_in_one_round_trip(own_redis: Any, make_settings: Any) -> None:
+    url = own_redis()
+    client = create_app(make_settings(REDIS_URL=url)).test_client()
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    assert post_mime(client, mime(message_id="<first@example.com>")).json["status"] == QUEUED
+
+    answer, sent = round_trips(url, lambda: post_mime(client, mime(message_id="<second@example.com>")))
+    assert answer.json["status"] == QUEUED
+    assert sent == ["evalsha"]  # record, claim, indexes and queue message: one script
+
+
+def test_a_signed_mailgun_post_is_stored_in_one_round_trip_with_its_token(own_redis: Any, make_settings: Any) -> None:
+    url = own_redis()
+    client = create_app(make_settings(REDIS_URL=url)).test_client()
+    body = payload("mailgun/route-parsed.urlencoded")
+    first = client.post(ROUTE, data=signed_urlencoded(body, mailgun_signature()), content_type=URLENCODED)
+    assert first.status_code == 200
+
+    signature = mailgun_signature()
+    post = signed_urlencoded(body.replace(b"Message-Id=", b"Message-Id=x"), signature)
+    answer, sent = round_trips(url, lambda: client.post(ROUTE, data=post, content_type=URLENCODED))
+    assert answer.json["status"] != "duplicate"
+    assert sent == ["evalsha"]  # the token check and its record ride in the same script
+
+    retry, sent = round_trips(url, lambda: client.post(ROUTE, data=post, content_type=URLENCODED))
+    assert retry.json["status"] == "duplicate"
+    assert retry.json["deliveries"][0]["id"] == answer.json["deliveries"][0]["id"]
+    assert sent == ["evalsha"]
+
+
+def test_a_directory_change_made_elsewhere_is_seen_by_the_next_email(own_redis: Any, make_settings: Any) -> None:
+    """Each web process keeps what it read of the directory; another process's change must still count."""
+    url = own_redis()
+    web = create_app(make_settings(REDIS_URL=url)).test_client()
+    other_process = create_app(make_settings(REDIS_URL=url)).test_client()
+    first = post_mime(web, mime(sender="New Renter <new@example.com>", message_id="<a@example.com>"))
+    assert first.json["status"] == "unmatched"  # and `web` now remembers that no prospect has this address
+
+    other_process.put("/v1/prospects/P9", json={"emails": ["new@example.com"], "agentUsername": "pat"},
+                      headers=BEARER)  # fmt: skip
+    second = post_mime(web, mime(sender="New Renter <new@example.com>", message_id="<b@example.com>"))
+    assert second.json["status"] == QUEUED
+    assert second.json["deliveries"][0]["prospectId"] == "P9"
+
+    other_process.delete("/v1/prospects/P9", headers=BEARER)
+    third = post_mime(web, mime(sender="New Renter <new@example.com>", message_id="<c@example.com>"))
+    assert third.json["status"] == "unmatched"
+
+
+def test_a_flushed_directory_is_not_taken_for_the_one_remembered(own_redis: Any, make_settings: Any) -> None:
+    url = own_redis()
+    web = create_app(make_settings(REDIS_URL=url)).test_client()
+    web.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    assert post_mime(web, mime(message_id="<a@example.com>")).json["status"] == QUEUED
+    redis.Redis.from_url(url).flushall()
+    assert post_mime(web, mime(message_id="<b@example.com>")).json["status"] == "unmatched"
+
+
+def test_a_delivery_is_sent_in_three_round_trips_and_leaves_no_lock(
+    own_redis: Any, make_settings: Any, sandbox: Sandbox
+) -> None:
+    """Lock and read in one script, the attempt mark, the outcome with the lock's release in another."""
+    sandbox.seed("P1", agent="pat")
+    url = own_redis()
+    settings = make_settings(REDIS_URL=url)
+    client = create_app(settings).test_client()
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    warm_up, delivery_id = (post_mime(client, mime(message_id=f"<{n}@example.com>")).json["deliveries"][0]["id"]
+                            for n in ("warm-up", "sent"))  # fmt: skip
+    forwarder = build_forwarder(services := Services(settings, patient=True))
+    assert forwarder.forward(warm_up) == DELIVERED  # connected, scripts loaded
+
+    status, sent = round_trips(url, lambda: forwarder.forward(delivery_id))
+    assert status == DELIVERED
+    assert len(sandbox.events("P1")) == 2
+    assert sent == ["evalsha", "hset", "evalsha"]
+    assert services.redis.exists(services.store.lock_key(delivery_id)) == 0
+
+
+def test_a_delivery_locked_by_another_worker_is_left_to_it(own_redis: Any, make_settings: Any) -> None:
+    url = own_redis()
+    settings = make_settings(REDIS_URL=url)
+    client = create_app(settings).test_client()
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    delivery_id = post_mime(client, mime(message_id="<locked@example.com>")).json["deliveries"][0]["id"]
+    services = Services(settings, patient=True)
+    services.redis.set(services.store.lock_key(delivery_id), "another-worker", px=30_000)
+
+    assert build_forwarder(services).forward(delivery_id) is None
+    record = services.store.get(delivery_id)
+    assert record is not None and record.status == QUEUED and record.attempts == 0
+    assert services.redis.get(services.store.lock_key(delivery_id)) == "another-worker"
+    due = services.redis.zscore("relay:due", delivery_id)
+    assert due is not None  # tried again once the other worker's lock lapses
