@@ -3,7 +3,7 @@
 
     python3 dev.py run    its own Redis, the Knock sandbox, web and worker, on the loopback
     python3 dev.py test   the test suite (pytest) against a throwaway Redis of its own
-    python3 dev.py bench  the benchmark (bench/run.py; needs wrk and redis-server), see BENCHMARKS.md
+    python3 dev.py bench  the benchmark (bench/run.py; needs wrk, valgrind and redis-server), see BENCHMARKS.md
 
 They create `.venv` and install the pinned requirements on first use.
 `run` uses REDIS_URL when set; `test` uses RELAY_TEST_REDIS_URL when set (and flushes it).

@@ -1,6 +1,7 @@
 """The relay's benchmark: one command, every figure in BENCHMARKS.md.
 
-    python3 dev.py bench            (or .venv/bin/python bench/run.py [--seconds 5] [--only ingest,worker,memory])
+    python3 dev.py bench   (or .venv/bin/python bench/run.py [--seconds 5] [--repeat 3]
+                                   [--only ingest,worker,memory,instructions])
 
 Starts everything on free loopback ports (its own redis-server, a fast Knock stub, the relay
 under the shipped gunicorn settings, a bare Flask app and django-anymail's Mailgun view under the
@@ -13,11 +14,13 @@ same settings) and reports:
   (c) the ratios to bare Flask and to anymail;
   (d) deliveries/s of one worker process against a fast stub and a 50 ms stub, by thread count;
   (e) peak RSS growth of a web worker for a 5 MB and a 25 MB email;
-  (f) Redis commands per webhook and per delivery (INFO commandstats deltas).
+  (f) Redis commands per webhook and per delivery (INFO commandstats deltas);
+  (g) instructions per request of the relay, bare Flask and anymail in process, counted by
+      valgrind's callgrind (bench/instructions.py): the figure that does not move with load.
 
-Needs `wrk` (Debian package) and installs bench/requirements.txt (Django, django-anymail) into
+Needs `wrk` and `valgrind` (Debian packages) and installs bench/requirements.txt (Django, django-anymail) into
 the running interpreter's environment when missing. It is a script, not a test: numbers on a
-shared machine move; CPU time per request moves least.
+shared machine move; instruction counts do not, CPU time per request moves less than req/s.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -422,6 +426,52 @@ def bench_ingest(folder: Path, redis_port: int, seconds: int, report: dict[str, 
         report["notes"].append("django-anymail could not be installed: no peer figures")
 
 
+#: Requests posted in the two callgrind runs of each app and path; their difference is measured.
+INSTRUCTION_COUNTS = (100, 300)
+
+
+def callgrind_instructions(args: list[str], env: dict[str, str]) -> int:
+    """Instructions a run of bench/instructions.py executed, as valgrind's callgrind counts them."""
+    result = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         str(ROOT / "bench" / "instructions.py"), *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    collected = re.search(r"Collected : (\d+)", result.stderr)
+    if result.returncode != 0 or not collected:
+        raise SystemExit(f"callgrind run {args} failed:\n{result.stderr[-3000:]}")
+    return int(collected[1])
+
+
+def bench_instructions(folder: Path, redis_port: int, report: dict[str, Any]) -> None:
+    """Instructions per request of each app, in process, through its WSGI callable: a figure that
+    does not move with the machine's load, where CPU time here moves by a factor of two."""
+    if not shutil.which("valgrind"):
+        report["notes"].append("valgrind is not installed: no instruction counts (apt-get install valgrind)")
+        return
+    metrics = folder / "instructions-metrics"
+    metrics.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        **relay_env(redis_port, free_port()),
+        "BENCH_BASIC_AUTH": f"{BASIC[0]}:{BASIC[1]}",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        "PYTHONPATH": str(ROOT),
+    }
+    apps = ["bare", "relay"] + (["anymail"] if ensure_peer_installed() else [])
+    jobs = [(which, name) for which in apps for name in SCENARIOS if not (which == "anymail" and name == "mime")]
+    low, high = INSTRUCTION_COUNTS
+
+    def per_request(job: tuple[str, str]) -> float:
+        which, name = job
+        fewer, more = (callgrind_instructions([which, name, str(n), str(high)], env) for n in (low, high))
+        return (more - fewer) / (high - low)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for (which, name), figure in zip(jobs, pool.map(per_request, jobs), strict=True):
+            report["instructions"].setdefault(which, {})[name] = figure
+
+
 def bench_worker(folder: Path, redis_port: int, report: dict[str, Any], count: int = 3000) -> None:
     import redis
 
@@ -487,6 +537,10 @@ def bench_worker(folder: Path, redis_port: int, report: dict[str, Any], count: i
                 print(f"  worker {key}: {n / elapsed:.0f}/s", file=sys.stderr)
 
 
+#: Requests posted after the large email, to see that a worker's memory does not grow with them.
+MORE_REQUESTS = 10_000
+
+
 def bench_memory(folder: Path, redis_port: int, report: dict[str, Any]) -> None:
     for size_mb in (5, 25):
         attachment = base64.encodebytes(os.urandom(size_mb * 1024 * 1024 * 3 // 4)).replace(b"\n", b"\r\n")
@@ -517,12 +571,16 @@ def bench_memory(folder: Path, redis_port: int, report: dict[str, Any]) -> None:
                 "peak_growth_mib": round((peak - rss_before) / 1024, 1),
                 "ratio": round((peak - rss_before) * 1024 / len(raw), 2),
             }
-            rss_start = status_kib(worker, "VmRSS")
-            for _ in range(2000 if size_mb == 5 else 0):
-                post(port, mime_bytes(2, uuid.uuid4().hex))
             if size_mb == 5:
-                report["memory"]["rss after 2,000 more requests"] = {
-                    "growth_mib": round((status_kib(worker, "VmRSS") - rss_start) / 1024, 1)
+                # RSS after each half: growth in the first half only is warm-up, in both a leak.
+                rss = [status_kib(worker, "VmRSS")]
+                for _ in range(2):
+                    for _ in range(MORE_REQUESTS // 2):
+                        post(port, mime_bytes(2, uuid.uuid4().hex))
+                    rss.append(status_kib(worker, "VmRSS"))
+                report["memory"][f"rss after {MORE_REQUESTS:,} more requests"] = {
+                    "growth_mib": round((rss[2] - rss[0]) / 1024, 1),
+                    "second_half_growth_mib": round((rss[2] - rss[1]) / 1024, 1),
                 }
 
 
@@ -540,7 +598,7 @@ def post(port: int, raw: bytes) -> int:
 # Report ----------------------------------------------------------------------------------------
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_ingest(report: dict[str, Any]) -> None:
     print("\n## Ingest (10 KB email, wrk -t1 -c8)\n")
     print(
         "| path | relay req/s | p50 ms | p99 ms | relay CPU ms/req | bare req/s | bare CPU ms/req | "
@@ -575,6 +633,11 @@ def print_report(report: dict[str, Any]) -> None:
     for name in SCENARIOS:
         if name in report["relay"]:
             print(f"- {name}: {report['relay'][name].get('redis')}")
+
+
+def print_report(report: dict[str, Any]) -> None:
+    if report["relay"]:
+        print_ingest(report)
     if report["worker"]:
         print("\n## Worker (one process)\n\n| Knock stub | deliveries/s | CPU ms/delivery | Redis commands/delivery |")
         print("|---|---|---|---|")
@@ -584,6 +647,19 @@ def print_report(report: dict[str, Any]) -> None:
         print("\n## Memory (one web worker)\n")
         for key, row in report["memory"].items():
             print(f"- {key}: {row}")
+    if report["instructions"]:
+        counts = report["instructions"]
+        print("\n## Instructions per request (callgrind, in process, no HTTP server)\n")
+        print("| path | relay | bare Flask | anymail | relay ÷ bare | relay ÷ anymail |")
+        print("|---|---|---|---|---|---|")
+        for name in SCENARIOS:
+            relay, bare = counts.get("relay", {}).get(name), counts.get("bare", {}).get(name)
+            if relay is None or bare is None:
+                continue
+            peer = counts.get("anymail", {}).get(name)
+            peer_figure, peer_ratio = (f"{peer / 1e6:.2f} M", f"{relay / peer:.2f}") if peer else ("–", "–")
+            figures = f"{relay / 1e6:.2f} M | {bare / 1e6:.2f} M | {peer_figure}"
+            print(f"| {name} | {figures} | {relay / bare:.1f} | {peer_ratio} |")
     for note in report["notes"]:
         print(f"\nnote: {note}")
 
@@ -591,14 +667,16 @@ def print_report(report: dict[str, Any]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="load per scenario")
-    parser.add_argument("--only", default="ingest,worker,memory")
+    parser.add_argument("--only", default="ingest,worker,memory,instructions")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--repeat", type=int, default=1, help="runs per ingest scenario; the median is reported")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
     parts = set(args.only.split(","))
-    report: dict[str, Any] = {"bare": {}, "relay": {}, "anymail": {}, "worker": {}, "memory": {}, "notes": []}
+    if parts & {"ingest", "worker", "memory"} and not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    report: dict[str, Any] = {
+        "bare": {}, "relay": {}, "anymail": {}, "worker": {}, "memory": {}, "instructions": {}, "notes": [],
+    }  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     redis_proc, redis_port = start_redis(folder)
     try:
@@ -608,6 +686,8 @@ def main() -> int:
             bench_worker(folder, redis_port, report)
         if "memory" in parts:
             bench_memory(folder, redis_port, report)
+        if "instructions" in parts:
+            bench_instructions(folder, redis_port, report)
     finally:
         redis_proc.terminate()
     print(f"machine: {os.cpu_count()} cores, {platform_line()}; logs in {folder}")

@@ -86,14 +86,17 @@ def accept_items(
     """
     received_at = received_at or datetime.now(UTC)
     for attempt in range(1, ROUTING_TRIES + 1):
-        records, version = _records_for(services, items, provider, received_at)
+        last_try = attempt == ROUTING_TRIES
+        records, versions = _records_for(services, items, provider, received_at)
+        if len(versions) > 1 and not last_try:  # the directory changed while this call was routed
+            services.directory.forget()
+            continue
         summaries = [record.delivery.summary() for record in records]
-        planned = Intake(tuple(summaries))
         stored = services.store.create_all(
             records,
-            directory_version=version if attempt < ROUTING_TRIES else None,
+            directory_version=None if last_try or not versions else versions.pop(),
             replay_key=replay_key,
-            replay_answer=json.dumps(planned.body()),
+            replay_answer=json.dumps(Intake(tuple(summaries)).body()),
             replay_ttl=replay_ttl,
         )
         if not stored.stale:
@@ -112,17 +115,17 @@ def accept_items(
             services.redis.set(replay_key, json.dumps(answer), ex=replay_ttl)
     intake = Intake(tuple(summaries))
     for kind, ids in _ids_by_kind(records).items():
-        log.info(f"{kind} accepted", extra={"provider": provider, "status": intake.status, "deliveries": ids})
+        log.info("%s accepted", kind, extra={"provider": provider, "status": intake.status, "deliveries": ids})
     return intake
 
 
 def _records_for(
     services: Services, items: Sequence[Item], provider: str, received_at: datetime
-) -> tuple[list[NewRecord], str | None]:
-    """The records of a call's items, and the one directory version routing read for all of them
-    (None when none was read or reads saw different versions: then the store must not compare)."""
+) -> tuple[list[NewRecord], set[str]]:
+    """The records of a call's items, and the directory versions routing read them at (one, unless
+    the directory changed meanwhile; none when the call held no email)."""
     records: list[NewRecord] = []
-    versions = set()
+    versions: set[str] = set()
     for item in items:
         if isinstance(item, Ignored):
             status = UNMATCHED if item.unmatched else IGNORED
@@ -135,7 +138,7 @@ def _records_for(
             view, version = services.directory.view_for(item, services.rules.reply_tag_prefix)
             versions.add(version)
             records += _email_records(services, item, provider, received_at, view)
-    return records, versions.pop() if len(versions) == 1 else None
+    return records, versions
 
 
 def _email_records(

@@ -135,3 +135,34 @@ def test_a_delivery_locked_by_another_worker_is_left_to_it(own_redis: Any, make_
     assert services.redis.get(services.store.lock_key(delivery_id)) == "another-worker"
     due = services.redis.zscore("relay:due", delivery_id)
     assert due is not None  # tried again once the other worker's lock lapses
+
+
+def test_an_email_for_two_prospects_is_stored_whole_in_one_round_trip(own_redis: Any, make_settings: Any) -> None:
+    url = own_redis()
+    client = create_app(make_settings(REDIS_URL=url)).test_client()
+    for prospect, address in (("P1", "first@example.com"), ("P2", "second@example.org")):
+        client.put(f"/v1/prospects/{prospect}", json={"emails": [address], "agentUsername": "pat"}, headers=BEARER)
+    outbound = mime(sender="Dana <dana@acme-living.com>", to="first@example.com, second@example.org")
+    post_mime(client, mime(sender="Dana <dana@acme-living.com>", to="first@example.com, second@example.org",
+                           message_id="<warm-up@example.com>"))  # fmt: skip
+
+    answer, sent = round_trips(url, lambda: post_mime(client, outbound))
+    assert sorted(d["prospectId"] for d in answer.json["deliveries"]) == ["P1", "P2"]
+    assert sent == ["evalsha"]
+
+
+def test_a_retry_of_a_post_answered_duplicate_is_answered_the_same(own_redis: Any, make_settings: Any) -> None:
+    """The first call with this token found its email already logged (another token); its retry
+    gets that same answer from the token, in one round trip."""
+    url = own_redis()
+    client = create_app(make_settings(REDIS_URL=url)).test_client()
+    body = payload("mailgun/route-parsed.urlencoded")
+    first = client.post(ROUTE, data=signed_urlencoded(body, mailgun_signature()), content_type=URLENCODED)
+    again = signed_urlencoded(body, mailgun_signature())
+    duplicate = client.post(ROUTE, data=again, content_type=URLENCODED)
+    assert duplicate.json["status"] == "duplicate"
+
+    retry, sent = round_trips(url, lambda: client.post(ROUTE, data=again, content_type=URLENCODED))
+    assert retry.json == duplicate.json
+    assert [d["id"] for d in retry.json["deliveries"]] == [d["id"] for d in first.json["deliveries"]]
+    assert sent == ["evalsha"]
