@@ -11,6 +11,8 @@ Keys:
 Web processes keep what they read for routing in memory, stamped with the version it was read
 at. Whatever is stored on the strength of that copy is written by a script that first compares
 the version: a change since makes it write nothing, and the email is routed again on a fresh read.
+A copy is also dropped after COPY_SECONDS, for changes that write no version (a relay from before
+versions during a rolling upgrade, a hand edit in Redis).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +38,8 @@ KNOCK_AGENT_CACHE_SECONDS = 3600
 VERSION_KEY = DIRECTORY_VERSION_KEY
 #: Entries a process keeps of what it read (addresses and prospects); past it the copy starts over.
 CACHE_ENTRIES = 20_000
+#: Age at which a process's copy is dropped whatever the version says.
+COPY_SECONDS = 60.0
 
 
 def _prospect_key(prospect_id: str) -> str:
@@ -97,17 +102,22 @@ class _Copy:
 
     def __init__(self, version: str) -> None:
         self.version = version
+        self.made = time.monotonic()
         self.addresses: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self.prospect_agents: dict[str, str | None] = {}
         self.no_prospect: set[str] = set()
+
+    def usable(self, max_age: float) -> bool:
+        return bool(self.version) and time.monotonic() - self.made < max_age
 
     def full(self) -> bool:
         return len(self.addresses) + len(self.prospect_agents) + len(self.no_prospect) >= CACHE_ENTRIES
 
 
 class Directory:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, copy_seconds: float = COPY_SECONDS) -> None:
         self.redis = client
+        self.copy_seconds = copy_seconds
         self._view = client.register_script(_VIEW)
         self._copy = _Copy("")
         self._lock = threading.Lock()
@@ -212,7 +222,7 @@ class Directory:
         extra_ids = [email.metadata.prospect_id] if email.metadata.prospect_id else []
         extra_ids += [pid for a in email.recipients for pid in [reply_tag_prospect(a, reply_tag_prefix)] if pid]
         copy = self._copy
-        view = _view_from(copy, addresses, extra_ids) if copy.version else None
+        view = _view_from(copy, addresses, extra_ids) if copy.usable(self.copy_seconds) else None
         if view is not None:
             return view, copy.version
         return self._read(addresses, extra_ids)
@@ -237,7 +247,7 @@ class Directory:
                 no_prospect.add(str(pid))
         with self._lock:
             copy = self._copy
-            if copy.version != version or copy.full():
+            if copy.version != version or copy.full() or not copy.usable(self.copy_seconds):
                 copy = self._copy = _Copy(version)
             for address in addresses:
                 copy.addresses[address] = (prospects_by_email.get(address, ()), agents_by_email.get(address))

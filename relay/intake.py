@@ -114,8 +114,8 @@ def accept_items(
             answer = Intake(tuple(summaries)).body()
             services.redis.set(replay_key, json.dumps(answer), ex=replay_ttl)
     intake = Intake(tuple(summaries))
-    for kind, ids in _ids_by_kind(records).items():
-        log.info("%s accepted", kind, extra={"provider": provider, "status": intake.status, "deliveries": ids})
+    for message, ids in _ids_by_kind(records).items():
+        log.info(message, extra={"provider": provider, "status": intake.status, "deliveries": ids})
     return intake
 
 
@@ -197,11 +197,11 @@ def _duplicate_of(services: Services, holder: str, record: NewRecord) -> dict[st
 
 
 def _ids_by_kind(records: Sequence[NewRecord]) -> dict[str, list[str]]:
-    """Delivery ids for the log: emails, and the fetches and ignored calls apart."""
+    """Delivery ids for the log, by what they are: emails, emails to fetch, calls with nothing to log."""
     kinds: dict[str, list[str]] = {}
     for record in records:
         payload = record.payload
-        kind = "fetch" if FETCH in payload else "email" if payload else "call"
+        kind = "fetch accepted" if FETCH in payload else "email accepted" if payload else "call recorded"
         kinds.setdefault(kind, []).append(record.delivery.id)
     return kinds
 

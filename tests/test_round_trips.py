@@ -7,6 +7,7 @@ are its round trips.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ import redis
 
 from relay.app import create_app
 from relay.deliveries import DELIVERED, QUEUED
+from relay.directory import Directory
+from relay.message import parse_mime
 from relay.services import Services
 from relay.worker import build_forwarder
 from tests.conftest import Sandbox
@@ -166,3 +169,18 @@ def test_a_retry_of_a_post_answered_duplicate_is_answered_the_same(own_redis: An
     assert retry.json == duplicate.json
     assert [d["id"] for d in retry.json["deliveries"]] == [d["id"] for d in first.json["deliveries"]]
     assert sent == ["evalsha"]
+
+
+def test_a_copy_of_the_directory_is_dropped_when_old_even_without_a_new_version(services: Any) -> None:
+    """A change that writes no version (a relay from before versions, a hand edit) is seen once the
+    copy is older than its limit."""
+    redis_client = services.redis
+    directory = Directory(redis_client, copy_seconds=0.3)
+    email = parse_mime(mime(sender="Someone <someone@example.com>"))
+    view, _ = directory.view_for(email, "prospect")
+    assert view.prospects_by_email == {}
+    redis_client.sadd("relay:prospects-by-email:someone@example.com", "P7")  # as an older relay writes it
+    redis_client.set("relay:prospect:P7", '{"prospectId": "P7", "emails": ["someone@example.com"]}')
+    assert directory.view_for(email, "prospect")[0].prospects_by_email == {}  # the copy still answers
+    time.sleep(0.35)
+    assert directory.view_for(email, "prospect")[0].prospects_by_email == {"someone@example.com": ("P7",)}
