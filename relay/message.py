@@ -553,6 +553,117 @@ def cut_after_parts(raw: bytes, max_parts: int, boundaries: set[bytes] | None = 
     return raw, False
 
 
+_BLANK_LINE = re.compile(r"\n\r?\n")
+_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+")
+#: What may follow `--boundary` on a delimiter line: `--` closes, then transport padding.
+_DELIMITER_TAIL = re.compile(r"(--)?[ \t]*(?:\r?\n|\Z)")
+
+
+def _without_final_line_end(text: str) -> str:
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def _delimiters(body: str, boundary: str) -> list[tuple[int, int, bool]]:
+    """(start, end, closing) of each delimiter line of `boundary` in `body`."""
+    marker = "--" + boundary
+    found = []
+    at = body.find(marker)
+    while at != -1:
+        if at == 0 or body[at - 1] == "\n":
+            tail = _DELIMITER_TAIL.match(body, at + len(marker))
+            if tail:
+                found.append((at, tail.end(), bool(tail[1])))
+        at = body.find(marker, at + 1)
+    return found
+
+
+def split_message(raw: bytes) -> Message | None:
+    """The message exactly as `BytesParser(policy=compat32)` builds it, for the structure most mail
+    has, found by string search rather than the standard parser's line-by-line loop.
+
+    Header blocks are read as compat32 reads them (a field per line, continuation lines appended,
+    the value unstripped but for white space after the colon and the final line break); parts are
+    cut out as RFC 2046 and the standard parser cut them (the line break before a delimiter belongs
+    to it). Anything off that path gives None, and the standard parser reads the message: a bare CR,
+    a header line the parser would read otherwise (no colon, a `From ` line, a continuation first),
+    no blank line after the headers, a multipart without its boundary, its first or its closing
+    delimiter, a part with no blank line after its headers (two delimiters in a row among them), a
+    boundary reused inside, a digest or a message/* part.
+    """
+    text = raw.decode("ascii", "surrogateescape")
+    if text.count("\r") != text.count("\r\n"):
+        return None
+    return _split_entity(text, ())
+
+
+def _read_header_block(head: str) -> Message | None:
+    entity = Message()
+    field: list[str] = []
+    for line in head.split("\n")[:-1]:
+        if line[:1] in (" ", "\t"):
+            if not field:
+                return None
+            field.append(line + "\n")
+            continue
+        if field:
+            entity.set_raw(*_header_field(field))
+        name, colon, _ = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            return None
+        field = [line + "\n"]
+    if field:
+        entity.set_raw(*_header_field(field))
+    return entity
+
+
+def _header_field(lines: list[str]) -> tuple[str, str]:
+    """A header's name and raw value as compat32's header_source_parse gives them."""
+    name, value = lines[0].split(":", 1)
+    return name, (value.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
+
+
+def _split_entity(text: str, outer: tuple[str, ...]) -> Message | None:
+    if text.startswith(("\n", "\r\n")):
+        head, body = "", text[text.index("\n") + 1 :]
+    else:
+        blank = _BLANK_LINE.search(text)
+        if blank is None:
+            return None
+        head, body = text[: blank.start() + 1], text[blank.end() :]
+    entity = _read_header_block(head)
+    if entity is None or entity.get_content_maintype() == "message":
+        return None
+    if entity.get_content_maintype() != "multipart":
+        entity.set_payload(body)
+        return entity
+    boundary = entity.get_boundary()
+    if boundary is None or entity.get_content_subtype() == "digest" or boundary in outer:
+        return None
+    lines = _delimiters(body, boundary)
+    if not lines or lines[0][2]:
+        return None
+    if lines[0][0]:
+        entity.preamble = _without_final_line_end(body[: lines[0][0]])
+    parts: list[Message | str] = []
+    for (_, opening_end, closing), (following, _, _) in zip(lines, lines[1:], strict=False):
+        if closing:
+            break
+        part = _split_entity(body[opening_end:following], (*outer, boundary))
+        if part is None:
+            return None
+        # Both are strings here: this function sets every epilogue and every leaf's payload.
+        if part.is_multipart():
+            part.epilogue = None if part.epilogue == "" else _without_final_line_end(str(part.epilogue))
+        else:
+            part.set_payload(_without_final_line_end(str(part.get_payload())))
+        parts.append(part)
+    if len(parts) >= len(lines) or not lines[len(parts)][2]:
+        return None  # no closing delimiter
+    entity.set_payload(parts)
+    entity.epilogue = body[lines[len(parts)][1] :]
+    return entity
+
+
 def walk_within(message: Message, max_depth: int) -> tuple[list[Message], bool]:
     """The leaf parts, depth first in order, reading at most `max_depth` levels of multipart nesting."""
     leaves: list[Message] = []
@@ -586,7 +697,9 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
     try:
         # compat32 keeps header values as the raw strings they are: the structured headers of
         # policy.default cost most of a parse, and only the subject (decoded apart) is shown.
-        message = BytesParser(policy=policy.compat32).parsebytes(raw)
+        message = split_message(raw)
+        if message is None:
+            message = BytesParser(policy=policy.compat32).parsebytes(raw)
     except Exception as exc:  # noqa: BLE001 - the stdlib parser is lenient; anything it raises is bad input
         raise MalformedPayload(f"unreadable MIME message ({type(exc).__name__})") from exc
     pairs = header_pairs(message)

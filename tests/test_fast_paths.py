@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 from email import policy
+from email.parser import BytesParser
 from email.utils import getaddresses
+from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,9 @@ from relay.message import (
     mailbox_addresses,
     mime_boundaries,
     parse_mime,
+    split_message,
 )
+from tests.helpers import PAYLOADS
 
 CHARSETS = ["utf-8", "UTF-8", "iso-8859-1", "windows-1252", "us-ascii", "koi8-r", "utf-16"]
 
@@ -100,3 +104,85 @@ def test_plain_mailboxes_take_the_fast_path() -> None:
                 max_size=14).map(b"".join))  # fmt: skip
 def test_boundaries_are_found_as_a_case_blind_regex_scan_finds_them(raw: bytes) -> None:
     assert mime_boundaries(raw) == {m[1] or m[2] for m in _BOUNDARY_PARAMETER.finditer(raw)}
+
+
+# MIME structure: the string-search splitter against the standard parser --------------------------
+
+NAMES = ["Subject", "X-Tag", "Content-Transfer-Encoding", "X-Empty"]
+VALUES = ["hello", "", "  padded  ", "a: b", "=?utf-8?q?x?=", "x\r\n folded", "x\r\n\tfolded\r\n more"]
+ODD_HEADER_LINES = ["no colon here", " continuation", "From someone", ": no name", "Bad Name: x"]
+BOUNDARIES = ["b1", "b1x", "=_Part.1+x", "a(b)", "B-2"]
+# Mostly plain lines; now and then one that looks like, or is, a delimiter line.
+BODY_LINES = ["text"] * 40 + ["", "--b1", "--b1--", "--b1x", "--b1  ", "-- b1", "From x", "--B-2", "--=_Part.1+x--"]
+
+
+@st.composite
+def mime_entities(draw: st.DrawFn, depth: int = 0, outer: tuple[str, ...] = (), *, plain: bool = False,
+                  eol: str | None = None) -> str:  # fmt: skip
+    """A MIME entity. `plain`: the common structure only (one line break throughout, headers all
+    well formed, a boundary per level, at least one part, closing delimiters, no look-alike lines)."""
+    eol = eol or draw(st.sampled_from(["\r\n", "\n"]))
+    pairs = draw(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=3))
+    headers = [f"{name}: {value}".replace("\r\n", eol) for name, value in pairs]
+    if not plain and draw(st.integers(0, 19)) == 0:
+        headers.insert(draw(st.integers(0, len(headers))), draw(st.sampled_from(ODD_HEADER_LINES)))
+    kinds = (
+        ["leaf", "multipart"] if plain else ["leaf", "leaf", "multipart", "multipart", "multipart", "message", "digest"]
+    )
+    kind = draw(st.sampled_from(kinds if depth < 3 else ["leaf"]))
+    lines = st.sampled_from(["text", "", "-- not a delimiter"] if plain else BODY_LINES)
+    inner = {"plain": plain, "eol": eol if plain else None}
+    if kind == "leaf":
+        headers.append(f"Content-Type: {draw(st.sampled_from(['text/plain', 'text/html; charset=utf-8']))}")
+        body = eol.join(draw(st.lists(lines, max_size=4)))
+        return eol.join(headers) + eol + eol + body + draw(st.sampled_from(["", eol]))
+    if kind == "message":
+        headers.append("Content-Type: message/rfc822")
+        return eol.join(headers) + eol + eol + draw(mime_entities(depth + 1, outer))
+    boundary = draw(st.sampled_from([b for b in BOUNDARIES if not (plain and b in outer)]))
+    subtype = "digest" if kind == "digest" else draw(st.sampled_from(["mixed", "alternative"]))
+    quoted = draw(st.booleans()) or not boundary.isalnum()
+    headers.append(f"Content-Type: multipart/{subtype}; boundary={chr(34) * quoted}{boundary}{chr(34) * quoted}")
+    text = eol.join(headers) + eol + eol
+    if draw(st.booleans()):
+        text += eol.join(draw(st.lists(lines, min_size=1, max_size=2))) + eol
+    for _ in range(draw(st.sampled_from([1, 2, 3] if plain else [1, 1, 2, 2, 3, 0]))):
+        padding = draw(st.sampled_from(["", "", " ", "\t "]))
+        text += f"--{boundary}{padding}{eol}" + draw(mime_entities(depth + 1, (*outer, boundary), **inner)) + eol
+    if plain or draw(st.integers(0, 5)):
+        text += f"--{boundary}--" + draw(st.sampled_from(["", eol, eol + "epilogue" + eol, eol + eol]))
+    return text
+
+
+def mime_shape(message: Any) -> Any:
+    payload = message.get_payload()
+    return (list(message.raw_items()), message.get_unixfrom(), message.preamble, message.epilogue,
+            message.get_default_type(), [mime_shape(part) for part in payload]
+            if isinstance(payload, list) else payload)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(mime_entities())
+def test_the_mime_splitter_builds_what_the_standard_parser_builds(text: str) -> None:
+    raw = text.encode("utf-8", "surrogateescape")
+    split = split_message(raw)
+    if split is not None:
+        assert mime_shape(split) == mime_shape(BytesParser(policy=policy.compat32).parsebytes(raw))
+
+
+@settings(max_examples=500, deadline=None)
+@given(mime_entities(plain=True))
+def test_the_mime_splitter_reads_the_common_structure_as_the_standard_parser(text: str) -> None:
+    raw = text.encode("utf-8", "surrogateescape")
+    split = split_message(raw)
+    assert split is not None
+    assert mime_shape(split) == mime_shape(BytesParser(policy=policy.compat32).parsebytes(raw))
+
+
+def test_the_mime_splitter_reads_the_common_messages() -> None:
+    """Mail as it mostly comes takes the fast path: every fixture email, multipart or not."""
+    for path in sorted(PAYLOADS.glob("**/*.eml")):
+        raw = path.read_bytes()
+        split = split_message(raw)
+        assert split is not None, path.name
+        assert mime_shape(split) == mime_shape(BytesParser(policy=policy.compat32).parsebytes(raw)), path.name
