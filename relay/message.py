@@ -553,6 +553,11 @@ def cut_after_parts(raw: bytes, max_parts: int, boundaries: set[bytes] | None = 
     return raw, False
 
 
+#: Messages the splitter reads: up to this size (it holds each level's body as a string of its
+#: own, so larger ones go to the standard parser, whose memory the caps were measured with) ...
+SPLIT_MAX_BYTES = 1024 * 1024
+#: ... and this many levels of multipart nesting.
+SPLIT_MAX_DEPTH = 8
 _BLANK_LINE = re.compile(r"\n\r?\n")
 _FIELD_NAME = re.compile(r"[\041-\071\073-\176]+")
 #: What may follow `--boundary` on a delimiter line: `--` closes, then transport padding.
@@ -588,8 +593,11 @@ def split_message(raw: bytes) -> Message | None:
     a header line the parser would read otherwise (no colon, a `From ` line, a continuation first),
     no blank line after the headers, a multipart without its boundary, its first or its closing
     delimiter, a part with no blank line after its headers (two delimiters in a row among them), a
-    boundary reused inside, a digest or a message/* part.
+    boundary reused inside, a digest or a message/* part; and messages over SPLIT_MAX_BYTES or
+    nested deeper than SPLIT_MAX_DEPTH.
     """
+    if len(raw) > SPLIT_MAX_BYTES:
+        return None
     text = raw.decode("ascii", "surrogateescape")
     if text.count("\r") != text.count("\r\n"):
         return None
@@ -638,6 +646,8 @@ def _split_entity(text: str, outer: tuple[str, ...]) -> Message | None:
         return entity
     boundary = entity.get_boundary()
     if boundary is None or entity.get_content_subtype() == "digest" or boundary in outer:
+        return None
+    if len(outer) >= SPLIT_MAX_DEPTH:
         return None
     lines = _delimiters(body, boundary)
     if not lines or lines[0][2]:

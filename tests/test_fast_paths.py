@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from relay.message import (
     _BOUNDARY_PARAMETER,
     _PLAIN_MAILBOX,
+    SPLIT_MAX_BYTES,
+    SPLIT_MAX_DEPTH,
     decode_plain_encoded_words,
     mailbox_addresses,
     mime_boundaries,
@@ -186,3 +188,15 @@ def test_the_mime_splitter_reads_the_common_messages() -> None:
         split = split_message(raw)
         assert split is not None, path.name
         assert mime_shape(split) == mime_shape(BytesParser(policy=policy.compat32).parsebytes(raw)), path.name
+
+
+def test_deep_or_large_messages_go_to_the_standard_parser() -> None:
+    """The splitter keeps each level's body as a string: deep nesting or a large message would
+    multiply the memory a message takes, so those are read by the standard parser."""
+    text = "Content-Type: text/plain\r\n\r\nhi\r\n"
+    for level in range(SPLIT_MAX_DEPTH + 2, 0, -1):
+        text = f"Content-Type: multipart/mixed; boundary=b{level}\r\n\r\n--b{level}\r\n{text}\r\n--b{level}--\r\n"
+    assert split_message(text.encode()) is None
+    assert split_message(b"Content-Type: text/plain\r\n\r\n" + b"x" * SPLIT_MAX_BYTES) is None
+    shallow = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n"
+    assert split_message(shallow.encode()) is not None
