@@ -372,6 +372,13 @@ class Delivery:
         }
 
 
+def _with_payload(raw: dict[str, str]) -> tuple[Delivery | None, dict[str, Any] | None]:
+    """A record's hash as the record and its Knock body (None, None for no record)."""
+    if not raw:
+        return None, None
+    return Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
+
+
 #: Field names in order, read once: `dataclasses.asdict` deep-copies on every write.
 DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
 
@@ -506,10 +513,7 @@ class DeliveryStore:
 
     def get_with_payload(self, delivery_id: str) -> tuple[Delivery | None, dict[str, Any] | None]:
         """The record and its Knock body, in one read."""
-        raw: dict[str, str] = self.redis.hgetall(self.record_key(delivery_id))  # type: ignore[assignment]
-        if not raw:
-            return None, None
-        return Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
+        return _with_payload(self.redis.hgetall(self.record_key(delivery_id)))  # type: ignore[arg-type]
 
     def sent_payload(self, delivery_id: str) -> dict[str, Any] | None:
         """The body as Knock received it, while RELAY_SENT_BODY_TTL_SECONDS keeps it."""
@@ -525,10 +529,7 @@ class DeliveryStore:
                                     args=[token, lock_ms])  # fmt: skip
         if reply[0] == "locked":
             return max(int(reply[1]), 0), None, None
-        raw = dict(zip(reply[1::2], reply[2::2], strict=True))
-        if not raw:
-            return None, None, None
-        return None, Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
+        return None, *_with_payload(dict(zip(reply[1::2], reply[2::2], strict=True)))
 
     def release_lock(self, key: str, token: str) -> None:
         """Delete a lock only if it is still ours, in one step."""

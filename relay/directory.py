@@ -35,7 +35,6 @@ from relay.routing import DirectoryView, addresses_to_look_up, reply_tag_prospec
 
 PREFIX = "relay:"
 KNOCK_AGENT_CACHE_SECONDS = 3600
-VERSION_KEY = DIRECTORY_VERSION_KEY
 #: Entries a process keeps of what it read (addresses and prospects); past it the copy starts over.
 CACHE_ENTRIES = 20_000
 #: Age at which a process's copy is dropped whatever the version says.
@@ -63,15 +62,16 @@ def normalise_emails(emails: Iterable[str]) -> list[str]:
 
 
 # Reads the directory entries of an email's addresses (KEYS: ARGV[1] prospect-set keys, then as
-# many agent keys) and the records of every prospect they or ARGV[2..] name, with the directory's
-# version (given one first if it has none, so that a flushed directory never looks unchanged).
+# many agent keys, then the version key) and the records of every prospect they or ARGV[3..] name,
+# with the directory's version (given ARGV[2] first if it has none, so that a flushed directory
+# never looks unchanged).
 _VIEW = """
-local version = redis.call("get", "relay:directory-version")
+local n = tonumber(ARGV[1])
+local version = redis.call("get", KEYS[2 * n + 1])
 if not version then
   version = ARGV[2]
-  redis.call("set", "relay:directory-version", version)
+  redis.call("set", KEYS[2 * n + 1], version)
 end
-local n = tonumber(ARGV[1])
 local ids, agents, seen, candidates = {}, {}, {}, {}
 for i = 1, n do
   ids[i] = redis.call("smembers", KEYS[i])
@@ -147,7 +147,7 @@ class Directory:
             for address in addresses:
                 pipe.sadd(_email_key(address), prospect_id)
             pipe.set(_prospect_key(prospect_id), json.dumps(record))
-            pipe.set(VERSION_KEY, new_version())
+            pipe.set(DIRECTORY_VERSION_KEY, new_version())
 
         self.redis.transaction(write, _prospect_key(prospect_id))
         self.forget()
@@ -164,7 +164,7 @@ class Directory:
         for address in record["emails"]:
             pipe.srem(_email_key(address), prospect_id)
         pipe.delete(_prospect_key(prospect_id))
-        pipe.set(VERSION_KEY, new_version())
+        pipe.set(DIRECTORY_VERSION_KEY, new_version())
         pipe.execute()
         self.forget()
         return True
@@ -191,7 +191,7 @@ class Directory:
             for address in record["emails"]:
                 pipe.set(_agent_email_key(address), username)
             pipe.set(_agent_key(username), json.dumps(record))
-            pipe.set(VERSION_KEY, new_version())
+            pipe.set(DIRECTORY_VERSION_KEY, new_version())
 
         self.redis.transaction(write, _agent_key(username))
         self.forget()
@@ -208,7 +208,7 @@ class Directory:
         for address in record["emails"]:
             pipe.delete(_agent_email_key(address))
         pipe.delete(_agent_key(username))
-        pipe.set(VERSION_KEY, new_version())
+        pipe.set(DIRECTORY_VERSION_KEY, new_version())
         pipe.execute()
         self.forget()
         return True
@@ -229,7 +229,7 @@ class Directory:
 
     def _read(self, addresses: list[str], extra_ids: list[str]) -> tuple[DirectoryView, str]:
         version, ids, agents, records = self._view(
-            keys=[_email_key(a) for a in addresses] + [_agent_email_key(a) for a in addresses],
+            keys=[*map(_email_key, addresses), *map(_agent_email_key, addresses), DIRECTORY_VERSION_KEY],
             args=[len(addresses), new_version(), *extra_ids],
         )
         version = str(version)

@@ -96,7 +96,7 @@ def accept_items(
             records,
             directory_version=None if last_try or not versions else versions.pop(),
             replay_key=replay_key,
-            replay_answer=json.dumps(Intake(tuple(summaries)).body()),
+            replay_answer=json.dumps(Intake(tuple(summaries)).body()) if replay_key else "",
             replay_ttl=replay_ttl,
         )
         if not stored.stale:
