@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -255,8 +256,26 @@ def message_key(message_id: str) -> str:
     return hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_id_lock = threading.Lock()
+_last_id_ms = 0
+_id_sequence = 0
+
+
 def new_delivery_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits that sort in creation order within a process: milliseconds, a sequence, randomness.
+
+    Lists are ordered by receipt time and then by id, so two deliveries received in the
+    same millisecond still come out newest first.
+    """
+    global _last_id_ms, _id_sequence
+    with _id_lock:
+        ms = max(time.time_ns() // 1_000_000, _last_id_ms)
+        _id_sequence = _id_sequence + 1 if ms == _last_id_ms else 0
+        if _id_sequence > 0xFFFF:
+            ms, _id_sequence = ms + 1, 0
+        _last_id_ms = ms
+        sequence = _id_sequence
+    return f"{ms & 0xFFFFFFFFFFFF:012x}{sequence:04x}{secrets.token_hex(8)}"
 
 
 @dataclass

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from relay.app import create_app
+from relay.deliveries import new_delivery_id
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, mime, post_mime
 
@@ -91,6 +93,16 @@ def test_message_bodies_are_validated_field_by_field(client: Any) -> None:
     response = client.post("/v1/messages", json={"from": "nope", "to": [], "type": "FAX"}, headers=BEARER)
     assert response.status_code == 400
     assert {"from", "to", "subject", "type"} <= set(response.json["details"])
+
+
+def test_delivery_ids_sort_in_creation_order_even_within_one_millisecond() -> None:
+    # Lists order equal receipt times by id, so ids made in the same millisecond must still ascend.
+    made = [new_delivery_id() for _ in range(3000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in made)
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda _: new_delivery_id(), range(4000)))
+    assert len(set(threaded)) == len(threaded)
 
 
 def test_deliveries_list_filters_and_pages_newest_first(client: Any) -> None:
