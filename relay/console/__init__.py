@@ -17,7 +17,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from marshmallow import Schema, ValidationError
 from werkzeug.security import check_password_hash
@@ -64,10 +78,21 @@ def init_console(app: Flask, settings: Settings) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
     )
+    app.session_interface = ConsoleSessions()
     csrf.init_app(app)
     for name in ("webhooks", "api", "ops"):  # machine callers authenticate otherwise and send no cookie
         csrf.exempt(app.blueprints[name])
     app.register_blueprint(console)
+
+
+class ConsoleSessions(SecureCookieSessionInterface):
+    """The signed session cookie, read only under /console (the cookie's path): webhook and API
+    calls carry none, and checking for one on each of them costs as much as a Redis round trip."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.path.startswith(console.url_prefix or "/console"):
+            return None  # Flask stands a null session in, which refuses writes
+        return super().open_session(app, request)
 
 
 def _derived_key(settings: Settings) -> str:
