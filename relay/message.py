@@ -7,13 +7,14 @@ import binascii
 import hashlib
 import quopri
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
 from relay.errors import MalformedPayload
 from relay.sender_auth import SenderAuth
@@ -411,11 +412,84 @@ def parse_header_block(block: str) -> list[tuple[str, str]]:
     return header_pairs(HeaderParser(policy=policy.compat32).parsestr(block, headersonly=True))
 
 
+# RFC 2045 token characters, less "*" (RFC 2231's mark of an encoded or continued parameter).
+_TOKEN = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"
+# Printable ASCII in a quoted string, less the quote, backslash escapes and angle brackets (which
+# the standard library's unquoting strips from around a value).
+_QUOTED = r'"[ !#-;=?-\[\]-~]*"'
+_SPACE = r"[ \t\r\n]*"
+_PLAIN_CONTENT_TYPE = re.compile(
+    rf"{_SPACE}({_TOKEN}/{_TOKEN}){_SPACE}((?:;{_SPACE}{_TOKEN}=(?:{_TOKEN}|{_QUOTED}){_SPACE})*);?{_SPACE}"
+)
+_PLAIN_PARAMETER = re.compile(rf'({_TOKEN})=(?:({_TOKEN})|"([^"]*)")')
+
+
+def plain_content_type(part: Message) -> tuple[str, dict[str, str]] | None:
+    """The part's content type and parameters when its Content-Type has the plain form most mail
+    uses (tokens and simple quoted strings; no RFC 2231 parameters, comments or escapes), read as
+    `get_content_type` and `get_param` read them (the first of a repeated parameter counts); None
+    when it has another form or is missing. The standard library parses the parameters anew on
+    every `get_param`, five times per message for the charsets, file names and boundary."""
+    value = part.get("content-type")
+    if not isinstance(value, str):  # compat32 hands a Header over for 8-bit values
+        return None
+    found = _PLAIN_CONTENT_TYPE.fullmatch(value)
+    if found is None:
+        return None
+    parameters: dict[str, str] = {}
+    for name, token, quoted in _PLAIN_PARAMETER.findall(found[2]):
+        parameters.setdefault(name.lower(), token or quoted)
+    return found[1].lower(), parameters
+
+
+def content_type_of(part: Message) -> str:
+    plain = plain_content_type(part)
+    return plain[0] if plain else part.get_content_type()
+
+
+def _read_parameter(read: Callable[[], Any]) -> Any:
+    """A parameter as the standard library reads it, or None where its RFC 2231 decoding fails (it
+    raises TypeError on `name*=…; name*0=…`): an unreadable parameter is treated as absent."""
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - whatever the decoding raises, the header is bad input
+        return None
+
+
+def charset_of(part: Message) -> str | None:
+    """As `get_content_charset()`; None where that raises."""
+    plain = plain_content_type(part)
+    if plain is None:
+        return _read_parameter(part.get_content_charset)  # type: ignore[no-any-return]
+    charset = plain[1].get("charset")
+    return None if charset is None else charset.lower()
+
+
+def boundary_of(part: Message) -> str | None:
+    """As `get_boundary()`; None where that raises."""
+    plain = plain_content_type(part)
+    if plain is None:
+        return _read_parameter(part.get_boundary)  # type: ignore[no-any-return]
+    boundary = plain[1].get("boundary")
+    return None if boundary is None else boundary.rstrip()
+
+
+def _file_name(part: Message) -> str | None:
+    """As `get_filename()` (Content-Disposition's filename, else Content-Type's name); None where that raises."""
+    if part.get("content-disposition") is None:
+        plain = plain_content_type(part)
+        if plain is not None:
+            name = plain[1].get("name")
+            return None if name is None else name.strip()
+    found = _read_parameter(part.get_filename)
+    return None if found is None else str(found)
+
+
 def _part_text(part: Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
+    charset = charset_of(part) or "utf-8"
     try:
         return payload.decode(charset, errors="replace")
     except LookupError:
@@ -424,10 +498,10 @@ def _part_text(part: Message) -> str:
 
 def filename_of(part: Message) -> str | None:
     """The part's file name, RFC 2231 parameters or (as many mailers write them) RFC 2047 words decoded."""
-    name = part.get_filename()
+    name = _file_name(part)
     if not name:
         return None
-    name = without_surrogates(str(name))
+    name = without_surrogates(name)
     if "=?" in name:
         try:
             return str(policy.default.header_fetch_parse("subject", name))
@@ -639,13 +713,16 @@ def _split_entity(text: str, outer: tuple[str, ...]) -> Message | None:
             return None
         head, body = text[: blank.start() + 1], text[blank.end() :]
     entity = _read_header_block(head)
-    if entity is None or entity.get_content_maintype() == "message":
+    if entity is None:
         return None
-    if entity.get_content_maintype() != "multipart":
+    maintype, _, subtype = content_type_of(entity).partition("/")
+    if maintype == "message":
+        return None
+    if maintype != "multipart":
         entity.set_payload(body)
         return entity
-    boundary = entity.get_boundary()
-    if boundary is None or entity.get_content_subtype() == "digest" or boundary in outer:
+    boundary = boundary_of(entity)
+    if boundary is None or subtype == "digest" or boundary in outer:
         return None
     if len(outer) >= SPLIT_MAX_DEPTH:
         return None
@@ -723,14 +800,14 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
     if too_deep:
         truncated.append(TRUNCATED_NESTING)
     for part in leaves:
-        content_type = part.get_content_type()
+        content_type = content_type_of(part)
         if _is_attachment(part):
             attachments.append(Attachment(filename_of(part) or "attachment", encoded_size(part), content_type))
         elif content_type == "text/html" and html is None:
             html = _part_text(part)
         elif content_type == "text/plain" and text is None:
             text = _part_text(part)
-        elif part.get_content_maintype() not in ("text", "multipart"):
+        elif content_type.partition("/")[0] not in ("text", "multipart"):
             if content_type.startswith("image/") and part.get("content-id"):
                 continue  # inline images referenced by cid: are dropped with their references
             attachments.append(Attachment(filename_of(part) or "attachment", encoded_size(part), content_type))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from email import policy
+from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses
 from html.parser import HTMLParser
@@ -26,10 +27,15 @@ from relay.message import (
     _PLAIN_MAILBOX,
     SPLIT_MAX_BYTES,
     SPLIT_MAX_DEPTH,
+    _file_name,
+    boundary_of,
+    charset_of,
+    content_type_of,
     decode_plain_encoded_words,
     mailbox_addresses,
     mime_boundaries,
     parse_mime,
+    plain_content_type,
     split_message,
 )
 from tests.helpers import PAYLOADS
@@ -292,3 +298,56 @@ def test_common_markup_takes_the_single_pass() -> None:
     cleaned = _CLEANER.clean('<p style="color:red;position:fixed">x</p><p title="t" style="width:url(x)">y</p>')
     assert _inert_styles(cleaned) == '<p style="color:red">x</p><p title="t">y</p>'
     assert _inert_styles(_CLEANER.clean('<p style="color:red">say style="x"</p>')) is None
+
+
+# Content-Type parameters read once, in the plain form -----------------------------------------
+
+content_type_spaces = st.sampled_from(["", "", " ", "\r\n\t", "  ", "\x0b"])
+content_type_parameters = st.sampled_from([
+    "charset=utf-8", "CHARSET=UTF-8", 'charset="iso-8859-1"', "charset=", 'charset=""', "charset=latin1",
+    'boundary="b 1=;x"', "boundary=b1", 'boundary="<b>"', 'boundary="b1  "', "name=a.pdf", 'name="a b.pdf"',
+    "name*=utf-8''a%20b.pdf", "name*0=a", 'name="a\\"b"', "(comment)", "name=\u00e9.pdf", 'name=" x "', "x", "=",
+    "filename=f.txt", "Name=N.pdf", 'name="<a>"', "boundary=", 'x="y', "a=b=c",
+])  # fmt: skip
+
+
+@st.composite
+def content_types(draw: Any) -> str:
+    space = content_type_spaces
+    types = ["text/plain", "TEXT/HTML", "multipart/alternative", "application/pdf", "text", "text/plain/x",
+             "text /plain", "multipart/digest"]  # fmt: skip
+    value = draw(space) + draw(st.sampled_from(types))
+    for parameter in draw(st.lists(content_type_parameters, max_size=4)):
+        value += draw(space) + draw(st.sampled_from([";", ";", "", ","])) + draw(space) + parameter
+    return value + draw(space) + draw(st.sampled_from(["", "", ";"])) + draw(space)
+
+
+def standard_or_none(read: Any) -> Any:
+    """What the standard library reads, or None where it raises (RFC 2231 decoding can)."""
+    try:
+        return read()
+    except TypeError:
+        return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(content_types(), st.booleans())
+@example('multipart/alternative;\r\n\tboundary="b1"; charset=UTF-8', False)
+def test_content_type_parameters_read_as_the_standard_library_reads_them(value: str, disposition: bool) -> None:
+    part = Message()
+    part["Content-Type"] = value
+    if disposition:
+        part["Content-Disposition"] = "attachment; filename=d.txt"
+    assert content_type_of(part) == part.get_content_type()
+    assert charset_of(part) == standard_or_none(part.get_content_charset)
+    assert boundary_of(part) == standard_or_none(part.get_boundary)
+    expected_name = standard_or_none(part.get_filename)
+    assert _file_name(part) == (None if expected_name is None else str(expected_name))
+
+
+def test_the_usual_content_types_take_the_plain_path() -> None:
+    for value in ("text/plain; charset=utf-8", 'multipart/mixed;\r\n boundary="=_b1"', "application/pdf; name=a.pdf",
+                  "text/html"):  # fmt: skip
+        part = Message()
+        part["Content-Type"] = value
+        assert plain_content_type(part) is not None, value

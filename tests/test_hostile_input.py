@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.providers.base import form_unquote
-from tests.helpers import BEARER, basic_auth, mailgun_signature, signed_urlencoded
+from tests.helpers import BEARER, basic_auth, mailgun_signature, post_mime, signed_urlencoded
 
 DEEP = b"[" * 5_000 + b"]" * 5_000  # far past the parser's recursion limit, within the size cap
 
@@ -50,6 +50,25 @@ def test_deep_json_in_mailgun_user_variables_is_ignored(client: Any) -> None:
         content_type="application/x-www-form-urlencoded",
     )
     assert response.status_code == 200 and response.json["status"] == "unmatched"
+
+
+@pytest.mark.parametrize("parameter", ["name*=utf-8''a.pdf; name*0=a", "charset*=utf-8''x; charset*0=y"])
+def test_parameters_the_standard_library_cannot_decode_are_read_as_absent(
+    client: Any, services: Any, parameter: str
+) -> None:
+    # email.utils.decode_params raises TypeError when a parameter comes both encoded and continued.
+    raw = (
+        b"From: renter@example.com\r\nTo: leasing@acme-living.com\r\nSubject: x\r\nMessage-ID: <odd@x>\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; "
+        + parameter.encode()
+        + b"\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf; "
+        + parameter.encode()
+        + b"\r\n\r\n%PDF\r\n--b--\r\n"
+    )
+    response = post_mime(client, raw)
+    assert response.status_code == 200, response.json
+    body = services.store.payload(response.json["deliveries"][0]["id"])["body"]
+    assert body.startswith("hi") and "<li>attachment (4 B)</li>" in body
 
 
 def test_405_names_the_allowed_methods(client: Any) -> None:
