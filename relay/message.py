@@ -424,22 +424,28 @@ _PLAIN_CONTENT_TYPE = re.compile(
 _PLAIN_PARAMETER = re.compile(rf'({_TOKEN})=(?:({_TOKEN})|"([^"]*)")')
 
 
+_PLAIN_CONTENT_TYPE_READ = "_relay_plain_content_type"
+
+
 def plain_content_type(part: Message) -> tuple[str, dict[str, str]] | None:
     """The part's content type and parameters when its Content-Type has the plain form most mail
     uses (tokens and simple quoted strings; no RFC 2231 parameters, comments or escapes), read as
     `get_content_type` and `get_param` read them (the first of a repeated parameter counts); None
     when it has another form or is missing. The standard library parses the parameters anew on
-    every `get_param`, five times per message for the charsets, file names and boundary."""
+    every `get_param`, five times per message for the charsets, file names and boundary; this reads
+    them once per part and keeps the result on it (parts are not changed once parsed)."""
+    if _PLAIN_CONTENT_TYPE_READ in part.__dict__:
+        return part.__dict__[_PLAIN_CONTENT_TYPE_READ]  # type: ignore[no-any-return]
+    read = None
     value = part.get("content-type")
-    if not isinstance(value, str):  # compat32 hands a Header over for 8-bit values
-        return None
-    found = _PLAIN_CONTENT_TYPE.fullmatch(value)
-    if found is None:
-        return None
-    parameters: dict[str, str] = {}
-    for name, token, quoted in _PLAIN_PARAMETER.findall(found[2]):
-        parameters.setdefault(name.lower(), token or quoted)
-    return found[1].lower(), parameters
+    found = _PLAIN_CONTENT_TYPE.fullmatch(value) if isinstance(value, str) else None  # else a Header (8-bit)
+    if found is not None:
+        parameters: dict[str, str] = {}
+        for name, token, quoted in _PLAIN_PARAMETER.findall(found[2]):
+            parameters.setdefault(name.lower(), token or quoted)
+        read = (found[1].lower(), parameters)
+    part.__dict__[_PLAIN_CONTENT_TYPE_READ] = read
+    return read
 
 
 def content_type_of(part: Message) -> str:

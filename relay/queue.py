@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from typing import Any
 
 import dramatiq
 import redis
@@ -95,13 +96,13 @@ class DeliveryQueue:
         in `<namespace>:<queue>.msgs` under a fresh id, the id pushed onto `<namespace>:<queue>`), so
         that the webhook writes record and message in one Redis step. The worker consumes it as any."""
         redis_message_id = str(uuid.uuid4())
-        message = self._message(delivery_id).copy(options={"redis_message_id": redis_message_id})
+        message = self._message(delivery_id, options={"redis_message_id": redis_message_id})
         return QueueWrite(QUEUE_KEY, f"{QUEUE_KEY}.msgs", redis_message_id, message.encode())
 
     @staticmethod
-    def _message(delivery_id: str) -> dramatiq.Message[None]:
+    def _message(delivery_id: str, options: dict[str, Any] | None = None) -> dramatiq.Message[None]:
         return dramatiq.Message(
-            queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(delivery_id,), kwargs={}, options={}
+            queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(delivery_id,), kwargs={}, options=options or {}
         )
 
 

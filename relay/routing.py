@@ -198,10 +198,13 @@ def _target(email: Email, direction: str, prospect_id: str, view: DirectoryView,
     return Target(prospect_id, agent, found_by, agent_found_by)
 
 
+_NO_METADATA = Metadata()
+
+
 def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
     direction = direction_of(email, rules, view)
-    if not honours_metadata(email, direction, rules):
-        email = replace(email, metadata=Metadata())
+    if email.metadata != _NO_METADATA and not honours_metadata(email, direction, rules):
+        email = replace(email, metadata=_NO_METADATA)
     message_type = message_type_of(email, direction, rules)
     if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status == FAIL:
         # Mail claiming to come from the leasing side that the provider could not authenticate.
