@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 
 import redis
 from flask import Flask, Response, g, jsonify, request
@@ -48,14 +48,15 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def start_request() -> None:
-        rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        rid = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(16)
         g.request_id = rid
         g.started = time.perf_counter()
         request_id.set(rid)
         # Refuse oversized bodies before anything reads them (chunked bodies are cut while read).
-        if request.content_length is not None and request.content_length > settings.max_request_bytes:
+        length = request.content_length
+        if length is not None and length > settings.max_request_bytes:
             raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
-        if request.content_length is None and request.method in ("POST", "PUT"):
+        if length is None and request.method in ("POST", "PUT"):
             # Werkzeug stops a length-less (chunked) body at the cap without complaint; one more
             # byte tells a body that fits from one that was cut, which must not be read as complete.
             if len(request.get_data(cache=True)) >= settings.max_request_bytes and request.stream.read(1):

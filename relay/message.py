@@ -278,12 +278,15 @@ def build_email(
     limits = limits or ParseLimits()
     cut = list(truncated)
     pairs = tuple((name.strip().lower(), str(value)) for name, value in headers)
+    by_name: dict[str, list[str]] = {}
+    for key, value in pairs:
+        by_name.setdefault(key, []).append(value)
 
     def values(name: str) -> list[str]:
-        return [value for key, value in pairs if key == name]
+        return by_name.get(name, [])
 
     def first(name: str) -> str | None:
-        found = values(name)
+        found = by_name.get(name)
         return found[0] if found else None
 
     senders = addresses(values("from"), 1) or addresses(values("sender"), 1)
@@ -353,8 +356,15 @@ def without_surrogates(value: str) -> str:
         return _SURROGATE.sub("\ufffd", value)
 
 
+def unfold(raw: str) -> str:
+    """White space runs (folding included) as one space, the ends stripped, raw 8-bit bytes read as UTF-8."""
+    if raw.isprintable() and "  " not in raw:  # no folding, tabs, surrogate escapes or double spaces
+        return raw.strip()
+    return without_surrogates(_WHITESPACE.sub(" ", raw).strip())
+
+
 def _decode_header_value(name: str, raw: str) -> str:
-    unfolded = without_surrogates(_WHITESPACE.sub(" ", str(raw)).strip())
+    unfolded = unfold(str(raw))
     if name.lower() not in TEXT_HEADERS or "=?" not in unfolded:
         return unfolded
     value = unfolded[:MAX_TEXT_HEADER_CHARS]

@@ -25,6 +25,7 @@ from relay.knock.schema import (
 from relay.message import (
     _BOUNDARY_PARAMETER,
     _PLAIN_MAILBOX,
+    _WHITESPACE,
     SPLIT_MAX_BYTES,
     SPLIT_MAX_DEPTH,
     _file_name,
@@ -37,6 +38,8 @@ from relay.message import (
     parse_mime,
     plain_content_type,
     split_message,
+    unfold,
+    without_surrogates,
 )
 from tests.helpers import PAYLOADS
 
@@ -351,3 +354,10 @@ def test_the_usual_content_types_take_the_plain_path() -> None:
         part = Message()
         part["Content-Type"] = value
         assert plain_content_type(part) is not None, value
+
+
+@settings(max_examples=1000)
+@given(st.lists(st.sampled_from(["a", " ", "  ", "\t", "\r\n ", "\x0b", "\x1f", "\udce9", "é", "\u2028", "\xa0", "=?"]),
+                max_size=8).map("".join))  # fmt: skip
+def test_unfolding_takes_a_shortcut_only_where_the_full_rule_agrees(raw: str) -> None:
+    assert unfold(raw) == without_surrogates(_WHITESPACE.sub(" ", raw).strip())
