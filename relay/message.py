@@ -152,10 +152,13 @@ def normalise_message_id(value: str | None) -> str | None:
     return cleaned or None
 
 
+_SPACE_CHARACTER = re.compile(r"\s")  # as str.isspace() reads it
+
+
 def normalise_address(value: str) -> str | None:
     """An addr-spec with its domain lowercased; the local part keeps its case (reply tags carry ids)."""
     local, at, domain = value.strip().strip("<>").rpartition("@")
-    if not at or not local or not domain or any(c.isspace() for c in local + domain):
+    if not at or not local or not domain or _SPACE_CHARACTER.search(local) or _SPACE_CHARACTER.search(domain):
         return None
     return f"{local}@{domain.lower()}"
 
