@@ -652,7 +652,6 @@ SPLIT_MAX_BYTES = 1024 * 1024
 #: ... and this many levels of multipart nesting.
 SPLIT_MAX_DEPTH = 8
 _BLANK_LINE = re.compile(r"\n\r?\n")
-_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+")
 #: What may follow `--boundary` on a delimiter line: `--` closes, then transport padding.
 _DELIMITER_TAIL = re.compile(r"(--)?[ \t]*(?:\r?\n|\Z)")
 
@@ -697,30 +696,22 @@ def split_message(raw: bytes) -> Message | None:
     return _split_entity(text, ())
 
 
+# One header field: its name, the colon, white space compat32 drops, then its first line and every
+# continuation line (CRs are only ever part of CRLFs here: split_message sends bare CRs elsewhere).
+_HEADER_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*(.*\n(?:[ \t].*\n)*)")
+
+
 def _read_header_block(head: str) -> Message | None:
+    """The header fields of `head` (whole lines) as compat32 reads them: the value unstripped but for
+    white space after the colon and the last line break. None unless the fields cover every line."""
     entity = Message()
-    field: list[str] = []
-    for line in head.split("\n")[:-1]:
-        if line[:1] in (" ", "\t"):
-            if not field:
-                return None
-            field.append(line + "\n")
-            continue
-        if field:
-            entity.set_raw(*_header_field(field))
-        name, colon, _ = line.partition(":")
-        if not colon or not _FIELD_NAME.fullmatch(name):
-            return None
-        field = [line + "\n"]
-    if field:
-        entity.set_raw(*_header_field(field))
-    return entity
-
-
-def _header_field(lines: list[str]) -> tuple[str, str]:
-    """A header's name and raw value as compat32's header_source_parse gives them."""
-    name, value = lines[0].split(":", 1)
-    return name, (value.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
+    at = 0
+    for found in _HEADER_FIELD.finditer(head):
+        if found.start() != at:
+            return None  # a line that is not a field: no colon, a `From ` line, a continuation first
+        entity.set_raw(found[1], found[2].rstrip("\r\n"))
+        at = found.end()
+    return entity if at == len(head) else None
 
 
 def _split_entity(text: str, outer: tuple[str, ...]) -> Message | None:

@@ -12,6 +12,7 @@ from email.utils import getaddresses
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,7 @@ from relay.message import (
     SPLIT_MAX_BYTES,
     SPLIT_MAX_DEPTH,
     _file_name,
+    _read_header_block,
     boundary_of,
     charset_of,
     content_type_of,
@@ -130,6 +132,7 @@ def test_boundaries_are_found_as_a_case_blind_regex_scan_finds_them(raw: bytes) 
 
 NAMES = ["Subject", "X-Tag", "Content-Transfer-Encoding", "X-Empty"]
 VALUES = ["hello", "", "  padded  ", "a: b", "=?utf-8?q?x?=", "x\r\n folded", "x\r\n\tfolded\r\n more"]
+SEPARATORS = [": ", ": ", ":", ":\t", ": \t "]
 ODD_HEADER_LINES = ["no colon here", " continuation", "From someone", ": no name", "Bad Name: x"]
 BOUNDARIES = ["b1", "b1x", "=_Part.1+x", "a(b)", "B-2"]
 # Mostly plain lines; now and then one that looks like, or is, a delimiter line.
@@ -142,9 +145,10 @@ def mime_entities(draw: st.DrawFn, depth: int = 0, outer: tuple[str, ...] = (), 
     """A MIME entity. `plain`: the common structure only (one line break throughout, headers all
     well formed, a boundary per level, at least one part, closing delimiters, no look-alike lines)."""
     eol = eol or draw(st.sampled_from(["\r\n", "\n"]))
-    pairs = draw(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=3))
-    headers = [f"{name}: {value}".replace("\r\n", eol) for name, value in pairs]
-    if not plain and draw(st.integers(0, 19)) == 0:
+    pairs = draw(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(SEPARATORS), st.sampled_from(VALUES)),
+                          max_size=3))  # fmt: skip
+    headers = [f"{name}{separator}{value}".replace("\r\n", eol) for name, separator, value in pairs]
+    if not plain and draw(st.integers(0, 9)) == 0:
         headers.insert(draw(st.integers(0, len(headers))), draw(st.sampled_from(ODD_HEADER_LINES)))
     kinds = (
         ["leaf", "multipart"] if plain else ["leaf", "leaf", "multipart", "multipart", "multipart", "message", "digest"]
@@ -206,6 +210,13 @@ def test_the_mime_splitter_reads_the_common_messages() -> None:
         split = split_message(raw)
         assert split is not None, path.name
         assert mime_shape(split) == mime_shape(BytesParser(policy=policy.compat32).parsebytes(raw)), path.name
+
+
+@pytest.mark.parametrize("last", ["no colon here", "From someone", ": no name", "Bad Name: x"])
+def test_a_header_block_is_read_only_when_every_line_is_a_field(last: str) -> None:
+    assert _read_header_block(f"A: 1\r\n{last}\r\n") is None
+    read = _read_header_block("A:\t 1\r\n\tmore\r\nB: 2\n")
+    assert read is not None and list(read.raw_items()) == [("A", "1\r\n\tmore"), ("B", "2")]
 
 
 def test_deep_or_large_messages_go_to_the_standard_parser() -> None:
