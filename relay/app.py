@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.after_request
     def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        if request.path.startswith(("/webhooks/", "/v1/", "/healthz", "/readyz")):
+        if log.isEnabledFor(logging.INFO) and request.path.startswith(("/webhooks/", "/v1/", "/healthz", "/readyz")):
             log.info(
                 "request",
                 extra={
