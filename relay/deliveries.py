@@ -321,8 +321,7 @@ class Delivery:
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Delivery:
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
+        values: dict[str, Any] = {k: v for k, v in raw.items() if k in _KNOWN_FIELDS}
         for name in cls._INTS:
             if name in values:
                 values[name] = int(values[name])
@@ -400,6 +399,7 @@ def _with_payload(raw: dict[str, str]) -> tuple[Delivery | None, dict[str, Any] 
 
 #: Field names in order, read once: `dataclasses.asdict` deep-copies on every write.
 DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
+_KNOWN_FIELDS = frozenset(DELIVERY_FIELDS)
 
 
 class DeliveryStore:

@@ -114,8 +114,9 @@ def accept_items(
             answer = Intake(tuple(summaries)).body()
             services.redis.set(replay_key, json.dumps(answer), ex=replay_ttl)
     intake = Intake(tuple(summaries))
-    for message, ids in _ids_by_kind(records).items():
-        log.info(message, extra={"provider": provider, "status": intake.status, "deliveries": ids})
+    if log.isEnabledFor(logging.INFO):
+        for message, ids in _ids_by_kind(records).items():
+            log.info(message, extra={"provider": provider, "status": intake.status, "deliveries": ids})
     return intake
 
 

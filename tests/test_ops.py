@@ -43,6 +43,9 @@ def test_info_logs_carry_no_addresses_bodies_or_secrets(client: Any, sandbox: An
     client.post("/webhooks/mime", data=b"garbage", content_type="message/rfc822", headers=basic_auth())
     lines = [JsonFormatter().format(record) for record in caplog.records if record.levelno >= logging.INFO]
     assert any("delivered to Knock" in line for line in lines)
+    delivery_id = response.json["deliveries"][0]["id"]
+    assert any("email accepted" in line and delivery_id in line for line in lines)
+    assert any('"request"' in line and '"/webhooks/mime"' in line and '"status": 200' in line for line in lines)
     for line in lines:
         for leaked in ("renter@example.com", "leasing@acme-living.com", "4711", "s3cret", "test-token", "sandbox-key"):
             assert leaked not in line, line
