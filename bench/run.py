@@ -11,7 +11,8 @@ same settings) and reports:
   (b) req/s, p50/p99 latency and CPU ms per request of the web workers (read from /proc) for
       /webhooks/mime, Mailgun route parsed fields and Mailgun route body-mime, each request with
       its own Message-ID and signed token (bodies generated before the load, load from wrk);
-  (c) the ratios to bare Flask and to anymail;
+  (c) the ratios to bare Flask (its runs and the relay's alternate; the median of the pairs'
+      ratios) and to anymail;
   (d) deliveries/s of one worker process against a fast stub and a 50 ms stub, by thread count;
   (e) peak RSS growth of a web worker for a 5 MB and a 25 MB email;
   (f) Redis commands per webhook and per delivery (INFO commandstats deltas);
@@ -297,7 +298,11 @@ def measure_median(repeat: int, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """`measure` `repeat` times in a row, each run on bodies of its own (a repeated Message-ID or
     token would be a cheaper duplicate); the run with the median CPU ms per request, with the
     spread of all runs."""
-    runs = [measure(*args, **kwargs, skip=i * 12_000) for i in range(repeat)]
+    return median_run([measure(*args, **kwargs, skip=i * 12_000) for i in range(repeat)])
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median CPU ms per request, with the CPU and req/s of every run."""
     chosen = dict(sorted(runs, key=lambda r: r["cpu_ms"])[len(runs) // 2])
     chosen["cpu_ms_runs"] = [round(r["cpu_ms"], 2) for r in runs]  # in the order they ran
     chosen["rps_runs"] = [round(r["rps"]) for r in runs]
@@ -381,24 +386,35 @@ def ensure_peer_installed() -> bool:
 
 
 def bench_ingest(folder: Path, redis_port: int, seconds: int, report: dict[str, Any], repeat: int = 1) -> None:
+    """Bare Flask and the relay run side by side, and their loads alternate (bare, relay, bare,
+    relay, ...) so that each relay run has a bare run of the same minute to be divided by: on a
+    shared machine the speed of the whole machine drifts by a factor of two within minutes, which
+    a ratio of runs taken minutes apart would read as a change of either app."""
     count = 12_000 * repeat
     bodies = {name: write_bodies(folder, name, maker, count) for name, (_, _, maker) in SCENARIOS.items()}
     env = relay_env(redis_port, free_port())
     bare_port, relay_port, anymail_port = free_port(), free_port(), free_port()
-    with gunicorn("bench.bare_app:app", bare_port, env, folder / "bare.log") as bare:
+    with (
+        gunicorn("bench.bare_app:app", bare_port, env, folder / "bare.log") as bare,
+        gunicorn("wsgi:app", relay_port, env, folder / "relay.log") as relay,
+    ):
         wait_port(bare_port)
-        for name, (path, ctype, _) in SCENARIOS.items():
-            report["bare"][name] = measure_median(
-                repeat, f"http://127.0.0.1:{bare_port}{path}", bare.pid, bodies[name], ctype, seconds
-            )
-    with gunicorn("wsgi:app", relay_port, env, folder / "relay.log") as relay:
         wait_http(f"http://127.0.0.1:{relay_port}/readyz")
         register_prospect(f"http://127.0.0.1:{relay_port}")
         for name, (path, ctype, _) in SCENARIOS.items():
-            report["relay"][name] = measure_median(
-                repeat, f"http://127.0.0.1:{relay_port}{path}", relay.pid, bodies[name], ctype, seconds, redis_port
-            )
-            if report["relay"][name]["requests"] > count:
+            bare_runs, relay_runs = [], []
+            for i in range(repeat):
+                skip = i * 12_000
+                bare_runs.append(measure(f"http://127.0.0.1:{bare_port}{path}", bare.pid, bodies[name], ctype,
+                                         seconds, skip=skip))  # fmt: skip
+                relay_runs.append(measure(f"http://127.0.0.1:{relay_port}{path}", relay.pid, bodies[name], ctype,
+                                          seconds, redis_port, skip=skip))  # fmt: skip
+            report["bare"][name] = median_run(bare_runs)
+            report["relay"][name] = median_run(relay_runs)
+            ratios = [r["rps"] / b["rps"] for b, r in zip(bare_runs, relay_runs, strict=True)]
+            report["relay"][name]["rps_ratio_runs"] = [round(x, 2) for x in ratios]
+            report["relay"][name]["rps_ratio"] = sorted(ratios)[len(ratios) // 2]
+            if any(r["requests"] > 12_000 for r in relay_runs):
                 report["notes"].append(f"{name}: more requests than pre-generated bodies; later ones were duplicates")
         # p99 at half the measured maximum: wrk's fixed connections cannot pace, so fewer of them.
         half = run_wrk(
@@ -615,7 +631,8 @@ def print_ingest(report: dict[str, Any]) -> None:
         )
         print(
             f"| {name} | {relay['rps']:.0f} | {relay['p50']:.1f} | {relay['p99']:.1f} | {relay['cpu_ms']:.2f} | "
-            f"{bare['rps']:.0f} | {bare['cpu_ms']:.2f} | {relay['rps'] / bare['rps']:.2f} | {peer_cells} |"
+            f"{bare['rps']:.0f} | {bare['cpu_ms']:.2f} | {relay.get('rps_ratio', relay['rps'] / bare['rps']):.2f} | "
+            f"{peer_cells} |"
         )
     spread = [(side, name, row["cpu_ms_runs"]) for side in ("relay", "bare", "anymail")
               for name, row in report[side].items() if len(row.get("cpu_ms_runs", [])) > 1]  # fmt: skip
@@ -623,6 +640,11 @@ def print_ingest(report: dict[str, Any]) -> None:
         print("\nCPU ms/req of every run, in the order they ran (the median run is in the table):")
         for side, name, runs in spread:
             print(f"- {side} {name}: {runs}")
+    ratios = [(name, row["rps_ratio_runs"]) for name, row in report["relay"].items() if row.get("rps_ratio_runs")]
+    if ratios:
+        print("\nrelay ÷ bare req/s of each pair of runs (bare and relay alternate; the table has the median):")
+        for name, runs in ratios:
+            print(f"- {name}: {runs}")
     half = report["relay"].get("mime-2-connections")
     if half:
         print(
