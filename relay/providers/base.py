@@ -237,6 +237,13 @@ def body_digest(request: Request) -> str:
     return hashlib.sha256(request.get_data(cache=True)).hexdigest()
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header; None for another scheme or no header."""
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
 def any_secret_matches(presented: bytes, expected: list[bytes]) -> bool:
     """Constant-time comparison against every candidate (rotation lists), without short-circuit."""
     matched = False

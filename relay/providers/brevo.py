@@ -20,6 +20,7 @@ from relay.providers.base import (
     as_dict,
     as_list,
     as_str,
+    bearer_token,
     body_digest,
     headers_from_mapping,
     request_json,
@@ -52,10 +53,9 @@ class BrevoAuth(BasicAuthProvider):
     )
 
     def verify_request(self, request: Request, settings: Settings) -> None:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer " and settings.brevo_webhook_tokens:
-            presented = header[7:].strip().encode()
-            if not any_secret_matches(presented, [t.encode() for t in settings.brevo_webhook_tokens]):
+        presented = bearer_token(request.headers.get("Authorization"))
+        if presented is not None and settings.brevo_webhook_tokens:
+            if not any_secret_matches(presented.encode(), [t.encode() for t in settings.brevo_webhook_tokens]):
                 raise Unauthorized("wrong bearer token")
             return
         super().verify_request(request, settings)

@@ -14,6 +14,7 @@ from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavail
 from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery
 from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import Metadata, build_email, normalise_message_id
+from relay.providers.base import bearer_token
 from relay.sender_auth import vouched_by
 from relay.web import schemas, services
 from relay.web.contract import Answer, operation
@@ -31,8 +32,7 @@ def require_token() -> None:
         raise NotFound()  # the API does not exist until a token is configured
     if request.endpoint == "api.openapi":
         return
-    header = request.headers.get("Authorization", "")
-    presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    presented = bearer_token(request.headers.get("Authorization")) or ""
     if not hmac.compare_digest(presented.encode(), token.encode()):
         raise Unauthorized("missing or wrong bearer token")
 
