@@ -16,6 +16,7 @@ import redis
 from relay.app import create_app
 from relay.deliveries import DELIVERED, QUEUED
 from relay.directory import Directory
+from relay.intake import accept_items
 from relay.message import parse_mime
 from relay.services import Services
 from relay.worker import build_forwarder
@@ -91,6 +92,45 @@ def test_a_directory_change_made_elsewhere_is_seen_by_the_next_email(own_redis: 
     other_process.delete("/v1/prospects/P9", headers=BEARER)
     third = post_mime(web, mime(sender="New Renter <new@example.com>", message_id="<c@example.com>"))
     assert third.json["status"] == "unmatched"
+
+
+class _ChangingWhileRouted(list):  # type: ignore[type-arg]
+    """A call's emails; while the call's first routing pass is between its first and second email,
+    `change` runs (the directory changes meanwhile). Later passes see the emails alone."""
+
+    def __init__(self, emails: list[Any], change: Callable[[], Any]) -> None:
+        super().__init__(emails)
+        self.change: Callable[[], Any] | None = change
+
+    def __iter__(self) -> Any:
+        for n, email in enumerate(list.__iter__(self)):
+            if n == 1 and self.change:
+                self.change()
+                self.change = None
+            yield email
+
+
+def test_emails_of_one_call_routed_across_a_directory_change_are_all_routed_again(
+    own_redis: Any, make_settings: Any
+) -> None:
+    """Routing read the first email's prospect before a change, the second's after: the call must
+    not be stored with the first routed by the old directory. Which of the two versions a wrong
+    implementation would compare is a coin toss, so the call is made ten times."""
+    url = own_redis()
+    web = create_app(make_settings(REDIS_URL=url))
+    other_process = create_app(make_settings(REDIS_URL=url)).test_client()
+    services = web.extensions["relay"]
+    for n in range(10):
+        other_process.put(f"/v1/prospects/P{n}", json={"emails": [f"renter{n}@example.com"], "agentUsername": "pat"},
+                          headers=BEARER)  # fmt: skip
+        emails = [
+            parse_mime(mime(sender=f"renter{n}@example.com", message_id=f"<a{n}@example.com>")),
+            parse_mime(mime(sender=f"newcomer{n}@example.com", message_id=f"<b{n}@example.com>")),
+        ]
+        moved = _ChangingWhileRouted(emails, lambda n=n: other_process.delete(f"/v1/prospects/P{n}", headers=BEARER))
+        intake = accept_items(services, moved, "mime")
+        assert moved.change is None  # the directory did change between the two emails
+        assert [d["status"] for d in intake.deliveries] == ["unmatched", "unmatched"], n
 
 
 def test_a_flushed_directory_is_not_taken_for_the_one_remembered(own_redis: Any, make_settings: Any) -> None:
