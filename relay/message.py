@@ -475,21 +475,25 @@ def _read_parameter(read: Callable[[], Any]) -> Any:
         return None
 
 
-def charset_of(part: Message) -> str | None:
-    """As `get_content_charset()`; None where that raises."""
+def _parameter(part: Message, name: str, standard: Callable[[], Any]) -> str | None:
+    """A Content-Type parameter from the plain form when the part has it, else as `standard` (a
+    standard library reader of the same parameter) gives it; None where that raises."""
     plain = plain_content_type(part)
-    if plain is None:
-        return _read_parameter(part.get_content_charset)  # type: ignore[no-any-return]
-    charset = plain[1].get("charset")
+    if plain is not None:
+        return plain[1].get(name)
+    found = _read_parameter(standard)
+    return None if found is None else str(found)
+
+
+def charset_of(part: Message) -> str | None:
+    """As `get_content_charset()` (lowercased); None where that raises."""
+    charset = _parameter(part, "charset", part.get_content_charset)
     return None if charset is None else charset.lower()
 
 
 def boundary_of(part: Message) -> str | None:
-    """As `get_boundary()`; None where that raises."""
-    plain = plain_content_type(part)
-    if plain is None:
-        return _read_parameter(part.get_boundary)  # type: ignore[no-any-return]
-    boundary = plain[1].get("boundary")
+    """As `get_boundary()` (trailing white space dropped); None where that raises."""
+    boundary = _parameter(part, "boundary", part.get_boundary)
     return None if boundary is None else boundary.rstrip()
 
 
@@ -706,12 +710,15 @@ def _read_header_block(head: str) -> Message | None:
     white space after the colon and the last line break. None unless the fields cover every line."""
     entity = Message()
     at = 0
-    for found in _HEADER_FIELD.finditer(head):
-        if found.start() != at:
+    while at < len(head):
+        # Matched where the last field ended, never searched for: a search would try the name
+        # pattern again at every later position of a long line without a colon (quadratic).
+        found = _HEADER_FIELD.match(head, at)
+        if found is None:
             return None  # a line that is not a field: no colon, a `From ` line, a continuation first
         entity.set_raw(found[1], found[2].rstrip("\r\n"))
         at = found.end()
-    return entity if at == len(head) else None
+    return entity
 
 
 def _split_entity(text: str, outer: tuple[str, ...]) -> Message | None:

@@ -85,6 +85,15 @@ def test_a_hundred_thousand_parts_are_read_up_to_the_cap(big_client: Any) -> Non
     assert shown["truncated"] == ["parts"]
 
 
+@pytest.mark.timeout(20)
+def test_a_long_header_line_without_a_colon_is_read_in_linear_time() -> None:
+    # Just under the size the MIME splitter takes; it must not try its field pattern again at every
+    # position of the line (that took minutes), and the standard parser reads the line as body.
+    line = b"x" * (900 * 1024)
+    email = parse_mime(header_block("To: renter1@example.com\r\n") + line + b"\r\n\r\nSee you Friday.\r\n")
+    assert email.message_id == "caps@acme-living.com" and email.to == ("renter1@example.com",)
+
+
 def test_part_cap_keeps_the_parts_before_it() -> None:
     raw = many_parts(3).replace(b"\r\n\r\nx\r\n", b"\r\n\r\nfirst\r\n", 1)
     email = parse_mime(raw, limits=ParseLimits(parts=1))

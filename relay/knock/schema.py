@@ -137,9 +137,10 @@ def _write_attribute_value(value: str) -> str:
     return _ATTRIBUTE_ESCAPE.sub(lambda found: _ATTRIBUTE_ESCAPES[found[0]], value)
 
 
-def _inert_styles(cleaned: str) -> str | None:
-    """`cleaned` with each style attribute cut to its inert declarations (see safe_style), or
-    None when it holds a 'style="' that is not a tag's style attribute (text that reads like one)."""
+def _inert_styles(cleaned: str, occurrences: int) -> str | None:
+    """`cleaned` with each style attribute cut to its inert declarations (see safe_style), or None
+    when some of its `occurrences` of 'style="' are not a tag's style attribute (text that reads
+    like one)."""
     rewritten = 0
 
     def rewrite(found: re.Match[str]) -> str:
@@ -149,7 +150,7 @@ def _inert_styles(cleaned: str) -> str | None:
         return f'{found[1]} style="{_write_attribute_value(kept)}"' if kept else found[1]
 
     out = _STYLE_ATTRIBUTE.sub(rewrite, cleaned)
-    return out if rewritten == cleaned.count('style="') else None
+    return out if rewritten == occurrences else None
 
 
 @lru_cache(maxsize=4096)
@@ -171,9 +172,9 @@ def sanitise_html(markup: str) -> str:
     cut to its inert part."""
     cleaned = _CLEANER.clean(_CID_IMAGE.sub("", markup))
     if 'style="' in cleaned:
-        written = _WRITTEN_STYLE.findall(cleaned)
-        if len(written) != cleaned.count('style="') or not all(map(_is_inert_style, set(written))):
-            inert = _inert_styles(cleaned)
+        written, occurrences = _WRITTEN_STYLE.findall(cleaned), cleaned.count('style="')
+        if len(written) != occurrences or not all(map(_is_inert_style, set(written))):
+            inert = _inert_styles(cleaned, occurrences)
             cleaned = _CLEANER_FILTERING_EACH_ATTRIBUTE.clean(cleaned) if inert is None else inert
     return cleaned.strip()
 
