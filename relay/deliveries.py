@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+import hiredis
 import redis
+from redis.commands.core import Script
 
 PREFIX = "relay:"
 
@@ -397,6 +399,25 @@ def _with_payload(raw: dict[str, str]) -> tuple[Delivery | None, dict[str, Any] 
     return Delivery.from_hash(raw), (json.loads(raw["payload"]) if raw.get("payload") else None)
 
 
+def run_script_once(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """`script(keys=keys, args=args)` through one pooled connection, the command packed by hiredis
+    in one call: redis-py's command layer (its argument checks, retry wrapper and observability
+    hooks) costs about as many instructions as packing, sending and reading the reply, and the
+    webhook's one round trip would pay it for every email. A connection that fails is dropped by
+    redis-py and the error raised, as its own call does (the relay's clients do not retry); a
+    script Redis does not have (it restarted) goes the full way, which loads it."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+        return connection.read_response()
+    except redis.exceptions.NoScriptError:
+        pass
+    finally:
+        pool.release(connection)
+    return script(keys=keys, args=args)
+
+
 #: Field names in order, read once: `dataclasses.asdict` deep-copies on every write.
 DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
 _KNOWN_FIELDS = frozenset(DELIVERY_FIELDS)
@@ -473,7 +494,7 @@ class DeliveryStore:
             ]
             for pair in hash_fields.items():
                 args += pair
-        reply = self._create(keys=keys, args=args)
+        reply = run_script_once(self.redis, self._create, keys, args)
         if reply[0] == "replay":
             return Stored(replayed=str(reply[1]))
         if reply[0] == "stale":

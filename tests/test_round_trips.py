@@ -7,6 +7,10 @@ are its round trips.
 
 from __future__ import annotations
 
+import hashlib
+import select
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +18,7 @@ from typing import Any
 import redis
 
 from relay.app import create_app
-from relay.deliveries import DELIVERED, QUEUED
+from relay.deliveries import _CREATE, DELIVERED, QUEUED
 from relay.directory import Directory
 from relay.intake import accept_items
 from relay.message import parse_mime
@@ -224,3 +228,83 @@ def test_a_copy_of_the_directory_is_dropped_when_old_even_without_a_new_version(
     assert directory.view_for(email, "prospect")[0].prospects_by_email == {}  # the copy still answers
     time.sleep(0.35)
     assert directory.view_for(email, "prospect")[0].prospects_by_email == {"someone@example.com": ("P7",)}
+
+
+def test_a_script_redis_forgot_is_loaded_again_and_the_email_stored(own_redis: Any, make_settings: Any) -> None:
+    """A restarted Redis has no scripts: the webhook's lean call hands over to the full one, which
+    loads the script; nothing is answered 503 for it."""
+    url = own_redis()
+    client = create_app(make_settings(REDIS_URL=url)).test_client()
+    assert post_mime(client, mime(message_id="<before@example.com>")).json["status"] == "unmatched"
+    admin = redis.Redis.from_url(url)
+    admin.script_flush()
+
+    answer = post_mime(client, mime(message_id="<after@example.com>"))
+    assert answer.status_code == 200 and answer.json["status"] == "unmatched"
+    assert admin.exists(f"relay:delivery:{answer.json['deliveries'][0]['id']}")
+
+
+class _DropFirstCall:
+    """A TCP proxy to Redis that closes the client's connection, unanswered, the first time a
+    command holding `marker` arrives: a connection that breaks in the middle of that command."""
+
+    def __init__(self, target_port: int, marker: bytes) -> None:
+        self.target_port = target_port
+        self.marker = marker
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        try:
+            while True:
+                for sock in select.select([client, upstream], [], [], 5)[0]:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client and self.marker in data and not self.dropped:
+                        self.dropped += 1
+                        return
+                    peers[sock].sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_connection_broken_during_the_webhooks_script_is_503_and_the_next_post_is_stored(
+    own_redis: Any, make_settings: Any
+) -> None:
+    """The webhook's lean script call fails as redis-py's own does: 503, nothing half-written, and
+    the broken connection is not handed to the next call."""
+    url = own_redis()
+    create_sha = hashlib.sha1(_CREATE.encode()).hexdigest().encode()
+    proxy = _DropFirstCall(int(url.rsplit(":", 1)[1].split("/")[0]), create_sha)
+    try:
+        client = create_app(make_settings(REDIS_URL=proxy.url)).test_client()
+        client.get("/readyz")  # the app's first connection is made and pooled
+        admin = redis.Redis.from_url(url)
+        broken = post_mime(client, mime(sender="Nobody <nobody@example.net>", message_id="<broken@example.com>"))
+        assert proxy.dropped == 1
+        assert broken.status_code == 503
+        assert admin.keys("relay:delivery:*") == [] and admin.zcard("relay:idx:all") == 0
+        answer = post_mime(client, mime(sender="Nobody <nobody@example.net>", message_id="<broken@example.com>"))
+        assert answer.status_code == 200
+        assert admin.exists(f"relay:delivery:{answer.json['deliveries'][0]['id']}")
+    finally:
+        proxy.close()

@@ -13,6 +13,7 @@ import redis
 from relay.app import create_app
 from relay.config import Settings
 from relay.quarantine import KEY as QUARANTINE_KEY
+from relay.web.schemas import Accepted
 
 
 class WebhookCases:
@@ -42,6 +43,17 @@ class WebhookCases:
         assert {"id", "status", "prospectId", "type"} <= set(first)
         outcome = (response.json["status"], first["prospectId"], first["type"])
         assert outcome == self.expected, outcome
+
+    def test_answers_are_what_the_documented_schema_writes(self, client: Any) -> None:
+        """Webhook answers are written without the contract's schema pass: byte for byte what
+        `jsonify(Accepted().dump(...))` gives, for a first post and for its duplicate."""
+        for _ in range(2):
+            response = client.post(self.path, **self.request())
+            assert response.status_code == 200 and response.mimetype == "application/json"
+            with client.application.app_context():
+                documented = client.application.json.response(Accepted().dump(response.json)).get_data()
+            assert response.get_data() == documented
+            assert Accepted().validate(response.json) == {}
 
     def test_missing_credentials_are_401_and_nothing_is_stored(self, client: Any, redis_client: redis.Redis) -> None:
         response = client.post(self.path, **self.request(auth="missing"))
