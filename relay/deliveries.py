@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
+import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -267,7 +267,9 @@ def new_delivery_id() -> str:
     """32 hex digits that sort in creation order within a process: milliseconds, a sequence, randomness.
 
     Lists are ordered by receipt time and then by id, so two deliveries received in the
-    same millisecond still come out newest first.
+    same millisecond still come out newest first. The random part keeps ids of different processes
+    apart; it comes from `random` (seeded from the system and again in every forked process), not
+    from a system call per id: ids are not secrets, and each such call releases the GIL.
     """
     global _last_id_ms, _id_sequence
     with _id_lock:
@@ -277,7 +279,7 @@ def new_delivery_id() -> str:
             ms, _id_sequence = ms + 1, 0
         _last_id_ms = ms
         sequence = _id_sequence
-    return f"{ms & 0xFFFFFFFFFFFF:012x}{sequence:04x}{secrets.token_hex(8)}"
+    return f"{ms & 0xFFFFFFFFFFFF:012x}{sequence:04x}{random.getrandbits(64):016x}"
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from typing import Any
@@ -78,6 +79,12 @@ def build_broker(settings: Settings, *, patient: bool = False) -> RedisBroker:
     return broker
 
 
+def random_uuid() -> str:
+    """A version 4 UUID from `random` (seeded from the system, and again in every forked process):
+    the webhook makes two per email, and `uuid.uuid4` makes a system call (releasing the GIL) each."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
 class DeliveryQueue:
     """What the web side needs of the queue: put a delivery id on it."""
 
@@ -95,14 +102,19 @@ class DeliveryQueue:
         """The delivery's message as Dramatiq's Redis broker stores it (its `enqueue` command: the body
         in `<namespace>:<queue>.msgs` under a fresh id, the id pushed onto `<namespace>:<queue>`), so
         that the webhook writes record and message in one Redis step. The worker consumes it as any."""
-        redis_message_id = str(uuid.uuid4())
+        redis_message_id = random_uuid()
         message = self._message(delivery_id, options={"redis_message_id": redis_message_id})
         return QueueWrite(QUEUE_KEY, f"{QUEUE_KEY}.msgs", redis_message_id, message.encode())
 
     @staticmethod
     def _message(delivery_id: str, options: dict[str, Any] | None = None) -> dramatiq.Message[None]:
         return dramatiq.Message(
-            queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(delivery_id,), kwargs={}, options=options or {}
+            queue_name=QUEUE_NAME,
+            actor_name=ACTOR_NAME,
+            args=(delivery_id,),
+            kwargs={},
+            options=options or {},
+            message_id=random_uuid(),
         )
 
 

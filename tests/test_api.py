@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from relay.app import create_app
 from relay.deliveries import new_delivery_id
+from relay.queue import random_uuid
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, mime, post_mime
 
@@ -103,6 +105,21 @@ def test_delivery_ids_sort_in_creation_order_even_within_one_millisecond() -> No
     with ThreadPoolExecutor(8) as pool:
         threaded = list(pool.map(lambda _: new_delivery_id(), range(4000)))
     assert len(set(threaded)) == len(threaded)
+
+
+def test_ids_made_in_forked_processes_differ() -> None:
+    """gunicorn forks its web processes from one that imported the relay: the random part of
+    delivery, request and queue message ids must differ between them, not repeat."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child writes its ids and leaves at once
+        os.write(writer, " ".join([new_delivery_id()[16:], random_uuid()]).encode())
+        os._exit(0)
+    os.close(writer)
+    theirs = os.read(reader, 1000).decode().split()
+    os.waitpid(child, 0)
+    ours = [new_delivery_id()[16:], random_uuid()]
+    assert len(theirs) == 2 and not set(theirs) & set(ours)
 
 
 def test_deliveries_list_filters_and_pages_newest_first(client: Any) -> None:
