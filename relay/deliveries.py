@@ -337,16 +337,22 @@ class Delivery:
         return cls(**values)
 
     def to_hash(self) -> dict[str, str]:
+        """The record's hash fields: strings as they are, numbers in decimal, set flags as "1",
+        non-empty lists in JSON; unset fields, empty lists and `enqueued` (the store's) are left out.
+        Read from the instance's dict, which holds the fields in their declared order."""
         out: dict[str, str] = {}
-        for name in DELIVERY_FIELDS:
-            value = getattr(self, name)
-            if value is None or name == "enqueued" or (name in self._LISTS and not value):
+        for name, value in self.__dict__.items():
+            kind = value.__class__
+            if kind is str:
+                out[name] = value
+            elif value is None or name == "enqueued":
                 continue
-            if name in self._LISTS:
-                out[name] = json.dumps(value)
-            elif name in self._FLAGS:
+            elif kind is bool:
                 if value:
                     out[name] = "1"
+            elif kind is list:
+                if value:
+                    out[name] = json.dumps(value)
             else:
                 out[name] = str(value)
         return out

@@ -6,9 +6,12 @@ import time
 from datetime import datetime
 from typing import Any
 
+import dramatiq
 import pytest
 
 from relay.app import create_app
+from relay.deliveries import DELIVERY_FIELDS, Delivery
+from relay.queue import ACTOR_NAME, QUEUE_NAME
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, authenticated, delivery, mime, post_mime, wait_for_status
 
@@ -335,3 +338,66 @@ def test_a_delivery_whose_message_was_lost_is_queued_again(
     shown = wait_for_status(client, delivery_id, "delivered", timeout=20)
     assert shown["attempts"] == 1
     assert len(sandbox.events("P1")) == 1
+
+
+def test_the_webhooks_queue_message_is_what_dramatiq_writes(services: Any) -> None:
+    """The webhook writes the queue message itself (in its one Redis script): byte for byte what
+    Dramatiq's Message encodes for the same ids and time, and decoded by Dramatiq as that message."""
+    write = services.queue.write_for("0123456789abcdef0123456789abcdef")
+    decoded = dramatiq.Message.decode(write.data)
+    assert decoded.options == {"redis_message_id": write.message_id}
+    assert (decoded.queue_name, decoded.actor_name, decoded.args) == (
+        QUEUE_NAME,
+        ACTOR_NAME,
+        ("0123456789abcdef0123456789abcdef",),
+    )
+    standard = dramatiq.Message(
+        queue_name=QUEUE_NAME,
+        actor_name=ACTOR_NAME,
+        args=("0123456789abcdef0123456789abcdef",),
+        kwargs={},
+        options={"redis_message_id": write.message_id},
+        message_id=decoded.message_id,
+        message_timestamp=decoded.message_timestamp,
+    )
+    assert standard.encode() == write.data
+    assert abs(decoded.message_timestamp - time.time() * 1000) < 5_000
+
+
+def test_a_record_hash_holds_set_fields_only_and_reads_back_the_same() -> None:
+    record = Delivery(
+        id="0123456789abcdef0123456789abcdef",
+        status="queued",
+        type="EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED",
+        messageId="m@x",
+        provider="mime",
+        subject="Hi",
+        sentTime="2026-01-02T03:04:05.000Z",
+        receivedAt=1767322000000,
+        prospectId="P1",
+        attempts=2,
+        remoteImages=[],
+        recipients=["a@x.com"],
+        possibleDuplicate=True,
+        enqueued=True,
+        inFlight=0,
+    )
+    written = record.to_hash()
+    assert written == {
+        "id": "0123456789abcdef0123456789abcdef",
+        "status": "queued",
+        "type": "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED",
+        "messageId": "m@x",
+        "provider": "mime",
+        "subject": "Hi",
+        "sentTime": "2026-01-02T03:04:05.000Z",
+        "receivedAt": "1767322000000",
+        "direction": "",
+        "prospectId": "P1",
+        "attempts": "2",
+        "possibleDuplicate": "1",
+        "recipients": '["a@x.com"]',
+        "inFlight": "0",
+    }
+    assert list(written) == [name for name in DELIVERY_FIELDS if name in written]  # declared order
+    assert Delivery.from_hash({**written, "enqueued": "1"}) == record
