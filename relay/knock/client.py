@@ -72,6 +72,13 @@ class KnockClient:
         # One kept-alive connection per forwarding thread: requests keeps 10 by default, so more
         # threads than that would open and close a connection per delivery.
         self.session.mount(self.base_url, requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=64))
+        # What requests takes from the environment (HTTP(S)_PROXY/ALL_PROXY less NO_PROXY for Knock's
+        # host, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE) is read once, here: read on every call, it
+        # walks the whole environment, a sixth of a worker's CPU per delivery. (.netrc is not read.)
+        environment = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self.session.trust_env = False
+        self.session.proxies.update(environment["proxies"])
+        self.session.verify = environment["verify"]
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
