@@ -411,9 +411,10 @@ def run_script_once(client: redis.Redis, script: Script, keys: Sequence[str], ar
     """`script(keys=keys, args=args)` through one pooled connection, the command packed by hiredis
     in one call: redis-py's command layer (its argument checks, retry wrapper and observability
     hooks) costs about as many instructions as packing, sending and reading the reply, and the
-    webhook's one round trip would pay it for every email. A connection that fails is dropped by
-    redis-py and the error raised, as its own call does (the relay's clients do not retry); a
-    script Redis does not have (it restarted) goes the full way, which loads it."""
+    webhook's one round trip would pay it for every email, the worker for each of its steps. A
+    connection that fails is dropped by redis-py and the error raised, as its own call does (the
+    relay's clients do not retry); a script Redis does not have (it restarted) goes the full way,
+    which loads it."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
@@ -573,15 +574,15 @@ class DeliveryStore:
     ) -> tuple[int | None, Delivery | None, dict[str, Any] | None]:
         """Take the lock on a delivery with `token` and read it with its Knock body, in one step:
         (None, record, body); or (milliseconds left, None, None) when another holds the lock."""
-        reply = self._lock_and_read(keys=[self.lock_key(delivery_id), self.record_key(delivery_id)],
-                                    args=[token, lock_ms])  # fmt: skip
+        keys = [self.lock_key(delivery_id), self.record_key(delivery_id)]
+        reply = run_script_once(self.redis, self._lock_and_read, keys, [token, lock_ms])
         if reply[0] == "locked":
             return max(int(reply[1]), 0), None, None
         return None, *_with_payload(dict(zip(reply[1::2], reply[2::2], strict=True)))
 
     def release_lock(self, key: str, token: str) -> None:
         """Delete a lock only if it is still ours, in one step."""
-        self._release(keys=[key], args=[token])
+        run_script_once(self.redis, self._release, [key], [token])
 
     def transition(
         self,
@@ -617,7 +618,7 @@ class DeliveryStore:
             if name == "payload":
                 value = json.dumps(value)
             args += [name, "" if value is None else str(value)]
-        old = self._transition(keys=[self.record_key(delivery_id)], args=args)
+        old = run_script_once(self.redis, self._transition, [self.record_key(delivery_id)], args)
         return None if old is None else str(old)
 
     def update_fields(self, delivery_id: str, **changes: Any) -> None:
@@ -681,11 +682,11 @@ class DeliveryStore:
     def claim_due(self, now: int, lease_ms: int, limit: int = 100) -> tuple[list[str], int]:
         """Retries due by `now`, leased for `lease_ms`; and the lease score to release them with."""
         lease = now + lease_ms
-        ids = self._claim_due(keys=[DUE_KEY], args=[now, lease, limit])
+        ids = run_script_once(self.redis, self._claim_due, [DUE_KEY], [now, lease, limit])
         return [str(i) for i in ids], lease
 
     def release_due(self, delivery_id: str, lease: int) -> None:
-        self._release_due(keys=[DUE_KEY], args=[delivery_id, lease])
+        run_script_once(self.redis, self._release_due, [DUE_KEY], [delivery_id, lease])
 
     def ids_with_status(self, status: str) -> list[str]:
         return [str(m) for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
