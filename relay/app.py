@@ -48,19 +48,22 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def start_request() -> None:
-        # Not a secret: `random` (reseeded in every forked process) spares a system call per request.
-        rid = request.headers.get("X-Request-Id", "")[:64] or f"{random.getrandbits(128):032x}"
-        g.request_id = rid
-        g.started = time.perf_counter()
+        # The request and `g` are looked up once: every use of Flask's proxies is a context lookup.
+        current, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        # The header as werkzeug's EnvironHeaders reads it. Not a secret: `random` (reseeded in
+        # every forked process) spares a system call per request.
+        rid = current.environ.get("HTTP_X_REQUEST_ID", "")[:64] or f"{random.getrandbits(128):032x}"
+        state.request_id = rid
+        state.started = time.perf_counter()
         request_id.set(rid)
         # Refuse oversized bodies before anything reads them (chunked bodies are cut while read).
-        length = request.content_length
+        length = current.content_length
         if length is not None and length > settings.max_request_bytes:
             raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
-        if length is None and request.method in ("POST", "PUT"):
+        if length is None and current.method in ("POST", "PUT"):
             # Werkzeug stops a length-less (chunked) body at the cap without complaint; one more
             # byte tells a body that fits from one that was cut, which must not be read as complete.
-            if len(request.get_data(cache=True)) >= settings.max_request_bytes and request.stream.read(1):
+            if len(current.get_data(cache=True)) >= settings.max_request_bytes and current.stream.read(1):
                 raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
 
     @app.after_request

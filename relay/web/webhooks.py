@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -71,14 +72,23 @@ def receive(provider: WebhookProvider) -> Response:
 _REFUSALS = {401: "unauthorized", 400: "malformed", 406: "malformed", 413: "too_large", 503: "unavailable"}
 
 
+@functools.cache
+def _webhook_counter(provider: str, outcome: str) -> Any:
+    """The counter's child for these labels, kept: `labels()` checks and locks on every call. (A
+    child follows its process across a fork: prometheus_client opens the new process's files.)"""
+    return WEBHOOKS.labels(provider, outcome)
+
+
 @webhooks.after_app_request
 def count_webhook(response: Response) -> Response:
     # By path, so that a call refused before its view ran (a body over the size cap) counts too;
     # a provider's HEAD check of the URL is not a webhook call.
-    provider = _PROVIDER_BY_PATH.get(request.path) if request.method == "POST" else None
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    provider = _PROVIDER_BY_PATH.get(current.path) if current.method == "POST" else None
     if provider:
-        outcome = g.get("webhook_outcome") if response.status_code == 200 else None
-        WEBHOOKS.labels(provider, outcome or _REFUSALS.get(response.status_code, "error")).inc()
+        status = response.status_code
+        outcome = g.get("webhook_outcome") if status == 200 else None
+        _webhook_counter(provider, outcome or _REFUSALS.get(status, "error")).inc()
     return response
 
 
