@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Request, Response, g, request
 
 from relay.errors import MalformedPayload
 from relay.intake import accept_items
@@ -49,14 +49,17 @@ def written_answer(answer: dict[str, Any]) -> Response:
 
 def receive(provider: WebhookProvider) -> Response:
     relay = services()
-    provider.verify_request(request, relay.settings)
+    # The request itself, not Flask's proxy to it: providers read it many times, and each read
+    # through the proxy is a context lookup.
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    provider.verify_request(current, relay.settings)
     try:
-        items = provider.parse_request(request, relay.settings)
+        items = provider.parse_request(current, relay.settings)
         intake = accept_items(
             relay,
             items,
             provider.name,
-            replay_key=_replay_key(provider, provider.replay_token(request)),
+            replay_key=_replay_key(provider, provider.replay_token(current)),
             replay_ttl=relay.settings.signature_max_age_seconds,
         )
     except MalformedPayload as error:
