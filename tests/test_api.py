@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -251,3 +252,11 @@ def test_deliveries_filter_by_provider_address_subject_and_time(client: Any) -> 
         "renter@example.com",
         "the sender's address in the directory",
     )
+
+
+def test_queue_message_ids_are_version_4_uuids_as_the_standard_library_writes_them() -> None:
+    for _ in range(2000):
+        made = random_uuid()
+        parsed = uuid.UUID(made)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(uuid.UUID(int=parsed.int, version=4)) == made
