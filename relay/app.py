@@ -16,6 +16,7 @@ from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
 from relay.logs import request_id
 from relay.services import Services
 from relay.untrusted_json import UntrustedJSONProvider
+from relay.web import current_request
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def start_request() -> None:
-        # The request and `g` are looked up once: every use of Flask's proxies is a context lookup.
-        current, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
-        # The header as werkzeug's EnvironHeaders reads it. Not a secret: `random` (reseeded in
-        # every forked process) spares a system call per request.
-        rid = current.environ.get("HTTP_X_REQUEST_ID", "")[:64] or f"{random.getrandbits(128):032x}"
-        state.request_id = rid
-        state.started = time.perf_counter()
+        current = current_request()
+        # Not a secret: `random` (reseeded in every forked process) spares a system call per request.
+        rid = current.headers.get("X-Request-Id", "")[:64] or f"{random.getrandbits(128):032x}"
+        g.request_id = rid
+        g.started = time.perf_counter()
         request_id.set(rid)
         # Refuse oversized bodies before anything reads them (chunked bodies are cut while read).
         length = current.content_length

@@ -427,7 +427,7 @@ def run_script_once(client: redis.Redis, script: Script, keys: Sequence[str], ar
     return script(keys=keys, args=args)
 
 
-#: Field names in order, read once: `dataclasses.asdict` deep-copies on every write.
+#: A record's field names in their declared order, and as a set for reading records back.
 DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
 _KNOWN_FIELDS = frozenset(DELIVERY_FIELDS)
 

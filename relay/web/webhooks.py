@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Request, Response, g, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from relay.errors import MalformedPayload
 from relay.intake import accept_items
@@ -16,7 +15,7 @@ from relay.metrics import WEBHOOKS
 from relay.providers import PROVIDERS
 from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
-from relay.web import services
+from relay.web import current_request, services
 from relay.web.contract import Answer, operation
 from relay.web.schemas import Accepted
 
@@ -40,18 +39,9 @@ def _replay_key(provider: WebhookProvider, token: str | None) -> str | None:
     return f"relay:webhook-token:{provider.name}:{hashlib.sha256(token.encode()).hexdigest()}" if token else None
 
 
-def written_answer(answer: dict[str, Any]) -> Response:
-    """The answer as Flask's `jsonify` writes it outside debug mode. The intake builds it in the
-    shape of `Accepted`, so the contract's pass through that schema (a marshmallow dump on every
-    call) would only copy it."""
-    return Response(json.dumps(answer, separators=(",", ":")) + "\n", mimetype="application/json")
-
-
 def receive(provider: WebhookProvider) -> Response:
     relay = services()
-    # The request itself, not Flask's proxy to it: providers read it many times, and each read
-    # through the proxy is a context lookup.
-    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    current = current_request()
     provider.verify_request(current, relay.settings)
     try:
         items = provider.parse_request(current, relay.settings)
@@ -68,7 +58,9 @@ def receive(provider: WebhookProvider) -> Response:
         raise MalformedPayload(error.message, details=error.details, status=provider.malformed_status) from error
     answer = intake.body()
     g.webhook_outcome = answer["status"]
-    return written_answer(answer)
+    # Answered as is: the intake builds it in the shape of `Accepted`, so the contract's pass
+    # through that schema (a marshmallow dump on every call) would only copy it.
+    return jsonify(answer)
 
 
 #: Outcomes of webhook calls that were not accepted, by the status they were answered with.
@@ -86,7 +78,7 @@ def _webhook_counter(provider: str, outcome: str) -> Any:
 def count_webhook(response: Response) -> Response:
     # By path, so that a call refused before its view ran (a body over the size cap) counts too;
     # a provider's HEAD check of the URL is not a webhook call.
-    current = request._get_current_object()  # type: ignore[attr-defined]
+    current = current_request()
     provider = _PROVIDER_BY_PATH.get(current.path) if current.method == "POST" else None
     if provider:
         status = response.status_code
