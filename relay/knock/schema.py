@@ -11,6 +11,7 @@ from typing import Any
 import nh3
 from marshmallow import Schema, ValidationError, fields, validate
 
+from relay.html_bounds import KEPT_ATTRIBUTES, KEPT_TAGS, BoundedHtml, bound_html
 from relay.message import Attachment, Email
 from relay.routing import MESSAGE_TYPES
 
@@ -30,21 +31,11 @@ _SAFE_STYLE_PROPERTIES = {
     "padding", "padding-bottom", "padding-left", "padding-right", "padding-top", "text-align",
     "text-decoration", "vertical-align", "white-space", "width",
 }  # fmt: skip
-_ALLOWED_ATTRIBUTES = {
-    "*": {"style", "title", "dir", "lang", "align", "width", "height"},
-    "a": {"href", "name"},
-    "img": {"src", "alt"},
-    "td": {"colspan", "rowspan", "valign", "bgcolor"},
-    "th": {"colspan", "rowspan", "valign", "bgcolor"},
-    "table": {"border", "cellpadding", "cellspacing", "bgcolor"},
-}
 # Declaration values may only be words, numbers, colours and lists of them: no parentheses (so no
 # url(), expression() or var()), no backslash escapes, no comments, no at-rules.
 _SAFE_STYLE_VALUE = re.compile(r"^[#\w\s.,%'\"!+-]+$")
 _URL_SCHEMES = {"http", "https", "mailto", "tel"}
 _REMOTE_IMAGE = re.compile(r"<img\b[^>]*?\ssrc=\"(https?://[^\"]+)\"", re.IGNORECASE)
-# An <img> pointing at a cid: part shows nothing once attachments are gone, so it goes whole.
-_CID_IMAGE = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?\s*cid:[^>]*>", re.IGNORECASE)
 
 
 class AgentSchema(Schema):
@@ -104,28 +95,21 @@ def safe_style(value: str) -> str | None:
     return ";".join(kept) or None
 
 
-def _filter_attribute(element: str, attribute: str, value: str) -> str | None:
-    if attribute == "src" and value.strip().lower().startswith("cid:"):
-        return None
-    if attribute == "style":
-        return safe_style(value)
-    return value
-
-
+# The elements and attributes kept are relay/html_bounds.py's, which rebuilds markup with only them.
 _CLEANER_SETTINGS: dict[str, Any] = {
-    "attributes": _ALLOWED_ATTRIBUTES,
+    "tags": KEPT_TAGS,
+    "attributes": KEPT_ATTRIBUTES,
     "url_schemes": _URL_SCHEMES,  # no cid: either, so a cid: src goes too
     "filter_style_properties": _SAFE_STYLE_PROPERTIES,
     "clean_content_tags": {"script", "style", "iframe", "object", "embed", "form", "title", "head"},
 }
 # Built once: nh3 builds its sanitiser from the settings on every `nh3.clean` call.
 _CLEANER = nh3.Cleaner(**_CLEANER_SETTINGS)
-# The same, calling back for every attribute: for output whose style attributes the pass below
-# cannot account for.
-_CLEANER_FILTERING_EACH_ATTRIBUTE = nh3.Cleaner(attribute_filter=_filter_attribute, **_CLEANER_SETTINGS)
-# In the sanitiser's output every "<" opens a tag (a "<" in text is written "&lt;") and every
-# attribute is written name="value" with any '"' in the value written "&quot;". Read attribute by
-# attribute from the tag's name, this finds exactly the style attributes of the tags.
+# In the sanitiser's output every "<" opens a tag and every ">" closes one (in text and attribute
+# values both are written "&lt;" and "&gt;"), and every attribute is written name="value" with any
+# '"' in the value written "&quot;". Read attribute by attribute from a tag's name, this finds
+# exactly the tag's style attribute.
+_TAG_WRITTEN = re.compile(r"<[a-zA-Z][^>]*>")
 _STYLE_ATTRIBUTE = re.compile(r'(<[a-zA-Z][^\s/>]*(?:\s[^\s=>"/]+(?:="[^"]*")?)*?) style="([^"]*)"')
 _WRITTEN_STYLE = re.compile(r' style="([^"]*)"')
 # How the sanitiser writes an attribute value.
@@ -137,20 +121,19 @@ def _write_attribute_value(value: str) -> str:
     return _ATTRIBUTE_ESCAPE.sub(lambda found: _ATTRIBUTE_ESCAPES[found[0]], value)
 
 
-def _inert_styles(cleaned: str, occurrences: int) -> str | None:
-    """`cleaned` with each style attribute cut to its inert declarations (see safe_style), or None
-    when some of its `occurrences` of 'style="' are not a tag's style attribute (text that reads
-    like one)."""
-    rewritten = 0
+def _inert_styles(cleaned: str) -> str:
+    """`cleaned` (the sanitiser's output) with each tag's style attribute cut to its inert
+    declarations (see safe_style); text that reads like a style attribute is left alone."""
 
     def rewrite(found: re.Match[str]) -> str:
-        nonlocal rewritten
-        rewritten += 1
         kept = safe_style(html_lib.unescape(found[2]))
         return f'{found[1]} style="{_write_attribute_value(kept)}"' if kept else found[1]
 
-    out = _STYLE_ATTRIBUTE.sub(rewrite, cleaned)
-    return out if rewritten == occurrences else None
+    def rewrite_tag(tag: re.Match[str]) -> str:
+        written = tag[0]
+        return _STYLE_ATTRIBUTE.sub(rewrite, written, count=1) if ' style="' in written else written
+
+    return _TAG_WRITTEN.sub(rewrite_tag, cleaned)
 
 
 @lru_cache(maxsize=4096)
@@ -169,13 +152,16 @@ def sanitise_html(markup: str) -> str:
     attribute or text that reads like one. (A match that began in text or inside another
     attribute's value can reach past a real style attribute only across a '<' or an attribute's
     '=', which no inert style holds, so none hides behind one.) Otherwise each style attribute is
-    cut to its inert part."""
-    cleaned = _CLEANER.clean(_CID_IMAGE.sub("", markup))
+    cut to its inert part.
+
+    Markup is bounded first (relay/html_bounds.py: no image of a cid: part, and a shape the
+    sanitiser reads in linear time) unless it already was: an Email's HTML is."""
+    bounded = markup if isinstance(markup, BoundedHtml) else bound_html(markup)[0]
+    cleaned = _CLEANER.clean(bounded)
     if 'style="' in cleaned:
         written, occurrences = _WRITTEN_STYLE.findall(cleaned), cleaned.count('style="')
         if len(written) != occurrences or not all(map(_is_inert_style, set(written))):
-            inert = _inert_styles(cleaned, occurrences)
-            cleaned = _CLEANER_FILTERING_EACH_ATTRIBUTE.clean(cleaned) if inert is None else inert
+            cleaned = _inert_styles(cleaned)
     return cleaned.strip()
 
 
