@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import random
 import time
+from collections.abc import Callable
 
 import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
-from relay.config import ConfigError, Settings, load_settings, production_warnings
+from relay.config import PRODUCTION, ConfigError, Settings, load_settings, production_warnings
 from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
 from relay.logs import request_id
 from relay.services import Services
@@ -20,10 +24,31 @@ from relay.web import current_request
 
 log = logging.getLogger(__name__)
 
+#: Requests at least this large give freed memory back to the system when they end.
+LARGE_BODY_BYTES = 1024 * 1024
+
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's malloc_trim(0), or nothing where the C library has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+release_free_memory = _malloc_trim()
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
+    if settings.trusted_proxies:
+        # The client's address, scheme and host as the trusted proxies in front saw them (the
+        # console's sign-in limit counts per client address; behind an ingress every request
+        # would otherwise come from the ingress).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json = UntrustedJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -65,9 +90,23 @@ def create_app(settings: Settings | None = None) -> Flask:
             if len(current.get_data(cache=True)) >= settings.max_request_bytes and current.stream.read(1):
                 raise PayloadTooLarge(f"request larger than {settings.max_request_bytes} bytes")
 
+    hsts = settings.environment == PRODUCTION
+
+    @app.teardown_request
+    def give_back_memory(_error: BaseException | None) -> None:
+        # A large body (and the parser's and sanitiser's copies of it) is freed by now, but the C
+        # allocator keeps freed pages for reuse; hand them back so one big email does not leave
+        # the process that much larger.
+        if (request.content_length or 0) >= LARGE_BODY_BYTES:
+            release_free_memory()
+
     @app.after_request
     def tag_response(response: Response) -> Response:
-        response.headers["X-Request-Id"] = g.get("request_id", "")
+        headers = response.headers
+        headers["X-Request-Id"] = g.get("request_id", "")
+        headers["X-Content-Type-Options"] = "nosniff"
+        if hsts:
+            headers["Strict-Transport-Security"] = "max-age=31536000"
         if log.isEnabledFor(logging.INFO) and request.path.startswith(("/webhooks/", "/v1/", "/healthz", "/readyz")):
             log.info(
                 "request",

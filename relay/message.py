@@ -16,7 +16,9 @@ from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
+from relay import html_bounds
 from relay.errors import MalformedPayload
+from relay.html_bounds import bound_html
 from relay.sender_auth import SenderAuth
 
 _WHITESPACE = re.compile(r"\s+")
@@ -49,12 +51,25 @@ class ParseLimits:
     addresses: int = 1000  # per address header (To, Cc, Bcc, envelope)
     parts: int = 500  # MIME parts read
     depth: int = 20  # multipart nesting levels read
+    html_depth: int = html_bounds.MAX_DEPTH  # nesting of the HTML body's elements
+    html_chars: int = html_bounds.MAX_CHARS  # characters of the HTML body read
 
 
 #: Names recorded in `Email.truncated` when a cap was reached.
 TRUNCATED_ADDRESSES = "addresses"
 TRUNCATED_PARTS = "parts"
 TRUNCATED_NESTING = "nesting"
+TRUNCATED_HEADERS = "headers"
+TRUNCATED_TEXT = "text size"
+#: Encoded bytes of a text part read per character kept (base64 and quoted-printable spell a
+#: UTF-8 character in up to 12 bytes; 4 leaves room for the common cases, and more is cut).
+TEXT_BYTES_PER_CHAR = 4
+#: Lines of one header block (the message's, or a part's) read; the rest of the block is left out.
+#: Real mail has a few dozen (a few hundred with a long Received trail); the parser costs about a
+#: microsecond a line, so a block of millions is refused its cost, not its mail.
+MAX_HEADER_LINES = 1000
+#: Bytes of one header block read (a thousand Cc addresses take a twentieth of it).
+MAX_HEADER_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -177,20 +192,52 @@ _ATOMS = r'[^<>",;:()\\@\[\]\s]+'
 _PLAIN_MAILBOX = re.compile(rf"\s*(?:[^<>\",;:()\\@\[\]]*?\s*<({_ATOMS}@{_ATOMS})>|({_ATOMS}@{_ATOMS}))\s*")
 
 
+#: An addr-spec as it stands in any header value, for values the standard parser cannot read.
+_ADDR_SPEC = re.compile(rf"{_ATOMS}@{_ATOMS}")
+
+
 def mailbox_addresses(values: list[str]) -> list[str]:
     """The addr-specs of header values, as email.utils.getaddresses reads them; values that are each
     one plain mailbox are read without it (its parser is most of an email's address work)."""
     plain = [_PLAIN_MAILBOX.fullmatch(value) for value in values]
     if all(plain):
         return [match[1] or match[2] for match in plain if match]
-    return [addr for _, addr in getaddresses(values)]
+    try:
+        return [addr for _, addr in getaddresses(values)]
+    except RecursionError:
+        # The standard parser recurses once per nested comment or group (`((((…` or `g:g:g:…`):
+        # a value no mail program writes. Its addr-specs are then read by pattern, in one pass.
+        return [found for value in values for found in _ADDR_SPEC.findall(value)]
+
+
+#: Characters of header value read per address wanted (a long display name and address fit).
+_CHARS_PER_ADDRESS = 1024
+
+
+def _within_reach(values: Iterable[str], limit: int | None) -> tuple[list[str], bool]:
+    """The header values, each cut after 4 × `limit` commas and `limit` × _CHARS_PER_ADDRESS
+    characters: the standard parser reads every address of a value, and a Cc of a million
+    addresses must cost no more than one of `limit`. A cut leaves at least `limit` addresses
+    unless their display names hold more than three commas each (quoted names may hold commas)."""
+    kept = [v for v in values if v]
+    if limit is None:
+        return kept, False
+    cut = False
+    for index, value in enumerate(kept):
+        short = value[: limit * _CHARS_PER_ADDRESS]
+        if short.count(",") > 4 * limit:
+            short = ",".join(short.split(",", 4 * limit + 1)[: 4 * limit + 1])
+        if len(short) < len(value):
+            kept[index], cut = short, True
+    return kept, cut
 
 
 def addresses_within(values: Iterable[str], limit: int | None) -> tuple[tuple[str, ...], bool]:
     """The addresses (at most `limit`) and whether more were left out."""
     found: list[str] = []
     seen: set[str] = set()
-    for addr in mailbox_addresses([v for v in values if v]):
+    values, cut = _within_reach(values, limit)
+    for addr in mailbox_addresses(values):
         normalised = normalise_address(addr)
         if not normalised or normalised.lower() in seen:
             continue
@@ -198,7 +245,7 @@ def addresses_within(values: Iterable[str], limit: int | None) -> tuple[tuple[st
             return tuple(found), True
         seen.add(normalised.lower())
         found.append(normalised)
-    return tuple(found), False
+    return tuple(found), cut
 
 
 def format_address(name: str | None, address: str) -> str:
@@ -315,6 +362,10 @@ def build_email(
             (html or "") + "\x00" + (text or ""),
         )
 
+    if html:
+        # Bounded here, once, so that preparing the body for Knock costs time linear in its size.
+        html, html_cut = bound_html(html, max_depth=limits.html_depth, max_chars=limits.html_chars)
+        cut += [name for name in html_cut if name not in cut]
     header_metadata = metadata_from_headers(pairs)
     return Email(
         message_id=mid,
@@ -579,17 +630,23 @@ def _decoded_size(raw: bytes, start: int, end: int, encoding: bytes) -> int:
     return length
 
 
+_LOWERED_WINDOW = 1024 * 1024
+
+
 def mime_boundaries(raw: bytes) -> set[bytes]:
     """Every boundary parameter the message declares, at any depth: what _BOUNDARY_PARAMETER.finditer
-    finds, tried only where a lowercased copy has the word (a case-blind regex scan costs more)."""
-    lowered = raw.lower()
+    finds, tried only where a lowercased copy has the word (a case-blind regex scan costs more).
+    The copy is made a window at a time, so that it costs a megabyte however large the message."""
     found: set[bytes] = set()
-    position = lowered.find(b"boundary")
-    while position != -1:
-        match = _BOUNDARY_PARAMETER.match(raw, position)
-        if match:
-            found.add(match[1] or match[2])
-        position = lowered.find(b"boundary", match.end() if match else position + 1)
+    for window in range(0, len(raw), _LOWERED_WINDOW):
+        # Overlapping by the word's length, so a word across two windows is seen (in the first).
+        lowered = raw[window : window + _LOWERED_WINDOW + 7].lower()
+        position = lowered.find(b"boundary")
+        while position != -1 and position < _LOWERED_WINDOW:
+            match = _BOUNDARY_PARAMETER.match(raw, window + position)
+            if match:
+                found.add(match[1] or match[2])
+            position = lowered.find(b"boundary", (match.end() - window) if match else position + 1)
     return found
 
 
@@ -631,6 +688,38 @@ def omit_large_bodies(raw: bytes, threshold: int = LARGE_PART_BYTES, boundaries:
     return b"".join([*pieces, raw[kept_to:]])
 
 
+def cut_long_text_bodies(raw: bytes, max_bytes: int, boundaries: set[bytes]) -> tuple[bytes, bool]:
+    """The message with every text part's body (the message's own when it is not multipart) cut to
+    `max_bytes` at a line break, and whether any was. What is read of a text is capped anyway
+    (RELAY_MAX_HTML_CHARS for HTML); cutting the encoded body first keeps the parser's copies of
+    a 30 MB text part from costing ten times that."""
+    if len(raw) <= max_bytes:
+        return raw, False
+    if boundaries:
+        lines = [line for line in _DELIMITER_LINE.finditer(raw) if line[1] in boundaries]
+        spans = [(a.end(), b.start()) for a, b in zip(lines, lines[1:], strict=False) if not a[2]]
+    else:
+        spans = [(0, len(raw))]
+    pieces: list[bytes] = []
+    kept_to = 0
+    for part_start, part_end in spans:
+        if part_end - part_start <= max_bytes:
+            continue
+        header_end = _PART_HEADERS_END.search(raw, part_start, min(part_end, part_start + 64 * 1024))
+        if header_end is None:
+            continue
+        content_type = _CONTENT_TYPE.search(raw, part_start, header_end.start())
+        kind = (content_type[1].strip().lower() if content_type else b"text/plain").split(b"/")[0]
+        if kind != b"text" or part_end - header_end.end() <= max_bytes:
+            continue
+        cut_at = raw.rfind(b"\n", header_end.end(), header_end.end() + max_bytes) + 1 or header_end.end() + max_bytes
+        pieces.append(raw[kept_to:cut_at])
+        kept_to = part_end
+    if not pieces:
+        return raw, False
+    return b"".join([*pieces, raw[kept_to:]]), True
+
+
 def cut_after_parts(raw: bytes, max_parts: int, boundaries: set[bytes] | None = None) -> tuple[bytes, bool]:
     """The message up to its `max_parts`-th MIME part, and whether anything was cut.
 
@@ -648,6 +737,40 @@ def cut_after_parts(raw: bytes, max_parts: int, boundaries: set[bytes] | None = 
             if opened > max_parts:
                 return raw[: line.start()], True
     return raw, False
+
+
+_HEADER_LINES = re.compile(rb"(?:[^\n]*+\n){%d}" % MAX_HEADER_LINES)
+_BLANK_LINE_BYTES = re.compile(rb"\n\r?\n")
+
+
+def cut_long_headers(raw: bytes, boundaries: set[bytes]) -> tuple[bytes, bool]:
+    """The message with every header block (its own, and each part's) cut to MAX_HEADER_LINES
+    lines and MAX_HEADER_BYTES bytes, and whether any was. Linear: each block is searched for its
+    end only up to the next delimiter line, and only a block past a limit is walked."""
+    starts = [0]
+    if boundaries:
+        starts += [line.end() for line in _DELIMITER_LINE.finditer(raw) if line[1] in boundaries and not line[2]]
+    pieces: list[bytes] = []
+    kept_to = 0
+    for start, limit in zip(starts, [*starts[1:], len(raw)], strict=True):
+        blank = _BLANK_LINE_BYTES.search(raw, start, limit)
+        header_end = blank.start() + 1 if blank else limit
+        too_long = header_end - start > MAX_HEADER_BYTES
+        if not too_long and raw.count(b"\n", start, header_end) <= MAX_HEADER_LINES:
+            continue
+        lines = _HEADER_LINES.match(raw, start, min(header_end, start + MAX_HEADER_BYTES))
+        if lines is not None:
+            cut_at = lines.end()
+        else:  # up to the last whole line within the byte limit, unless that drops a giant line
+            # (a To with fifty thousand addresses) whose first part is worth reading: then through it
+            cut_at = raw.rfind(b"\n", start, start + MAX_HEADER_BYTES) + 1
+            if cut_at - start < MAX_HEADER_BYTES * 3 // 4:
+                cut_at = start + MAX_HEADER_BYTES
+        pieces.append(raw[kept_to:cut_at] + (b"" if raw[cut_at - 1 : cut_at] == b"\n" else b"\r\n"))
+        kept_to = header_end
+    if not pieces:
+        return raw, False
+    return b"".join([*pieces, raw[kept_to:]]), True
 
 
 #: Messages the splitter reads: up to this size (it holds each level's body as a string of its
@@ -795,9 +918,15 @@ def parse_mime(raw: bytes, *, limits: ParseLimits | None = None, **extra: object
     truncated: list[str] = []
     boundaries = mime_boundaries(raw)
     raw, cut = cut_after_parts(raw, limits.parts, boundaries)
-    raw = omit_large_bodies(raw, boundaries=boundaries)
     if cut:
         truncated.append(TRUNCATED_PARTS)
+    raw, cut = cut_long_headers(raw, boundaries)
+    if cut:
+        truncated.append(TRUNCATED_HEADERS)
+    raw, cut = cut_long_text_bodies(raw, TEXT_BYTES_PER_CHAR * limits.html_chars, boundaries)
+    if cut:
+        truncated.append(TRUNCATED_TEXT)
+    raw = omit_large_bodies(raw, boundaries=boundaries)
     try:
         # compat32 keeps header values as the raw strings they are: the structured headers of
         # policy.default cost most of a parse, and only the subject (decoded apart) is shown.

@@ -70,6 +70,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
+def cpu_seconds(run: Callable[[], Any], repeat: int = 3) -> float:
+    """The least CPU time (of this process) `run` took in `repeat` runs: the least noisy reading."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        run()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def grows_linearly(run: Callable[[int], Any], size: int, *, factor: float = 3.0) -> bool:
+    """Whether `run(2 * size)` costs at most `factor` times the CPU of `run(size)`, in one run on one
+    machine (a ratio, not a wall-clock threshold); an AssertionError with both readings if not."""
+    once, twice = cpu_seconds(lambda: run(size)), cpu_seconds(lambda: run(2 * size))
+    # Below a few milliseconds the reading is noise, not cost.
+    assert twice <= factor * max(once, 0.005), f"{size}: {once:.3f}s, {2 * size}: {twice:.3f}s"
+    return True
+
+
 def relay_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
     """A production-like environment pointing at the sandbox, with short retry bounds."""
     env = {

@@ -11,11 +11,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
@@ -42,6 +42,9 @@ class WebhookProvider(ABC):
     media_types: ClassVar[dict[str, dict[str, Any]]]
     #: Whether the provider checks the URL with a HEAD request before it posts (Mandrill does).
     answers_head: ClassVar[bool] = False
+    #: The largest body the provider ever posts, where that is far below RELAY_MAX_REQUEST_BYTES
+    #: and the proof is inside the body: anything larger is refused (413) before it is read.
+    max_body_bytes: ClassVar[int | None] = None
 
     @abstractmethod
     def verify_request(self, request: Request, settings: Settings) -> None:
@@ -133,62 +136,171 @@ def read_form(request: Request) -> Form:
     return fields
 
 
+#: Most fields one form post may carry. Providers send a few dozen plus one per attachment
+#: (RELAY_MAX_MIME_PARTS, at most a few hundred); a flood of empty fields is refused unread.
+MAX_FORM_FIELDS = 5000
+#: Slice of the body handed to the multipart decoder at a time: its buffer stays this small.
+_MULTIPART_SLICE = 1024 * 1024
+_FORM_PAIR = re.compile(rb"[^&]+")
+
+
 def _parse_form(request: Request) -> Form:
     body = request.get_data(cache=True, as_text=False)
-    fields: Form = {}
     if request.mimetype == "multipart/form-data":
         boundary = request.mimetype_params.get("boundary")
         if not boundary:
             raise MalformedPayload("multipart body without a boundary")
-        decoder = MultipartDecoder(boundary.encode("latin-1"))
-        try:
-            decoder.receive_data(body)
-            decoder.receive_data(None)
-            current: tuple[str, str | None, str | None] | None = None
-            chunks: list[bytes] = []
-            while True:
-                event = decoder.next_event()
-                if isinstance(event, NeedData | Epilogue):
-                    break
+        delimiter = b"--" + boundary.encode("latin-1")
+        if body.count(delimiter) > MAX_FORM_FIELDS + 1:
+            raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
+        return _multipart_fields(body, delimiter[2:])
+    if request.mimetype == "application/x-www-form-urlencoded":
+        if body.count(b"&") >= MAX_FORM_FIELDS:
+            raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
+        fields: Form = {}
+        for pair in _FORM_PAIR.finditer(body):  # one field's bytes at a time, never a list of them all
+            raw_name, _, value = pair.group().partition(b"=")
+            key = form_unquote(raw_name, strict=True).decode("utf-8", errors="replace")
+            fields.setdefault(key, []).append(FormPart(form_unquote(value, strict=True)))
+        return fields
+    raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+
+
+#: Longest field name read by `urlencoded_spans`: provider field names are a few dozen characters.
+MAX_FIELD_NAME_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class FieldSpan:
+    """One urlencoded field: its name, decoded, and where its still-encoded value lies in the body."""
+
+    name: str
+    start: int
+    end: int
+
+
+def urlencoded_spans(body: bytes) -> list[FieldSpan]:
+    """Every field of a urlencoded body, in arrival order, without a copy of any value (for checking
+    a signature before the form is read). MalformedPayload past MAX_FORM_FIELDS fields or for a
+    name longer than MAX_FIELD_NAME_BYTES."""
+    if body.count(b"&") >= MAX_FORM_FIELDS:
+        raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
+    spans = []
+    for pair in _FORM_PAIR.finditer(body):
+        start, end = pair.span()
+        equals = body.find(b"=", start, min(end, start + MAX_FIELD_NAME_BYTES + 1))
+        if equals == -1 and end - start > MAX_FIELD_NAME_BYTES:
+            raise MalformedPayload(f"a form field name longer than {MAX_FIELD_NAME_BYTES} bytes")
+        name_end = end if equals == -1 else equals
+        name = form_unquote(body[start:name_end], strict=True).decode("utf-8", errors="replace")
+        spans.append(FieldSpan(name, end if equals == -1 else equals + 1, end))
+    return spans
+
+
+#: Bytes of an encoded value decoded at a time by `unquoted_pieces`.
+_UNQUOTE_PIECE = 1024 * 1024
+
+
+def unquoted_pieces(body: bytes, span: FieldSpan) -> Iterator[bytes]:
+    """A field's decoded value, a piece at a time (never more than a MiB of it in memory), for
+    checking a signature: a `%` that starts no escape is refused (`form_unquote`'s `strict`). A
+    piece never ends inside a `%XX` escape: it stops before a `%` in its last two bytes."""
+    start = span.start
+    while start < span.end:
+        stop = min(start + _UNQUOTE_PIECE, span.end)
+        if stop < span.end:
+            escape = body.rfind(b"%", stop - 2, stop)
+            stop = escape if escape > start else stop
+        yield form_unquote(body[start:stop], strict=True)
+        start = stop
+
+
+def signature_fields(request: Request, names: frozenset[str]) -> Form:
+    """Only the form fields named (the few a signature is made of), read without decoding or
+    keeping any other: what checking the signature of an unverified post costs stays small."""
+    cached: Form | None = request.environ.get("relay.form")
+    if cached is not None:
+        return {name: parts for name, parts in cached.items() if name in names}
+    body = request.get_data(cache=True, as_text=False)
+    if request.mimetype == "multipart/form-data":
+        boundary = request.mimetype_params.get("boundary")
+        if not boundary:
+            raise MalformedPayload("multipart body without a boundary")
+        if body.count(b"--" + boundary.encode("latin-1")) > MAX_FORM_FIELDS + 1:
+            raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
+        return _multipart_fields(body, boundary.encode("latin-1"), only=names)
+    if request.mimetype == "application/x-www-form-urlencoded":
+        fields: Form = {}
+        for span in urlencoded_spans(body):
+            if span.name in names:
+                fields.setdefault(span.name, []).append(FormPart(b"".join(unquoted_pieces(body, span))))
+        return fields
+    raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+
+
+def _multipart_fields(body: bytes, boundary: bytes, only: frozenset[str] | None = None) -> Form:
+    """Each part's bytes (of the parts named in `only`, when given), read by werkzeug's decoder fed
+    a slice at a time, so that what it buffers stays small: the peak is the body, one part being
+    gathered and that part joined."""
+    fields: Form = {}
+    decoder = MultipartDecoder(boundary)
+    current: tuple[str, str | None, str | None] | None = None
+    chunks: list[bytes] = []
+    event = None
+    view = memoryview(body)
+    slices = [*range(0, len(body), _MULTIPART_SLICE), None]
+    try:
+        for start in slices:
+            decoder.receive_data(None if start is None else bytes(view[start : start + _MULTIPART_SLICE]))
+            event = decoder.next_event()
+            while not isinstance(event, NeedData | Epilogue):
                 if isinstance(event, File | Field):
                     filename = event.filename if isinstance(event, File) else None
                     current, chunks = (event.name, filename, event.headers.get("content-type")), []
                 elif isinstance(event, Data) and current is not None:
-                    chunks.append(event.data)
+                    wanted = only is None or current[0] in only
+                    if wanted:
+                        chunks.append(event.data)
                     if not event.more_data:
                         name, filename, content_type = current
-                        fields.setdefault(name, []).append(FormPart(b"".join(chunks), filename, content_type))
-                        current = None
-        except ValueError as exc:
-            raise MalformedPayload("unreadable multipart body") from exc
-        if not isinstance(event, Epilogue):
-            raise MalformedPayload("truncated multipart body")
-    elif request.mimetype == "application/x-www-form-urlencoded":
-        for pair in body.split(b"&"):
-            if not pair:
-                continue
-            raw_name, _, value = pair.partition(b"=")
-            key = form_unquote(raw_name).decode("utf-8", errors="replace")
-            fields.setdefault(key, []).append(FormPart(form_unquote(value)))
-    else:
-        raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+                        if wanted:
+                            fields.setdefault(name, []).append(FormPart(b"".join(chunks), filename, content_type))
+                        current, chunks = None, []
+                event = decoder.next_event()
+            if isinstance(event, Epilogue):
+                break
+    except ValueError as exc:
+        raise MalformedPayload("unreadable multipart body") from exc
+    if not isinstance(event, Epilogue):
+        raise MalformedPayload("truncated multipart body")
     return fields
 
 
-def form_unquote(value: bytes) -> bytes:
+#: A `%` that starts no `%XX` escape: it stands for itself.
+_LONE_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def form_unquote(value: bytes, *, strict: bool = False) -> bytes:
     """A urlencoded name or value, decoded exactly as `urllib.parse.unquote_to_bytes` would
-    (after `+` → space), but in C when it can be: every `%XX` becomes `=XX` for binascii's
-    quoted-printable decoder. Only when the text holds no `=`, CR or LF (which that decoder reads
-    otherwise) and every escape was valid (the length tells) is its result used."""
+    (after `+` → space), in C: urllib splits on every `%` and makes objects for each (a value of
+    thirty million `%` costs it gigabytes). The bytes binascii's quoted-printable decoder would
+    read otherwise (`=`, CR, LF) become escapes, every `%XX` is handed to it as `=XX`, and the
+    length tells whether every escape was valid. A `%` that starts no escape stands for itself:
+    then each is first written as `%25` (a pass in C, but one step per such `%`), or with
+    `strict` the value is refused (MalformedPayload): no provider's encoder writes one."""
     value = value.replace(b"+", b" ")
     escapes = value.count(b"%")
     if not escapes:
         return value
-    if b"=" not in value and b"\r" not in value and b"\n" not in value:
-        decoded = binascii.a2b_qp(value.replace(b"%", b"="))
-        if len(decoded) == len(value) - 2 * escapes:
-            return decoded
-    return unquote_to_bytes(value)
+    protected = value.replace(b"=", b"%3D").replace(b"\r", b"%0D").replace(b"\n", b"%0A")
+    escapes += (len(protected) - len(value)) // 2
+    decoded = binascii.a2b_qp(protected.replace(b"%", b"="))
+    if len(decoded) == len(protected) - 2 * escapes:
+        return decoded
+    if strict:
+        raise MalformedPayload("a form value holds a `%` that starts no escape")
+    protected = _LONE_PERCENT.sub(b"%25", protected)
+    return binascii.a2b_qp(protected.replace(b"%", b"="))
 
 
 def form_value(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
@@ -222,6 +334,22 @@ def request_json(request: Request) -> dict[str, Any]:
 # Provider JSON is untrusted: these read a value only when it has the expected type.
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+#: Most events one post may carry: Mandrill batches at most 1,000, SparkPost and Brevo fewer. Each
+#: becomes a delivery and a step of the script that stores them, so a post of a quarter of a million
+#: empty events would hold a web thread, and Redis, for seconds.
+MAX_EVENTS_PER_POST = 1000
+
+
+def event_batch(value: Any, not_a_list: str) -> list[Any]:
+    """A provider's batch of events; MalformedPayload (`not_a_list`) when it is no list, or when it
+    holds more than MAX_EVENTS_PER_POST events."""
+    if not isinstance(value, list):
+        raise MalformedPayload(not_a_list)
+    if len(value) > MAX_EVENTS_PER_POST:
+        raise MalformedPayload(f"{len(value)} events in one post; a provider sends at most {MAX_EVENTS_PER_POST}")
+    return value
 
 
 def as_list(value: Any) -> list[Any]:

@@ -7,9 +7,9 @@ import hashlib
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Request, Response, g, jsonify, request
 
-from relay.errors import MalformedPayload
+from relay.errors import MalformedPayload, PayloadTooLarge
 from relay.intake import accept_items
 from relay.metrics import WEBHOOKS
 from relay.providers import PROVIDERS
@@ -39,9 +39,20 @@ def _replay_key(provider: WebhookProvider, token: str | None) -> str | None:
     return f"relay:webhook-token:{provider.name}:{hashlib.sha256(token.encode()).hexdigest()}" if token else None
 
 
+def refuse_larger_than(limit: int | None, current: Request) -> None:
+    """PayloadTooLarge when the body is over the provider's own limit (RELAY_MAX_REQUEST_BYTES is
+    checked for every request before this): by its stated length, unread, when it has one."""
+    if limit is None:
+        return
+    length = current.content_length
+    if (length if length is not None else len(current.get_data(cache=True))) > limit:
+        raise PayloadTooLarge(f"request larger than the {limit} bytes this provider ever posts")
+
+
 def receive(provider: WebhookProvider) -> Response:
     relay = services()
     current = current_request()
+    refuse_larger_than(provider.max_body_bytes, current)
     provider.verify_request(current, relay.settings)
     try:
         items = provider.parse_request(current, relay.settings)
