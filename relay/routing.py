@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from relay.errors import MalformedPayload
+from relay.ids import is_path_id
 from relay.message import Email, Metadata
-from relay.sender_auth import ENFORCE, FAIL, NOT_AUTHENTICATED, OFF, PASS
+from relay.sender_auth import ENFORCE, NOT_AUTHENTICATED, OFF, PASS
 
 TO_PROSPECT = "EMAIL_MESSAGE_TO_PROSPECT_SENT"
 FROM_PROSPECT = "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED"
@@ -126,8 +127,24 @@ def message_type_of(email: Email, direction: str, rules: RoutingRules) -> str:
     return TO_PROSPECT
 
 
+#: Why an email whose only prospect ids are reply tags that break relay.ids' rule is unmatched.
+INVALID_REPLY_TAG = "reply tag names no valid prospect id"
+
+
+def metadata_id_problem(metadata: Metadata) -> str | None:
+    """Why an id the routing metadata states (X-Knock-* headers, a provider's variables) is unusable,
+    or None. Ids go into the paths of Knock's URLs, so they follow relay.ids' rule; an email whose
+    metadata breaks it is left unmatched, saying why, rather than routed to a guessed prospect."""
+    if metadata.prospect_id and not is_path_id(metadata.prospect_id):
+        return "routing metadata names no valid prospect id"
+    if metadata.agent_username and not is_path_id(metadata.agent_username):
+        return "routing metadata names no valid agent username"
+    return None
+
+
 def reply_tag_prospect(address: str, prefix: str) -> str | None:
-    """`leasing+prospect-4WXU6U2J@reply.acme.com` → `4WXU6U2J` (prefix matched case-insensitively)."""
+    """`leasing+prospect-4WXU6U2J@reply.acme.com` → `4WXU6U2J` (prefix matched case-insensitively).
+    The tag as written: whether it is a usable id (relay.ids) is routing's question."""
     local = address.rpartition("@")[0]
     for tag in local.split("+")[1:]:
         if prefix and tag.lower().startswith(prefix.lower()) and len(tag) > len(prefix):
@@ -142,7 +159,11 @@ def _unique(ids: Iterable[str]) -> list[str]:
 def find_prospects(
     email: Email, direction: str, rules: RoutingRules, view: DirectoryView
 ) -> tuple[list[str], str | None, str]:
-    """Prospect ids, the reason when there are none, and how they were found."""
+    """Prospect ids, the reason when there are none, and how they were found. Every id found can go
+    into a URL path (relay.ids): metadata or reply tags that name anything else leave it unmatched."""
+    problem = metadata_id_problem(email.metadata)
+    if problem:
+        return [], problem, ""
     if email.metadata.prospect_id:
         return [email.metadata.prospect_id], None, "explicit metadata"
     if direction == OUTBOUND:
@@ -158,15 +179,18 @@ def find_prospects(
     known = list(view.prospects_by_email.get(email.sender.lower(), ()))
     if known:
         return known, None, "the sender's address in the directory"
-    tagged = _unique(
+    tags = [
         pid
         for a in email.recipients
         if is_leasing_side(a, rules, view)
         for pid in [reply_tag_prospect(a, rules.reply_tag_prefix)]
         if pid
-    )
+    ]
+    tagged = _unique(pid for pid in tags if is_path_id(pid))
     if tagged:
         return tagged, None, "the reply tag of a recipient"
+    if tags:
+        return [], INVALID_REPLY_TAG, ""
     if any(reply_tag_prospect(a, rules.reply_tag_prefix) for a in email.recipients):
         return [], "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS", ""
     return [], "sender is not a known prospect and no recipient carries a reply tag", ""
@@ -206,8 +230,9 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route
     if email.metadata != _NO_METADATA and not honours_metadata(email, direction, rules):
         email = replace(email, metadata=_NO_METADATA)
     message_type = message_type_of(email, direction, rules)
-    if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status == FAIL:
-        # Mail claiming to come from the leasing side that the provider could not authenticate.
+    if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status != PASS:
+        # Mail claiming to come from the leasing side that nothing vouches for: a failed verdict,
+        # or none at all (a provider that gives none cannot tell an agent from a stranger).
         return Route(direction, message_type, (), None, NOT_AUTHENTICATED)
     prospect_ids, unmatched_reason, found_by = find_prospects(email, direction, rules, view)
     targets = tuple(_target(email, direction, pid, view, found_by) for pid in prospect_ids)

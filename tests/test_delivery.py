@@ -98,7 +98,10 @@ def test_outbound_fans_out_one_delivery_per_prospect(client: Any, sandbox: Sandb
         register(client, pid, address)
     assert client.put("/v1/agents/dana", json={"emails": ["dana@acme-living.com"]}, headers=BEARER).status_code == 200
     raw = mime(
-        sender="Dana <dana@acme-living.com>", to="renter@example.com, roommate@example.com", message_id="<out@acme>"
+        sender="Dana <dana@acme-living.com>",
+        to="renter@example.com, roommate@example.com",
+        message_id="<out@acme>",
+        extra_headers=authenticated(),
     )
     response = post_mime(client, raw)
     assert [d["prospectId"] for d in response.json["deliveries"]] == ["P1", "P2"]
@@ -113,7 +116,8 @@ def test_outbound_fans_out_one_delivery_per_prospect(client: Any, sandbox: Sandb
 def test_automated_outbound_is_logged_as_automated(client: Any, sandbox: Sandbox, worker: Any) -> None:
     sandbox.seed("P1", agent="pat")
     register(client, "P1", "renter@example.com", agent="pat")
-    summary = only_delivery(post_mime(client, mime(sender="noreply@acme-living.com", to="renter@example.com")))
+    automated = mime(sender="noreply@acme-living.com", to="renter@example.com", extra_headers=authenticated())
+    summary = only_delivery(post_mime(client, automated))
     wait_for_status(client, summary["id"], "delivered")
     assert sandbox.events("P1")[0]["type"] == "EMAIL_AUTOMATED_MESSAGE_SENT"
 

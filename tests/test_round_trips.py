@@ -25,7 +25,7 @@ from relay.message import parse_mime
 from relay.services import Services
 from relay.worker import build_forwarder
 from tests.conftest import Sandbox
-from tests.helpers import BEARER, mailgun_signature, mime, payload, post_mime, signed_urlencoded
+from tests.helpers import BEARER, authenticated, mailgun_signature, mime, payload, post_mime, signed_urlencoded
 
 ROUTE = "/webhooks/mailgun/inbound"
 URLENCODED = "application/x-www-form-urlencoded"
@@ -189,9 +189,10 @@ def test_an_email_for_two_prospects_is_stored_whole_in_one_round_trip(own_redis:
     client = create_app(make_settings(REDIS_URL=url)).test_client()
     for prospect, address in (("P1", "first@example.com"), ("P2", "second@example.org")):
         client.put(f"/v1/prospects/{prospect}", json={"emails": [address], "agentUsername": "pat"}, headers=BEARER)
-    outbound = mime(sender="Dana <dana@acme-living.com>", to="first@example.com, second@example.org")
+    outbound = mime(sender="Dana <dana@acme-living.com>", to="first@example.com, second@example.org",
+                    extra_headers=authenticated())  # fmt: skip
     post_mime(client, mime(sender="Dana <dana@acme-living.com>", to="first@example.com, second@example.org",
-                           message_id="<warm-up@example.com>"))  # fmt: skip
+                           message_id="<warm-up@example.com>", extra_headers=authenticated()))  # fmt: skip
 
     answer, sent = round_trips(url, lambda: post_mime(client, outbound))
     assert sorted(d["prospectId"] for d in answer.json["deliveries"]) == ["P1", "P2"]

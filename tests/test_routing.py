@@ -36,8 +36,13 @@ VIEW = DirectoryView(
 )
 
 
+#: What the receiving provider said of the sender; leasing-side mail is routed only when it passed.
+AUTHENTICATED = SenderAuth(PASS, "dkim=pass acme-living.com")
+
+
 def email(sender: str, to: str, *extra: tuple[str, str], metadata: Metadata | None = None):  # type: ignore[no-untyped-def]
-    return build_email(headers=[("From", sender), ("To", to), ("Subject", "s"), *extra], text="t", metadata=metadata)
+    built = build_email(headers=[("From", sender), ("To", to), ("Subject", "s"), *extra], text="t", metadata=metadata)
+    return replace(built, sender_auth=AUTHENTICATED)
 
 
 def test_sender_on_a_mailbox_domain_is_outbound_to_the_known_recipient() -> None:
@@ -103,7 +108,7 @@ def test_outbound_fans_out_to_every_known_recipient_off_the_leasing_side() -> No
                  ("Cc", "frontdesk@acme-living.com"), ("Bcc", "second@example.org")],
         envelope_to=["twice@example.com"],
     )  # fmt: skip
-    route = route_email(message, RULES, VIEW)
+    route = route_email(replace(message, sender_auth=AUTHENTICATED), RULES, VIEW)
     assert [t.prospect_id for t in route.targets] == ["P1", "P2", "P3", "P4"]
 
 
@@ -170,7 +175,7 @@ CLAIMED = Metadata(prospect_id="PX", agent_username="meta.agent")
     [
         ("enforce", FAIL, NOT_AUTHENTICATED, False),
         ("enforce", PASS, None, True),
-        ("enforce", NONE, None, False),
+        ("enforce", NONE, NOT_AUTHENTICATED, False),
         ("report", FAIL, None, False),
         ("off", FAIL, None, True),
     ],

@@ -22,11 +22,12 @@ from relay.providers.base import (
     as_str,
     bearer_token,
     body_digest,
+    event_batch,
     headers_from_mapping,
     request_json,
 )
 from relay.providers.fetch import api_url, fetch_json
-from relay.sender_auth import from_authentication_results, vouched_by
+from relay.sender_auth import from_trusted_headers, vouched_by
 
 #: The kind of PendingFetch a `delivered` event leaves for the worker.
 SENT_EMAIL = "brevo-sent-email"
@@ -68,9 +69,7 @@ class BrevoInboundProvider(BrevoAuth):
     media_types = JSON_BODY
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
-        items = request_json(request).get("items")
-        if not isinstance(items, list):
-            raise MalformedPayload("items must be a list")
+        items = event_batch(request_json(request).get("items"), "items must be a list")
         return [_inbound_item(as_dict(item), index, settings) for index, item in enumerate(items)]
 
 
@@ -107,7 +106,8 @@ def _inbound_item(item: dict[str, Any], index: int, settings: Settings) -> Email
         message_id=as_str(item.get("MessageId")),
         envelope_to=[r for r in map(as_str, as_list(item.get("Recipients"))) if r],
     )
-    verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+    # Brevo's inbound parsing gives no verdict of its own: only a receiving server the operator trusts can.
+    verdict = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
     return replace(email, sender_auth=verdict)
 
 

@@ -1,4 +1,8 @@
-"""`POST /webhooks/mailersend/inbound`: MailerSend inbound routes (`inbound.message`), signed per route."""
+"""`POST /webhooks/mailersend/inbound`: MailerSend inbound routes (`inbound.message`), signed per route.
+
+The sender is judged by MailerSend's `spf_check` (its `code` an SPF qualifier, for the envelope
+sender `data.sender.email`) and `dkim_check`, or a trusted receiving server's headers.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, Unauthorized
-from relay.message import Email, Ignored, parse_mime
+from relay.message import TRUNCATED_HEADERS, Email, Ignored, parse_mime
 from relay.providers.base import (
     JSON_BODY,
     WebhookProvider,
@@ -21,7 +25,7 @@ from relay.providers.base import (
     request_json,
     require_secrets,
 )
-from relay.sender_auth import from_authentication_results
+from relay.sender_auth import from_mailersend, from_trusted_headers, strongest
 
 CHALLENGE = 'MailerSend-HMAC-SHA256 realm="knock-relay webhooks"'
 
@@ -70,5 +74,8 @@ class MailerSendInboundProvider(WebhookProvider):
             envelope_to=envelope_to,
             envelope_from=as_str(as_dict(data.get("sender")).get("email")),
         )
-        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
-        return [replace(email, sender_auth=verdict)]
+        complete = TRUNCATED_HEADERS not in email.truncated
+        own = from_mailersend(as_str(as_dict(data.get("spf_check")).get("code")), data.get("dkim_check"),
+                              email.envelope_from, email.sender, email.headers, complete)  # fmt: skip
+        trusted = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
+        return [replace(email, sender_auth=strongest(own, trusted))]

@@ -15,6 +15,7 @@ from flask import Request
 from relay.config import Settings
 from relay.errors import MAILGUN_CHALLENGE, MalformedPayload, ProviderUnavailable, Unauthorized
 from relay.message import (
+    TRUNCATED_HEADERS,
     Attachment,
     Email,
     Ignored,
@@ -34,6 +35,7 @@ from relay.providers.base import (
     form_value,
     read_form,
     request_json,
+    signature_fields,
 )
 from relay.providers.fetch import allowed_fetch_url, fetch_json
 from relay.sender_auth import from_mailgun, vouched_by
@@ -51,6 +53,21 @@ MAILGUN_AUTHENTICATION = (
     "HMAC-SHA256 with RELAY_MAILGUN_WEBHOOK_SIGNING_KEY, recent, and each token accepted once."
 )
 ATTACHMENT_FIELD = re.compile(r"^attachment-\d+$")
+#: Largest event post read: an event describes a message (headers, envelope, a few kilobytes of
+#: user variables) and never carries its content. Larger bodies are refused unread (413).
+EVENT_MAX_BODY_BYTES = 2 * 1024 * 1024
+#: The form fields of a route forward that its signature is made of.
+SIGNATURE_FIELDS = frozenset({"timestamp", "token", "signature"})
+#: Digits a Unix time in seconds has (ten until the year 2286); anything longer is no timestamp.
+_TIMESTAMP_DIGITS = 12
+
+
+def unix_seconds(value: str) -> int | None:
+    """A signed `timestamp` as a number, when it is one written in ASCII digits: `float` would
+    also read `nan` (never stale), `1e3`, ` 123` and `１２３`, none of which Mailgun sends."""
+    if not value or len(value) > _TIMESTAMP_DIGITS or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def check_signature(timestamp: Any, token: Any, signature: Any, settings: Settings) -> None:
@@ -68,13 +85,21 @@ def check_signature(timestamp: Any, token: Any, signature: Any, settings: Settin
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
         raise Unauthorized("wrong Mailgun signature", challenge=MAILGUN_CHALLENGE)
-    try:
-        age = time.time() - float(timestamp)
-    except ValueError as exc:
-        raise Unauthorized("malformed Mailgun timestamp", challenge=MAILGUN_CHALLENGE) from exc
+    seconds = unix_seconds(timestamp)
+    if seconds is None:
+        raise Unauthorized("malformed Mailgun timestamp", challenge=MAILGUN_CHALLENGE)
     # Mailgun retries for 8 hours with the original signature, so the window must be generous.
-    if abs(age) > settings.signature_max_age_seconds:
+    if abs(time.time() - seconds) > settings.signature_max_age_seconds:
         raise Unauthorized("stale Mailgun signature", challenge=MAILGUN_CHALLENGE)
+
+
+def signed_replay_token(signature: Any) -> str | None:
+    """The replay token of a signed call: its signature, not its `token`. Mailgun signs
+    `timestamp + token` with nothing between, so `<ts>e0` with the token less its leading `e0`
+    signs the same text with a new token; the signature (what the check compared, lowercased)
+    is the same for every such split."""
+    text = str(signature).strip().lower() if signature else ""
+    return text or None
 
 
 def metadata_from_variables(variables: Any) -> Metadata:
@@ -96,10 +121,11 @@ def with_user_variables(email: Email) -> Email:
         variables = loads(raw) if raw else None
     except ValueError:
         variables = None
+    complete = TRUNCATED_HEADERS not in email.truncated
     return replace(
         email,
         metadata=email.metadata.merged(metadata_from_variables(variables)),
-        sender_auth=from_mailgun(email.headers, email.envelope_from, email.sender),
+        sender_auth=from_mailgun(email.headers, email.envelope_from, email.sender, complete),
     )
 
 
@@ -121,20 +147,21 @@ class MailgunRouteProvider(WebhookProvider):
     # Mailgun stops retrying only on 200 or 406: a signed but unreadable post must not come back for 8 hours.
     malformed_status: ClassVar[int] = 406
 
-    def _form(self, request: Request) -> Form:
+    def _signature(self, request: Request) -> Form:
+        """The signature's fields alone: the rest of the form is read once the post is verified."""
         try:
-            return read_form(request)
+            return signature_fields(request, SIGNATURE_FIELDS)
         except MalformedPayload:
             return {}
 
     def verify_request(self, request: Request, settings: Settings) -> None:
-        form = self._form(request)
+        form = self._signature(request)
         check_signature(
             form_value(form, "timestamp"), form_value(form, "token"), form_value(form, "signature"), settings
         )
 
     def replay_token(self, request: Request) -> str | None:
-        return form_value(self._form(request), "token")
+        return signed_replay_token(form_value(self._signature(request), "signature"))
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         form = read_form(request)
@@ -183,6 +210,8 @@ class MailgunEventProvider(WebhookProvider):
     authentication = MAILGUN_AUTHENTICATION
     media_types = JSON_BODY
     malformed_status: ClassVar[int] = 406
+    # An event names the message (headers, envelope, user variables), never its content.
+    max_body_bytes: ClassVar[int | None] = EVENT_MAX_BODY_BYTES
 
     def _signature(self, request: Request) -> dict[str, Any]:
         # Flask caches the parsed body, so verify, replay check and parse read it once.
@@ -193,8 +222,7 @@ class MailgunEventProvider(WebhookProvider):
         check_signature(signature.get("timestamp"), signature.get("token"), signature.get("signature"), settings)
 
     def replay_token(self, request: Request) -> str | None:
-        token = self._signature(request).get("token")
-        return str(token) if token else None
+        return signed_replay_token(self._signature(request).get("signature"))
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
         event = as_dict(request_json(request).get("event-data"))

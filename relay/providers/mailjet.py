@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Any
 
 from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import Attachment, Email, Ignored, build_email
+from relay.message import Attachment, Email, Ignored, build_email, mailbox_addresses
 from relay.providers.base import (
     JSON_BODY,
     BasicAuthProvider,
@@ -23,7 +22,7 @@ from relay.providers.base import (
     headers_from_mapping,
     request_json,
 )
-from relay.sender_auth import from_authentication_results
+from relay.sender_auth import from_trusted_headers
 
 #: Mailjet's own date stamp, `20171012T013104` (UTC).
 _STAMP = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})$")
@@ -74,7 +73,7 @@ class MailjetParseProvider(BasicAuthProvider):
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         body = request_json(request)
         sender = as_str(body.get("From")) or as_str(body.get("Sender"))
-        if not sender or not parseaddr(sender)[1]:
+        if not sender or not any(mailbox_addresses([sender])):
             raise MalformedPayload("From is required")
         headers = [("From", sender), ("Subject", as_str(body.get("Subject")) or "")]
         headers += headers_from_mapping(body.get("Headers"), skip=_OWN)
@@ -91,5 +90,6 @@ class MailjetParseProvider(BasicAuthProvider):
             envelope_from=as_str(body.get("Sender")),
             provider_timestamp=parse_stamp(as_str(body.get("Date"))),
         )
-        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+        # Mailjet's Parse API gives no verdict of its own: only a receiving server the operator trusts can.
+        verdict = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
         return [replace(email, sender_auth=verdict)]

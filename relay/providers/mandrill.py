@@ -8,8 +8,10 @@ raw message; `send` events name a sent message whose content the worker fetches.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -18,20 +20,23 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import Email, Ignored, PendingFetch, build_email, format_address, parse_mime
+from relay.message import TRUNCATED_HEADERS, Email, Ignored, PendingFetch, build_email, format_address, parse_mime
 from relay.providers.base import (
     WebhookProvider,
     any_secret_matches,
     as_dict,
     as_str,
     body_digest,
+    event_batch,
     form_value,
     headers_from_mapping,
     read_form,
     require_secrets,
+    unquoted_pieces,
+    urlencoded_spans,
 )
 from relay.providers.fetch import api_url, fetch_answer
-from relay.sender_auth import from_authentication_results, vouched_by
+from relay.sender_auth import SenderAuth, from_mandrill, from_trusted_headers, strongest, vouched_by
 from relay.untrusted_json import loads
 
 CHALLENGE = 'Mandrill-HMAC-SHA1 realm="knock-relay webhooks"'
@@ -39,10 +44,33 @@ SENT_MESSAGE = "mandrill-sent-message"
 _OWN_HEADERS = ("from", "to", "cc", "subject", "message-id")
 
 
-def mandrill_signature(key: str, url: str, params: list[tuple[str, str]]) -> bytes:
-    """base64 HMAC-SHA1 of the URL followed by every POST key and value, sorted by key."""
-    signed = url + "".join(name + value for name, value in sorted(params))
-    return base64.b64encode(hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest())
+def mandrill_signatures(keys: Iterable[str], url: str, fields: Iterable[tuple[str, Iterable[bytes]]]) -> list[bytes]:
+    """For each key, the base64 HMAC-SHA1 of the URL followed by every POST key and value, sorted by
+    key (Mandrill sorts them so; the order they arrive in is not what it signed). A value comes as
+    pieces of its bytes and is signed as its UTF-8 text (undecodable bytes as U+FFFD), a piece at a
+    time: a value of many megabytes is never held twice to check a signature."""
+    macs = [hmac.new(key.encode(), url.encode(), hashlib.sha1) for key in keys]
+
+    def feed(data: bytes) -> None:
+        for mac in macs:
+            mac.update(data)
+
+    for name, pieces in sorted(fields, key=lambda field: field[0]):
+        feed(name.encode())
+        text = codecs.getincrementaldecoder("utf-8")("replace")
+        for piece in pieces:
+            feed(text.decode(piece).encode())
+        feed(text.decode(b"", final=True).encode())
+    return [base64.b64encode(mac.digest()) for mac in macs]
+
+
+def signed_fields(request: Request) -> list[tuple[str, Iterable[bytes]]]:
+    """The post's fields as `mandrill_signatures` reads them: a urlencoded body (what Mandrill
+    posts) without copying its values; any other form as read."""
+    body = request.get_data(cache=True)
+    if request.mimetype == "application/x-www-form-urlencoded" and "relay.form" not in request.environ:
+        return [(span.name, unquoted_pieces(body, span)) for span in urlencoded_spans(body)]
+    return [(name, [part.data]) for name, parts in read_form(request).items() for part in parts]
 
 
 def signed_url(request: Request, settings: Settings) -> str:
@@ -70,27 +98,29 @@ class MandrillProvider(WebhookProvider):
         if not require_secrets(keys, "RELAY_MANDRILL_WEBHOOK_KEYS", settings, CHALLENGE):
             return
         presented = request.headers.get("X-Mandrill-Signature", "").strip().encode()
+        if not presented:
+            raise Unauthorized("missing or wrong X-Mandrill-Signature", challenge=CHALLENGE)
         try:
-            form = read_form(request)
+            expected = mandrill_signatures(keys, signed_url(request, settings), signed_fields(request))
         except MalformedPayload as exc:
             raise Unauthorized("unsigned or unreadable Mandrill post", challenge=CHALLENGE) from exc
-        params = [(name, part.text()) for name, parts in form.items() for part in parts]
-        url = signed_url(request, settings)
-        expected = [mandrill_signature(key, url, params) for key in keys]
         if not presented or not any_secret_matches(presented, expected):
             raise Unauthorized("missing or wrong X-Mandrill-Signature", challenge=CHALLENGE)
 
     def replay_token(self, request: Request) -> str | None:
-        # Mandrill retries a batch as it was; `send` events name content fetched later.
-        return body_digest(request)
+        """The signature, when there is one: Mandrill retries a batch as it was (and `send` events
+        name content fetched later), but the body's bytes are not what was signed: `%41` for `A`
+        re-encodes the same fields into a new body. The signature (compared exactly, in the one
+        base64 spelling) is the same for every spelling of the same fields."""
+        presented = request.headers.get("X-Mandrill-Signature", "").strip()
+        return f"signature:{presented}" if presented else body_digest(request)
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
         try:
             events = loads(form_value(read_form(request), "mandrill_events") or "")
         except ValueError as exc:
             raise MalformedPayload("mandrill_events is not valid JSON") from exc
-        if not isinstance(events, list):
-            raise MalformedPayload("mandrill_events must be a JSON array")
+        events = event_batch(events, "mandrill_events must be a JSON array")
         return [_event(as_dict(event), index, settings) for index, event in enumerate(events)]
 
 
@@ -109,8 +139,7 @@ def _event(event: dict[str, Any], index: int, settings: Settings) -> Email | Ign
             limits=settings.parse_limits,
             envelope_to=[email_to] if email_to else [],
         )
-        verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
-        return replace(email, sender_auth=verdict)
+        return replace(email, sender_auth=_inbound_verdict(email, msg, settings))
     if kind == "send":
         message_key = as_str(event.get("_id")) or as_str(msg.get("_id"))
         if not message_key:
@@ -118,6 +147,16 @@ def _event(event: dict[str, Any], index: int, settings: Settings) -> Email | Ign
         spec = {"id": message_key, "ts": msg.get("ts") if isinstance(msg.get("ts"), int) else None}
         return PendingFetch(SENT_MESSAGE, spec, sent_message_id(message_key), subject)
     return Ignored(f"mandrill event {kind[:40] or 'without a name'}", None, subject)
+
+
+def _inbound_verdict(email: Email, msg: dict[str, Any], settings: Settings) -> SenderAuth:
+    """Mandrill's own `msg.dkim` and `msg.spf`, or what a receiving server the operator trusts wrote."""
+    dkim, spf = as_dict(msg.get("dkim")), as_dict(msg.get("spf"))
+    complete = TRUNCATED_HEADERS not in email.truncated
+    own = from_mandrill(as_str(spf.get("result")), dkim.get("signed"), dkim.get("valid"), email.sender,
+                        email.headers, complete)  # fmt: skip
+    trusted = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
+    return strongest(own, trusted)
 
 
 def sent_message_id(message_key: str) -> str:

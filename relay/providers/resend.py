@@ -29,11 +29,13 @@ from relay.providers.base import (
     require_secrets,
 )
 from relay.providers.fetch import api_url, fetch_json
-from relay.sender_auth import from_authentication_results, vouched_by
+from relay.sender_auth import from_trusted_headers, vouched_by
 
 CHALLENGE = 'Svix realm="knock-relay webhooks"'
 #: Svix refuses timestamps further than this from now, either way.
 TOLERANCE_SECONDS = 5 * 60
+#: Digits a Unix time in seconds has (ten until the year 2286); anything longer is no timestamp.
+_TIMESTAMP_DIGITS = 12
 RECEIVED_EMAIL = "resend-received-email"
 SENT_EMAIL = "resend-sent-email"
 _SENT_EVENTS = ("email.sent", "email.delivered")
@@ -47,6 +49,14 @@ def svix_secret(configured: str) -> bytes | None:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def unix_seconds(value: str) -> int | None:
+    """`svix-timestamp` as a number, when it is one written in ASCII digits. `str.isdigit` also
+    says yes to `²` and `１２３`, which `int` then refuses or reads: neither is what Svix signs."""
+    if not value or len(value) > _TIMESTAMP_DIGITS or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def svix_signatures(secret: bytes, message_id: str, timestamp: str, body: bytes) -> bytes:
@@ -70,9 +80,10 @@ class ResendProvider(WebhookProvider):
             return
         message_id = request.headers.get("svix-id", "")
         timestamp = request.headers.get("svix-timestamp", "")
-        if not message_id or not timestamp.isdigit():
-            raise Unauthorized("missing Svix headers", challenge=CHALLENGE)
-        if abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
+        seconds = unix_seconds(timestamp)
+        if not message_id or seconds is None:
+            raise Unauthorized("missing Svix headers, or svix-timestamp not in digits", challenge=CHALLENGE)
+        if abs(time.time() - seconds) > TOLERANCE_SECONDS:
             raise Unauthorized("stale or future svix-timestamp", challenge=CHALLENGE)
         presented = [
             sig.encode()
@@ -155,7 +166,8 @@ def _email_from(found: dict[str, Any], settings: Settings, message_id: str | Non
 def email_from_resend_received(spec: dict[str, Any], settings: Settings) -> Email:
     found = _get(settings, "emails", "receiving", str(spec.get("emailId") or ""))
     email = _email_from(found, settings, as_str(found.get("message_id")))
-    verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+    # Resend gives no verdict on received mail: only a receiving server the operator trusts can.
+    verdict = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
     return replace(email, sender_auth=verdict)
 
 

@@ -9,7 +9,7 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import Attachment, Email, Ignored, build_email, parse_header_block, parse_mime
+from relay.message import TRUNCATED_HEADERS, Attachment, Email, Ignored, build_email, parse_header_block, parse_mime
 from relay.providers.base import FORM_BODY, BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
 from relay.sender_auth import from_sendgrid
 
@@ -76,5 +76,6 @@ class SendGridInboundProvider(BasicAuthProvider):
 
 def with_verdict(email: Email, form: Form) -> Email:
     """SendGrid posts its SPF and DKIM verdicts beside the email, in both modes."""
-    verdict = from_sendgrid(form_value(form, "SPF"), form_value(form, "dkim"), email.envelope_from, email.sender)
+    verdict = from_sendgrid(form_value(form, "SPF"), form_value(form, "dkim"), email.envelope_from, email.sender,
+                            email.headers, TRUNCATED_HEADERS not in email.truncated)  # fmt: skip
     return replace(email, sender_auth=verdict)

@@ -3,14 +3,18 @@
 SNS posts JSON as `text/plain`. Every message is checked against its SNS
 signature (v1 RSA-SHA1, v2 RSA-SHA256) with the certificate named by
 `SigningCertURL`, fetched only from `https://sns.<region>.amazonaws.com/….pem`
-and kept; the topic must be one of RELAY_SES_TOPIC_ARNS. A subscription to an
-allowed topic is confirmed by fetching its `SubscribeURL` (same host rule).
+(a real region's name: `sns.s3.amazonaws.com` is a bucket anyone can make) and
+kept, and only once the cheap checks passed; the topic must be one of
+RELAY_SES_TOPIC_ARNS. A subscription to an allowed topic is confirmed by fetching
+its `SubscribeURL` (same host rule). The email's sender is judged by SES's own
+SPF, DKIM and DMARC verdicts on receipt.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import threading
 from dataclasses import replace
@@ -25,14 +29,21 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, Unauthorized
-from relay.message import Email, Ignored, normalise_message_id, parse_mime
+from relay.message import TRUNCATED_HEADERS, Email, Ignored, normalise_message_id, parse_mime
 from relay.providers.base import WebhookProvider, as_dict, as_list, as_str, require_secrets
 from relay.providers.fetch import allowed_fetch_url, fetch
-from relay.sender_auth import from_authentication_results
+from relay.sender_auth import SenderAuth, from_ses, from_trusted_headers, strongest
 from relay.untrusted_json import loads
 
 CHALLENGE = 'SNS-Signature realm="knock-relay webhooks"'
-_SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+#: An AWS region's name: partition prefix, `-gov` for GovCloud, a direction, a number (`us-east-1`,
+#: `us-gov-west-1`, `ap-southeast-2`). S3's hosts (`s3`, `s3-us-west-2`, `s3-accelerate`) are not.
+_REGION = (
+    r"(?:us|eu|ap|sa|ca|me|af|il|mx)(?:-gov)?"
+    r"-(?:east|west|north|south|central|northeast|southeast|northwest|southwest)-[0-9]{1,2}"
+)
+#: SNS endpoints: `sns.<region>.amazonaws.com`, and the two China regions under `.amazonaws.com.cn`.
+_SNS_HOST = re.compile(rf"sns\.{_REGION}\.amazonaws\.com|sns\.cn-(?:north|northwest)-1\.amazonaws\.com\.cn")
 #: Fields each message type signs, in the order SNS concatenates them.
 _SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -41,13 +52,21 @@ _SIGNED_FIELDS = {
 }
 _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 _CERTIFICATE_LIMIT = 64 * 1024
+#: Largest SNS post read: SNS messages are at most 256 KB, and escaping every character of one as
+#: `\uXXXX` in the envelope would take it to 1.5 MB. Larger bodies are refused unread (413).
+SNS_MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def is_sns_host(host: str) -> bool:
+    """Whether `host` is an SNS endpoint of a real region (nothing else under amazonaws.com)."""
+    return _SNS_HOST.fullmatch(host) is not None
 
 
 def sns_url(url: str, settings: Settings, *, certificate: bool) -> str | None:
     """`url` when SNS may be fetched from it: https on `sns.<region>.amazonaws.com` (or an origin
     in RELAY_SNS_CERTIFICATE_ORIGINS), a certificate path ending in `.pem`; else None."""
     allowed = allowed_fetch_url(url, ("https://*.amazonaws.com", "https://*.amazonaws.com.cn"))
-    if allowed is not None and not _SNS_HOST.match(urlsplit(allowed).hostname or ""):
+    if allowed is not None and not is_sns_host(urlsplit(allowed).hostname or ""):
         allowed = None
     if allowed is None and settings.sns_certificate_origins:
         allowed = allowed_fetch_url(url, settings.sns_certificate_origins)
@@ -68,7 +87,12 @@ class CertificateCache:
         key = self._keys.get(url)
         if key is not None:
             return key
-        pem = fetch(url, what="SNS signing certificate", limit=_CERTIFICATE_LIMIT)
+        try:
+            pem = fetch(url, what="SNS signing certificate", limit=_CERTIFICATE_LIMIT)
+        except MalformedPayload as exc:
+            # Refused or gone (4xx), or too large: no certificate, so no valid signature. A network
+            # error or a 5xx stays ProviderUnavailable (503), and SNS tries again.
+            raise Unauthorized(f"SigningCertURL gave no certificate: {exc.message}", challenge=CHALLENGE) from exc
         try:
             found = x509.load_pem_x509_certificate(pem).public_key()
         except ValueError as exc:
@@ -113,6 +137,8 @@ class SesSnsProvider(WebhookProvider):
         "text/plain": {"type": "string"},
         "application/json": {"type": "object"},
     }
+    # An SNS message is at most 256 KB; JSON escapes in the envelope can make that about 1.5 MB.
+    max_body_bytes: ClassVar[int | None] = SNS_MAX_BODY_BYTES
 
     def verify_request(self, request: Request, settings: Settings) -> None:
         if not require_secrets(settings.ses_topic_arns, "RELAY_SES_TOPIC_ARNS", settings, CHALLENGE):
@@ -141,11 +167,16 @@ class SesSnsProvider(WebhookProvider):
             raise Unauthorized("wrong SNS signature", challenge=CHALLENGE) from exc
 
     def replay_token(self, request: Request) -> str | None:
-        # SNS retries a message with the same MessageId.
+        """What SNS signed, not the MessageId in it: fields are joined with newlines, so one can
+        hold the next (`MessageId` "…\\nSubject\\n…" with no Subject signs the same text), and
+        only the signed text itself cannot be re-split. SNS retries the very message."""
         try:
-            return as_str(as_dict(loads(request.get_data(cache=True))).get("MessageId"))
+            message = as_dict(loads(request.get_data(cache=True)))
         except ValueError:
             return None
+        if as_str(message.get("Type")) not in _SIGNED_FIELDS:
+            return None
+        return hashlib.sha256(string_to_sign(message)).hexdigest()
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         message = sns_message(request)
@@ -193,5 +224,17 @@ def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email
     email = parse_mime(
         raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=as_str(mail.get("source"))
     )
-    verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
-    return replace(email, sender_auth=verdict)
+    return replace(email, sender_auth=_verdict(email, as_dict(notification.get("receipt")), settings))
+
+
+def _verdict(email: Email, receipt: dict[str, Any], settings: Settings) -> SenderAuth:
+    """SES's receipt verdicts, or what a receiving server the operator trusts wrote into the message."""
+
+    def status(name: str) -> str | None:
+        return as_str(as_dict(receipt.get(name)).get("status"))
+
+    complete = TRUNCATED_HEADERS not in email.truncated
+    own = from_ses(status("spfVerdict"), status("dkimVerdict"), status("dmarcVerdict"), email.envelope_from,
+                   email.sender, email.headers, complete)  # fmt: skip
+    trusted = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
+    return strongest(own, trusted)

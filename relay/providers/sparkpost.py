@@ -17,10 +17,11 @@ from relay.providers.base import (
     any_secret_matches,
     as_dict,
     as_str,
+    event_batch,
     request_json_value,
     require_secrets,
 )
-from relay.sender_auth import from_authentication_results
+from relay.sender_auth import from_trusted_headers
 
 TOKEN_HEADER = "X-MessageSystems-Webhook-Token"
 CHALLENGE = 'X-MessageSystems-Webhook-Token realm="knock-relay webhooks"'
@@ -45,9 +46,7 @@ class SparkPostRelayProvider(WebhookProvider):
             raise Unauthorized(f"missing or wrong {TOKEN_HEADER}", challenge=CHALLENGE)
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
-        batch = request_json_value(request)
-        if not isinstance(batch, list):
-            raise MalformedPayload("body must be a JSON array of events")
+        batch = event_batch(request_json_value(request), "body must be a JSON array of events")
         emails: list[Email | Ignored] = []
         for index, event in enumerate(batch):
             message = as_dict(as_dict(as_dict(event).get("msys")).get("relay_message"))
@@ -76,5 +75,6 @@ def _relay_message(message: dict[str, object], index: int, settings: Settings) -
         envelope_to=[recipient] if recipient else [],
         envelope_from=as_str(message.get("msg_from")),
     )
-    verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
+    # SparkPost relays the message without a verdict: only a receiving server the operator trusts can give one.
+    verdict = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
     return replace(email, sender_auth=verdict)
