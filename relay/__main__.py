@@ -195,8 +195,13 @@ def deliveries_show(delivery_id: str) -> None:
 def deliveries_resolve(delivery_id: str, prospect_id: str, agent_username: str | None) -> None:
     """Give an unmatched delivery its prospect and queue it."""
     from relay.errors import RelayError
+    from relay.ids import path_id_problem
     from relay.intake import resolve_delivery
 
+    for option, value in (("--prospect-id", prospect_id), ("--agent-username", agent_username)):
+        problem = path_id_problem(value) if value is not None else None
+        if problem:
+            raise click.BadParameter(f"not a usable id: it {problem}", param_hint=option)
     try:
         resolve_delivery(store_services(), delivery_id, prospect_id, agent_username)
     except RelayError as error:
@@ -238,16 +243,18 @@ def directory() -> None:
 def directory_import(csv_file: TextIO) -> None:
     """Import prospects from CSV with columns prospectId,email[,agentUsername].
 
-    Several rows with one prospectId add up its emails. Bad rows are reported by line number and
-    skipped; the exit status is 1 when there were any.
+    Several rows with one prospectId add up its emails. Bad rows (no id or address, or an id that
+    cannot go into a URL path: empty, '.', '..', control characters, white space) are reported by
+    line number and skipped; the exit status is 1 when there were any. Cells are read as `export`
+    writes them: a `'` before a formula character is taken off.
     """
     services = store_services()
     try:
         found = read_directory_csv(csv_file)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    for line in found.bad_lines:
-        click.echo(f"line {line}: prospectId and a valid email are required; skipped", err=True)
+    for line, problem in found.bad_rows:
+        click.echo(f"line {line}: {problem}; skipped", err=True)
     with click.progressbar(found.prospects.items(), label="importing prospects", file=sys.stderr) as progress:
         for prospect_id, (emails, agent) in progress:
             services.directory.merge_prospect(prospect_id, emails, agent)
@@ -259,7 +266,11 @@ def directory_import(csv_file: TextIO) -> None:
 
 @directory.command("export")
 def directory_export() -> None:
-    """Every prospect as CSV (prospectId,email,agentUsername), one row per address: what `import` reads."""
+    """Every prospect as CSV (prospectId,email,agentUsername), one row per address: what `import` reads.
+
+    A cell a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) is written
+    with a `'` in front, which `import` takes off again.
+    """
     services = store_services()
     csv.writer(sys.stdout, lineterminator="\n").writerows(directory_csv_rows(services.directory))
 

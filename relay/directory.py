@@ -29,7 +29,8 @@ from typing import Any
 import redis
 
 from relay.deliveries import DIRECTORY_VERSION_KEY
-from relay.errors import Conflict
+from relay.errors import Conflict, InvalidRequest
+from relay.ids import path_id_problem
 from relay.message import Email
 from relay.routing import DirectoryView, addresses_to_look_up, reply_tag_prospect
 
@@ -59,6 +60,14 @@ def _agent_email_key(address: str) -> str:
 
 def normalise_emails(emails: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
+
+
+def require_usable_id(what: str, value: str) -> None:
+    """The directory's own check of relay.ids' rule, behind every entry point's: an id it keeps goes
+    into URL paths (Knock's, the API's, the console's). InvalidRequest (400) when broken."""
+    problem = path_id_problem(value)
+    if problem:
+        raise InvalidRequest(f"{what} is not a usable id: it {problem}")
 
 
 # Reads the directory entries of an email's addresses (KEYS: ARGV[1] prospect-set keys, then as
@@ -131,6 +140,9 @@ class Directory:
     def put_prospect(
         self, prospect_id: str, emails: Iterable[str], agent_username: str | None = None
     ) -> dict[str, Any]:
+        require_usable_id("prospectId", prospect_id)
+        if agent_username:
+            require_usable_id("agentUsername", agent_username)
         addresses = normalise_emails(emails)
         record: dict[str, Any] = {
             "prospectId": prospect_id,
@@ -177,6 +189,7 @@ class Directory:
     # Agents ------------------------------------------------------------------
 
     def put_agent(self, username: str, emails: Iterable[str]) -> dict[str, Any]:
+        require_usable_id("username", username)
         record = {"username": username, "emails": normalise_emails(emails)}
         for address in record["emails"]:
             owner = self.redis.get(_agent_email_key(address))
@@ -313,34 +326,89 @@ def _view_from(copy: _Copy, addresses: list[str], extra_ids: list[str]) -> Direc
     return DirectoryView(prospects_by_email, agents_by_email, prospect_agents)
 
 
+#: First characters that make a spreadsheet read a cell as a formula (tab and CR: as the
+#: OWASP guidance on CSV injection lists them, since some programs skip them before a formula).
+FORMULA_STARTS = frozenset("=+-@\t\r")
+#: Why a row without a prospect id or an address is left out of an import.
+MISSING_ID_OR_EMAIL = "prospectId and a valid email are required"
+
+
+def _reads_as_formula(text: str) -> bool:
+    """Whether `text`, after any `'` in front, starts as a formula would."""
+    return text.lstrip("'")[:1] in FORMULA_STARTS
+
+
+def csv_cell(text: str) -> str:
+    """A value as an exported cell: one a spreadsheet would take for a formula gets a `'` in front,
+    which spreadsheets read as "text follows" and `csv_value` takes off again (`+1-2` → `'+1-2`).
+
+    A value that itself begins with `'`s before such a character gets one more (`'=x` → `''=x`), so
+    that reading it back takes off only the one added: every value comes back as it was. A value
+    that begins with `'` before anything else (`'abc`) is written as it is and read as it is.
+    """
+    return "'" + text if _reads_as_formula(text) else text
+
+
+def csv_value(cell: str) -> str:
+    """A cell as imported: the `'` of `csv_cell` (or of a person who escaped a cell by hand, as
+    spreadsheets do) taken off when a formula character follows it, or more `'`s and then one."""
+    return cell[1:] if cell.startswith("'") and _reads_as_formula(cell[1:]) else cell
+
+
 @dataclass
 class DirectoryImport:
-    """Prospects read from CSV (`prospectId,email[,agentUsername]`), and the rows that were not usable."""
+    """Prospects read from CSV (`prospectId,email[,agentUsername]`), and the rows that were not
+    usable: (line number, what is wrong with it)."""
 
     prospects: dict[str, tuple[list[str], str | None]]
-    bad_lines: list[int]
+    bad_rows: list[tuple[int, str]]
+
+    @property
+    def bad_lines(self) -> list[int]:
+        return [line for line, _ in self.bad_rows]
+
+
+def _cell(row: dict[str, str | None], name: str) -> str:
+    """A row's value in column `name`, blanks around it and CSV escaping taken off."""
+    return csv_value((row.get(name) or "").strip())
+
+
+def row_problem(prospect_id: str, address: str, agent: str) -> str | None:
+    """What keeps a row from being imported, or None. Ids follow relay.ids' rule."""
+    if not prospect_id or "@" not in address:
+        return MISSING_ID_OR_EMAIL
+    problem = path_id_problem(prospect_id)
+    if problem:
+        return f"prospectId is not a usable id: it {problem}"
+    problem = path_id_problem(agent) if agent else None
+    if problem:
+        return f"agentUsername is not a usable id: it {problem}"
+    return None
 
 
 def read_directory_csv(lines: Iterable[str]) -> DirectoryImport:
-    """Several rows with one prospectId add up its emails. ValueError when the header lacks a column."""
+    """Several rows with one prospectId add up its emails. ValueError when the header lacks a column.
+    Cells are read as `csv_cell` writes them; rows with an unusable id are reported, not imported."""
     reader = csv.DictReader(lines)
     missing = {"prospectId", "email"} - set(reader.fieldnames or [])
     if missing:
         raise ValueError(f"CSV lacks columns: {', '.join(sorted(missing))}")
     found = DirectoryImport({}, [])
     for row in reader:
-        prospect_id, address = (row.get("prospectId") or "").strip(), (row.get("email") or "").strip()
-        if not prospect_id or "@" not in address:
-            found.bad_lines.append(reader.line_num)
+        prospect_id, address, agent = (_cell(row, name) for name in ("prospectId", "email", "agentUsername"))
+        problem = row_problem(prospect_id, address, agent)
+        if problem:
+            found.bad_rows.append((reader.line_num, problem))
             continue
-        emails, agent = found.prospects.get(prospect_id, ([], None))
-        found.prospects[prospect_id] = (emails + [address], (row.get("agentUsername") or "").strip() or agent)
+        emails, known_agent = found.prospects.get(prospect_id, ([], None))
+        found.prospects[prospect_id] = (emails + [address], agent or known_agent)
     return found
 
 
 def directory_csv_rows(directory: Directory) -> Iterable[list[str]]:
-    """Every prospect, one row per address, with the header: what read_directory_csv reads."""
+    """Every prospect, one row per address, with the header: what read_directory_csv reads. Every
+    cell goes through `csv_cell`, so that no spreadsheet opening the file runs a formula from it."""
     yield ["prospectId", "email", "agentUsername"]
     for prospect in directory.all_prospects():
         for address in prospect["emails"] or [""]:
-            yield [prospect["prospectId"], address, prospect.get("agentUsername") or ""]
+            yield [csv_cell(value) for value in (prospect["prospectId"], address, prospect.get("agentUsername") or "")]

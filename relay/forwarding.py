@@ -28,11 +28,28 @@ from relay.errors import MalformedPayload, ProviderUnavailable
 from relay.knock.client import KnockClient, KnockRejected, KnockTransientError
 from relay.knock.schema import validate_log_email
 from relay.metrics import DELIVERIES, DELIVERY_LATENCY, KNOCK_RESPONSES, POSSIBLE_DUPLICATES, status_class
+from relay.outbound import deadline
+from relay.providers.fetch import FETCH_DEADLINE_SECONDS
 
 log = logging.getLogger(__name__)
 
 #: Payload key of a delivery that stands for an email still to be fetched (see intake.accept_items).
 FETCH = "fetch"
+#: Seconds the worker gives one pending fetch in all, however many calls its provider needs (Brevo
+#: lists, then reads: two calls of at most FETCH_DEADLINE_SECONDS each).
+FETCH_STEP_SECONDS = 2 * FETCH_DEADLINE_SECONDS
+#: Knock calls one attempt may make: the agent lookup, then the log call.
+KNOCK_CALLS_PER_ATTEMPT = 2
+#: What the delivery lock outlasts the network time of an attempt by: the Redis steps around it.
+LOCK_MARGIN_SECONDS = 5.0
+
+
+def delivery_lock_seconds(knock_deadline: float, fetch_step: float = FETCH_STEP_SECONDS) -> float:
+    """How long the worker's lock on a delivery lasts: longer than an attempt can spend on the
+    network (each Knock call ends by its deadline, a fetch by the step's), so the lock never lapses
+    while the attempt is in flight. While it holds, a second message for the delivery waits for it,
+    and the retry scheduler's safety net, which skips locked deliveries, never queues it again."""
+    return max(KNOCK_CALLS_PER_ATTEMPT * knock_deadline, fetch_step) + LOCK_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,7 @@ class Forwarder:
         lock_seconds: float = 60.0,
         redis_wait: Callable[[int], None] | None = None,
         complete_fetch: Callable[[Delivery, dict[str, Any]], list[str]] | None = None,
+        fetch_step_seconds: float = FETCH_STEP_SECONDS,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -103,6 +121,7 @@ class Forwarder:
         self.lock_seconds = lock_seconds
         self.redis_wait = redis_wait or wait_for_redis
         self.complete_fetch = complete_fetch
+        self.fetch_step_seconds = fetch_step_seconds
 
     def forward(self, delivery_id: str) -> str | None:
         """Try once; the resulting status (RETRYING when a retry was scheduled)."""
@@ -196,7 +215,8 @@ class Forwarder:
             return self._give_up(delivery, "this process cannot fetch messages")
         self.store.update_fields(delivery.id, attempts=delivery.attempts + 1)
         try:
-            created = self.complete_fetch(delivery, fetch)
+            with deadline(self.fetch_step_seconds):  # shorter than the lock: see delivery_lock_seconds
+                created = self.complete_fetch(delivery, fetch)
         except ProviderUnavailable as exc:
             log.info("fetch failed transiently", extra={"delivery_id": delivery.id, "error": exc.message})
             return self._retry_later(delivery, exc.message, None, delivery.attempts + 1)

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import ConfigError
 from relay.deliveries import now_ms
-from relay.forwarding import Forwarder, RetryPolicy
+from relay.forwarding import FETCH_STEP_SECONDS, Forwarder, RetryPolicy, delivery_lock_seconds
 from relay.intake import complete_fetch
 from relay.metrics import exposition
 from relay.queue import QUEUE_KEY, register_forward_actor
@@ -58,7 +58,8 @@ def build_forwarder(services: Services) -> Forwarder:
         ),
         default_agent=s.knock_default_agent_username,
         acquire_rate_slot=rate_slot_acquirer(services),
-        lock_seconds=s.knock_timeout_seconds * 2 + 5,
+        lock_seconds=delivery_lock_seconds(s.knock_timeout_seconds, FETCH_STEP_SECONDS),
+        fetch_step_seconds=FETCH_STEP_SECONDS,
         complete_fetch=lambda delivery, fetch: complete_fetch(services, delivery, fetch),
     )
 
@@ -110,7 +111,10 @@ class RetryScheduler(threading.Thread):
         return len(due)
 
     def requeue_stranded(self) -> None:
-        """The safety net: queue again what a Redis fault left with no message anywhere."""
+        """The safety net: queue again what a Redis fault left with no message anywhere. Never a
+        delivery a worker holds the lock of (it is being sent: the lock outlasts any attempt, see
+        forwarding.delivery_lock_seconds), nor one waiting for a scheduled retry (see
+        DeliveryStore.stranded)."""
         if self.queue.waiting():
             return
         for delivery_id in self.store.stranded(self.requeue_after_ms):

@@ -49,8 +49,8 @@ def test_knock_is_called_through_the_proxy_the_environment_names(
     monkeypatch.delenv("no_proxy", raising=False)
     client = KnockClient("http://knock.invalid/v1", "key")
     monkeypatch.delenv("HTTP_PROXY")  # read when the client was built, not on each call
-    assert client.log_email("P 1", {"subject": "Hi"}) == "C1"
-    assert _ForwardProxy.seen == [("http://knock.invalid/v1/prospect/P%201/email", {"subject": "Hi"})]
+    assert client.log_email("P/1", {"subject": "Hi"}) == "C1"
+    assert _ForwardProxy.seen == [("http://knock.invalid/v1/prospect/P%2F1/email", {"subject": "Hi"})]
 
 
 def test_a_host_no_proxy_names_is_called_directly(forward_proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:

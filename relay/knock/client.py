@@ -1,4 +1,8 @@
-"""HTTP client for Knock's syndication API."""
+"""HTTP client for Knock's syndication API.
+
+Every call has a total deadline, RELAY_KNOCK_TIMEOUT_SECONDS, for its connection and all of its
+reads (relay.outbound); every id in a path is one percent-encoded segment (relay.ids).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import time
 from typing import Any
 
 import requests
-import requests.adapters
+
+from relay.ids import InvalidPathId, is_path_id, path_segment
+from relay.outbound import DeadlineAdapter, deadline
 
 #: Statuses worth another try later (SPEC §6); every other 4xx is final.
 TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
@@ -63,15 +69,27 @@ def _error_message(response: requests.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+def prospect_path(prospect_id: str, *rest: str) -> str:
+    """`/prospect/{id}` (and `rest`), the id as one segment: the last check before the API key goes
+    out, for ids stored before the rule or from anywhere that forgot it. KnockRejected if refused."""
+    try:
+        segment = path_segment(prospect_id, "prospect id")
+    except InvalidPathId as exc:
+        raise KnockRejected(f"{exc}: not sent to Knock") from exc
+    return "/".join(("/prospect", segment, *rest))
+
+
 class KnockClient:
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
+        """`timeout` is each call's whole deadline in seconds: connection, request and answer."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers.update({"x-api-key": api_key, "Accept": "application/json"})
         # One kept-alive connection per forwarding thread: requests keeps 10 by default, so more
         # threads than that would open and close a connection per delivery.
-        self.session.mount(self.base_url, requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=64))
+        # The adapter lets a call's deadline shut its connection down (relay.outbound).
+        self.session.mount(self.base_url, DeadlineAdapter(pool_connections=1, pool_maxsize=64))
         # What requests takes from the environment (HTTP(S)_PROXY/ALL_PROXY less NO_PROXY for Knock's
         # host, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE) is read once, here: read on every call, it
         # walks the whole environment, a sixth of a worker's CPU per delivery. (.netrc is not read.)
@@ -82,9 +100,11 @@ class KnockClient:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            response = self.session.request(method, self.base_url + path, json=body, timeout=self.timeout)
+            with deadline(self.timeout) as call:
+                timeouts = call.timeouts(self.timeout, self.timeout)
+                response = self.session.request(method, self.base_url + path, json=body, timeout=timeouts)
         except requests.Timeout as exc:
-            raise KnockTransientError(f"timeout after {self.timeout}s") from exc
+            raise KnockTransientError(f"timeout after {self.timeout:g}s") from exc
         except requests.RequestException as exc:
             raise KnockTransientError(f"connection error: {type(exc).__name__}") from exc
         if 200 <= response.status_code < 300:
@@ -102,15 +122,11 @@ class KnockClient:
 
     def log_email(self, prospect_id: str, body: dict[str, Any]) -> str | None:
         """POST /prospect/{id}/email; Knock's communicationId."""
-        result = self._call(
-            "POST",
-            f"/prospect/{requests.utils.quote(prospect_id, safe='')}/email",
-            body,
-        )
+        result = self._call("POST", prospect_path(prospect_id, "email"), body)
         return result.get("communicationId") if isinstance(result, dict) else None
 
     def get_prospect(self, prospect_id: str) -> dict[str, Any]:
-        result = self._call("GET", f"/prospect/{requests.utils.quote(prospect_id, safe='')}")
+        result = self._call("GET", prospect_path(prospect_id))
         if isinstance(result, dict) and isinstance(result.get("prospect"), dict):
             return result["prospect"]  # type: ignore[no-any-return]
         return result if isinstance(result, dict) else {}
@@ -122,12 +138,13 @@ class KnockClient:
         return None
 
     def create_prospect(self, body: dict[str, Any]) -> str:
-        """POST /prospect; the new id (`id`, or `prospectId` in some of Knock's documents)."""
+        """POST /prospect; the new id (`id`, or `prospectId` in some of Knock's documents). An id that
+        could not go into a path later (relay.ids) is refused here, before the directory keeps it."""
         result = self._call("POST", "/prospect", body)
         if isinstance(result, dict):
             found = result.get("id") or result.get("prospectId")
             if not found and isinstance(result.get("prospect"), dict):
                 found = result["prospect"].get("id") or result["prospect"].get("prospectId")
-            if found:
+            if found and is_path_id(str(found)):
                 return str(found)
-        raise KnockRejected("Knock's answer carries no prospect id")
+        raise KnockRejected("Knock's answer carries no usable prospect id")

@@ -8,9 +8,12 @@ from email.utils import format_datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import BaseConverter
 
 from relay.deliveries import ms_from
 from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
+from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery
 from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import Metadata, build_email, normalise_message_id
@@ -23,6 +26,33 @@ from relay.web.openapi import openapi_document
 api = Blueprint("api", __name__, url_prefix="/v1")
 
 _REMOVED = {204: Answer("Removed")}
+
+
+class PathIdConverter(BaseConverter):
+    """A prospect id or agent username in this API's paths. The class's pattern, which the OpenAPI
+    document shows, is relay.ids' rule; routing itself takes any one segment, so that a view can
+    refuse an id that breaks the rule with a 400 saying why (`require_path_id`) rather than a bare
+    404, and a read or removal of one answers 404 (no entry can have it)."""
+
+    regex = PATH_ID_PATTERN
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.regex = BaseConverter.regex  # what routing matches: one segment
+
+
+def require_path_id(value: str, field: str) -> str:
+    """`value`, when relay.ids accepts it as an id; else 400 naming `field`."""
+    problem = path_id_problem(value)
+    if problem:
+        raise InvalidRequest("invalid id", details={field: [f"Not a usable id: it {problem}."]})
+    return value
+
+
+@api.record_once
+def _register_path_id_converter(state: BlueprintSetupState) -> None:
+    """Recorded before any route, so the converter exists when the routes are added."""
+    state.app.url_map.converters["path_id"] = PathIdConverter
 
 
 @api.before_request
@@ -40,17 +70,18 @@ def require_token() -> None:
 # Prospects -------------------------------------------------------------------
 
 
-@api.put("/prospects/<prospect_id>")
+@api.put("/prospects/<path_id:prospect_id>")
 @operation(
     "Register a prospect's addresses (and optionally its agent) in the directory",
     body=schemas.ProspectInput,
     answers={200: Answer("Stored", schemas.Prospect)},
 )
 def put_prospect(prospect_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    require_path_id(prospect_id, "prospectId")
     return services().directory.put_prospect(prospect_id, body["emails"], body["agentUsername"])
 
 
-@api.get("/prospects/<prospect_id>")
+@api.get("/prospects/<path_id:prospect_id>")
 @operation("Read a prospect", answers={200: Answer("Found", schemas.Prospect)}, errors=(404,))
 def get_prospect(prospect_id: str) -> dict[str, Any]:
     record = services().directory.get_prospect(prospect_id)
@@ -59,7 +90,7 @@ def get_prospect(prospect_id: str) -> dict[str, Any]:
     return record
 
 
-@api.delete("/prospects/<prospect_id>")
+@api.delete("/prospects/<path_id:prospect_id>")
 @operation("Remove a prospect from the directory", answers=_REMOVED, errors=(404,))
 def delete_prospect(prospect_id: str) -> tuple[None, int]:
     if not services().directory.delete_prospect(prospect_id):
@@ -100,7 +131,7 @@ def create_prospect(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 # Agents ----------------------------------------------------------------------
 
 
-@api.put("/agents/<username>")
+@api.put("/agents/<path_id:username>")
 @operation(
     "Register an agent's addresses (mail from them is leasing-side)",
     body=schemas.AgentInput,
@@ -108,10 +139,11 @@ def create_prospect(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     errors=(409,),
 )
 def put_agent(username: str, body: dict[str, Any]) -> dict[str, Any]:
+    require_path_id(username, "username")
     return services().directory.put_agent(username, body["emails"])
 
 
-@api.get("/agents/<username>")
+@api.get("/agents/<path_id:username>")
 @operation("Read an agent", answers={200: Answer("Found", schemas.Agent)}, errors=(404,))
 def get_agent(username: str) -> dict[str, Any]:
     record = services().directory.get_agent(username)
@@ -120,7 +152,7 @@ def get_agent(username: str) -> dict[str, Any]:
     return record
 
 
-@api.delete("/agents/<username>")
+@api.delete("/agents/<path_id:username>")
 @operation("Remove an agent", answers=_REMOVED, errors=(404,))
 def delete_agent(username: str) -> tuple[None, int]:
     if not services().directory.delete_agent(username):

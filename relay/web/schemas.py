@@ -7,17 +7,37 @@ same classes, so the document and the code cannot disagree.
 
 from __future__ import annotations
 
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from relay.deliveries import DUPLICATE, STATUSES
+from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.routing import MESSAGE_TYPES
 
 _non_empty = validate.Length(min=1)
 
 
+def validate_path_id(value: str) -> None:
+    """An id that goes into URL paths (Knock's, this API's, the console's) follows relay.ids' rule."""
+    problem = path_id_problem(value)
+    if problem:
+        raise ValidationError(f"Not a usable id: it {problem}.")
+
+
 def _optional_name() -> fields.String:
     """A name that may be left out or null, but is never the empty string."""
     return fields.String(load_default=None, allow_none=True, validate=_non_empty)
+
+
+#: relay.ids' rule as the OpenAPI document states it (`validate_path_id` enforces it, with reasons).
+_PATH_ID_DOCUMENTED = {"minLength": 1, "pattern": f"^{PATH_ID_PATTERN}$"}
+
+
+def _id(*, required: bool = False) -> fields.String:
+    """A prospect id or agent username, relay.ids' rule documented and enforced: required, or one
+    that may be left out or null."""
+    if required:
+        return fields.String(required=True, validate=validate_path_id, metadata=_PATH_ID_DOCUMENTED)
+    return fields.String(load_default=None, allow_none=True, validate=validate_path_id, metadata=_PATH_ID_DOCUMENTED)
 
 
 def _nullable_string() -> fields.String:
@@ -29,7 +49,7 @@ def _nullable_string() -> fields.String:
 
 class ProspectInput(Schema):
     emails = fields.List(fields.Email(), required=True, validate=_non_empty)
-    agentUsername = _optional_name()
+    agentUsername = _id()
 
 
 class AgentInput(Schema):
@@ -50,7 +70,7 @@ class KnockProspectInput(Schema):
         unknown = INCLUDE
 
     profile = fields.Nested(KnockProfile, required=True)
-    agentUsername = _optional_name()
+    agentUsername = _id()
 
 
 class MessageInput(Schema):
@@ -63,13 +83,13 @@ class MessageInput(Schema):
     sentTime = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=None)
     messageId = _optional_name()
     type = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(MESSAGE_TYPES))
-    prospectId = _optional_name()
-    agentUsername = _optional_name()
+    prospectId = _id()
+    agentUsername = _id()
 
 
 class ResolveInput(Schema):
-    prospectId = fields.String(required=True, validate=_non_empty)
-    agentUsername = _optional_name()
+    prospectId = _id(required=True)
+    agentUsername = _id()
 
 
 class BulkReplayInput(Schema):
