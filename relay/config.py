@@ -71,6 +71,8 @@ class Settings:
     max_addresses: int = 1000
     max_mime_parts: int = 500
     max_mime_depth: int = 20
+    max_html_depth: int = 256
+    max_html_chars: int = 1048576
     sender_auth: str = "enforce"
     trusted_authserv_ids: tuple[str, ...] = ()
     # Providers besides Mailgun: webhook secrets (lists, for rotation), API keys for fetching
@@ -94,10 +96,18 @@ class Settings:
     #: Operator console: named accounts (`name`, password hash) and the key that signs its cookies.
     console_users: tuple[tuple[str, str], ...] = ()
     console_secret_key: str | None = None
+    #: Proxies in front of the web process whose X-Forwarded-For/-Proto/-Host are believed.
+    trusted_proxies: int = 0
 
     @property
     def parse_limits(self) -> ParseLimits:
-        return ParseLimits(addresses=self.max_addresses, parts=self.max_mime_parts, depth=self.max_mime_depth)
+        return ParseLimits(
+            addresses=self.max_addresses,
+            parts=self.max_mime_parts,
+            depth=self.max_mime_depth,
+            html_depth=self.max_html_depth,
+            html_chars=self.max_html_chars,
+        )
 
 
 class _Reader:
@@ -201,12 +211,21 @@ def _origins(reader: _Reader, name: str, default: tuple[str, ...] = (), *, https
     return tuple(origins)
 
 
-def _api_url(reader: _Reader, name: str, default: str) -> str:
-    """A provider API base URL: http(s), no userinfo, no query; ids are appended as path segments."""
+def is_loopback_host(host: str | None) -> bool:
+    host = (host or "").lower()
+    return host == "localhost" or host == "::1" or bool(re.fullmatch(r"127(\.\d{1,3}){3}", host))
+
+
+def _api_url(reader: _Reader, name: str, default: str, *, https_only: bool) -> str:
+    """A provider API base URL: http(s), no userinfo, no query; ids are appended as path segments.
+    With `https_only` (production) plain http is allowed on the loopback only: the worker sends
+    the provider's API key with every call."""
     value = (reader.text(name) or default).rstrip("/")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or parts.query:
         reader.problems.append(f"{name}: must be an http(s) URL without credentials or query, got {value!r}")
+    elif https_only and parts.scheme != "https" and not is_loopback_host(parts.hostname):
+        reader.problems.append(f"{name}: must be an https URL in production (http only on the loopback), got {value!r}")
     return value
 
 
@@ -228,6 +247,11 @@ def _console_users(reader: _Reader) -> tuple[tuple[str, str], ...]:
             reader.problems.append(
                 "RELAY_CONSOLE_USERS: each entry must be name:hash, the hash from `relay console hash-password`"
             )
+            continue
+        if name.lower() == "api-token":
+            # The name sign-ins with RELAY_API_TOKEN are recorded under: an account of that name
+            # would make the audit trail ambiguous.
+            reader.problems.append("RELAY_CONSOLE_USERS: the name api-token is kept for RELAY_API_TOKEN")
             continue
         users.append((name, password_hash))
     return tuple(users)
@@ -310,6 +334,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         max_addresses=read.number("RELAY_MAX_ADDRESSES", 1000, minimum=1, integer=True),
         max_mime_parts=read.number("RELAY_MAX_MIME_PARTS", 500, minimum=1, integer=True),
         max_mime_depth=read.number("RELAY_MAX_MIME_DEPTH", 20, minimum=1, integer=True),
+        max_html_depth=read.number("RELAY_MAX_HTML_DEPTH", 256, minimum=8, maximum=512, integer=True),
+        max_html_chars=read.number("RELAY_MAX_HTML_CHARS", 1048576, minimum=1024, maximum=8388608, integer=True),
         sender_auth=_sender_auth_mode(read),
         trusted_authserv_ids=tuple(item.lower() for item in read.items("RELAY_TRUSTED_AUTHSERV_IDS")),
         public_url=read.url("RELAY_PUBLIC_URL", public_url, ("http", "https")).rstrip("/") if public_url else None,
@@ -317,19 +343,22 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         mailersend_signing_secrets=tuple(read.items("RELAY_MAILERSEND_SIGNING_SECRETS")),
         mandrill_webhook_keys=tuple(read.items("RELAY_MANDRILL_WEBHOOK_KEYS")),
         mandrill_api_key=read.text("MANDRILL_API_KEY"),
-        mandrill_api_url=_api_url(read, "RELAY_MANDRILL_API_URL", "https://mandrillapp.com/api/1.0"),
+        mandrill_api_url=_api_url(
+            read, "RELAY_MANDRILL_API_URL", "https://mandrillapp.com/api/1.0", https_only=not local
+        ),
         brevo_webhook_tokens=tuple(read.items("RELAY_BREVO_WEBHOOK_TOKENS")),
         brevo_api_key=read.text("BREVO_API_KEY"),
-        brevo_api_url=_api_url(read, "RELAY_BREVO_API_URL", "https://api.brevo.com"),
+        brevo_api_url=_api_url(read, "RELAY_BREVO_API_URL", "https://api.brevo.com", https_only=not local),
         resend_webhook_secrets=_resend_secrets(read),
         resend_api_key=read.text("RESEND_API_KEY"),
-        resend_api_url=_api_url(read, "RELAY_RESEND_API_URL", "https://api.resend.com"),
+        resend_api_url=_api_url(read, "RELAY_RESEND_API_URL", "https://api.resend.com", https_only=not local),
         postmark_server_token=read.text("POSTMARK_SERVER_TOKEN"),
-        postmark_api_url=_api_url(read, "RELAY_POSTMARK_API_URL", "https://api.postmarkapp.com"),
+        postmark_api_url=_api_url(read, "RELAY_POSTMARK_API_URL", "https://api.postmarkapp.com", https_only=not local),
         ses_topic_arns=tuple(read.items("RELAY_SES_TOPIC_ARNS")),
         sns_certificate_origins=_origins(read, "RELAY_SNS_CERTIFICATE_ORIGINS", https_only=True),
         console_users=_console_users(read),
         console_secret_key=read.text("RELAY_CONSOLE_SECRET_KEY"),
+        trusted_proxies=read.number("RELAY_TRUSTED_PROXIES", 0, maximum=10, integer=True),
     )
     # Process settings read by gunicorn.conf.py and the worker: checked here so that a bad value
     # is one line of `config check` and of start-up, not a traceback.

@@ -73,3 +73,33 @@ def test_fetch_origins_are_checked_and_certificates_come_only_over_https() -> No
                        "RELAY_MAILGUN_STORAGE_ORIGINS": "http://127.0.0.1:9000"})  # fmt: skip
     assert (s.sns_certificate_origins, s.mailgun_storage_origins) == (
         ("https://sns.internal:8443",), ("http://127.0.0.1:9000",))  # fmt: skip
+
+
+PRODUCTION_BASE = {"KNOCK_BASE_URL": "https://stage-syndication.knockrentals.com", "KNOCK_API_KEY": "k"}
+
+
+@pytest.mark.parametrize(
+    "name", ["RELAY_MANDRILL_API_URL", "RELAY_BREVO_API_URL", "RELAY_RESEND_API_URL", "RELAY_POSTMARK_API_URL"]
+)
+def test_provider_api_urls_must_be_https_in_production_except_on_the_loopback(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**PRODUCTION_BASE, name: "http://api.example.com"})
+    assert [p for p in caught.value.problems if p.startswith(name)] == [
+        f"{name}: must be an https URL in production (http only on the loopback), got 'http://api.example.com'"
+    ]
+    for loopback in ("http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000"):
+        load_settings({**PRODUCTION_BASE, name: loopback})
+    load_settings({**PRODUCTION_BASE, name: "https://api.example.com"})
+    load_settings({"RELAY_ENV": "development", name: "http://api.example.com"})
+
+
+def test_a_console_account_may_not_take_the_api_tokens_name() -> None:
+    with pytest.raises(ConfigError, match="the name api-token is kept for RELAY_API_TOKEN"):
+        load_settings({**PRODUCTION_BASE, "RELAY_CONSOLE_USERS": "api-token:scrypt:32768:8:1$salt$hash"})
+
+
+def test_trusted_proxies_is_a_small_count() -> None:
+    assert load_settings(PRODUCTION_BASE).trusted_proxies == 0
+    assert load_settings({**PRODUCTION_BASE, "RELAY_TRUSTED_PROXIES": "1"}).trusted_proxies == 1
+    with pytest.raises(ConfigError, match="RELAY_TRUSTED_PROXIES"):
+        load_settings({**PRODUCTION_BASE, "RELAY_TRUSTED_PROXIES": "-1"})

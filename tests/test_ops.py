@@ -49,3 +49,14 @@ def test_info_logs_carry_no_addresses_bodies_or_secrets(client: Any, sandbox: An
     for line in lines:
         for leaked in ("renter@example.com", "leasing@acme-living.com", "4711", "s3cret", "test-token", "sandbox-key"):
             assert leaked not in line, line
+
+
+def test_every_answer_says_nosniff_and_production_asks_for_https_only(make_settings: Any) -> None:
+    production = create_app(make_settings()).test_client()
+    for path in ("/healthz", "/v1/prospects/P1", "/console/sign-in", "/webhooks/mime"):
+        response = production.get(path) if path != "/webhooks/mime" else production.post(path)
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["Strict-Transport-Security"] == "max-age=31536000", path
+    development = create_app(make_settings(RELAY_ENV="development")).test_client().get("/healthz")
+    assert development.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" not in development.headers

@@ -1,17 +1,17 @@
 """The operator console under /console: find, fix and replay emails, and keep the directory.
 
-Server-rendered with Jinja. Sign-in with RELAY_API_TOKEN or a named account from
-RELAY_CONSOLE_USERS; a signed session cookie; Flask-WTF's CSRF token on every form;
-sign-in attempts rate-limited in Redis; every action recorded with who did it. Actions
-call the same functions as the /v1 API (relay/intake.py, relay/directory.py).
+Server-rendered with Jinja. Sign-in and sessions are in relay/console/sessions.py: a session
+kept in Redis behind a signed cookie, and a limit on failed sign-ins per client address.
+Flask-WTF's CSRF token is on every form and checked here, the only place a session cookie is
+read. Every action is recorded with who did it. Actions call the same functions as the /v1
+API (relay/intake.py, relay/directory.py).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-    Request,
     Response,
     abort,
     flash,
@@ -31,17 +30,27 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from marshmallow import Schema, ValidationError
-from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
 from relay.audit import recent_actions, record_action
 from relay.config import PRODUCTION, Settings
+from relay.console.sessions import (
+    SESSION_HOURS,
+    ConsoleSessions,
+    check_credentials,
+    derived_key,
+    end_session,
+    give_back_attempt,
+    session_operator,
+    start_session,
+    take_attempt,
+)
 from relay.deliveries import DEAD, STATUSES, UNMATCHED, ms_from, now_ms
-from relay.directory import directory_csv_rows, read_directory_csv
+from relay.directory import MISSING_ID_OR_EMAIL, directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
+from relay.ids import path_id_problem
 from relay.intake import replay_delivery, resolve_delivery
 from relay.message import normalise_message_id
 from relay.metrics import read_backlog
@@ -52,11 +61,11 @@ from relay.web.schemas import AgentInput, ProspectInput
 console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
 csrf = CSRFProtect()
 
-#: Failed sign-ins allowed per client address and name in SIGN_IN_WINDOW_SECONDS.
-SIGN_IN_ATTEMPTS = 10
-SIGN_IN_WINDOW_SECONDS = 15 * 60
-SESSION_HOURS = 12
 _OPEN = ("console.sign_in", "console.static")
+#: Largest console form body read (the directory import's upload aside).
+FORM_BYTES = 64 * 1024
+SESSION_ENDED = "Your session ended; sign in again."
+STALE_FORM = "That page was out of date, so nothing was done; try again."
 #: What the console's pages may load: their own stylesheet; no script at all, no remote content.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
@@ -68,7 +77,7 @@ def init_console(app: Flask, settings: Settings) -> None:
     """Mount the console when someone can sign in to it (a token or named accounts)."""
     if not (settings.api_token or settings.console_users):
         return
-    app.secret_key = settings.console_secret_key or _derived_key(settings)
+    app.secret_key = settings.console_secret_key or derived_key(settings)
     app.config.update(
         SESSION_COOKIE_NAME="relay_console",
         SESSION_COOKIE_HTTPONLY=True,
@@ -77,29 +86,17 @@ def init_console(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_PATH="/console",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
+        # Checked by the console itself (`require_operator`), after the session: webhooks and the
+        # API authenticate otherwise and send no cookie, so there is nothing to forge there.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        # A console form is a few short fields (the CSV import's file is read apart): anything
+        # larger is refused before it is parsed, since the sign-in form is open to everyone.
+        MAX_FORM_MEMORY_SIZE=FORM_BYTES,
+        MAX_FORM_PARTS=64,
     )
     app.session_interface = ConsoleSessions()
     csrf.init_app(app)
-    for name in ("webhooks", "api", "ops"):  # machine callers authenticate otherwise and send no cookie
-        csrf.exempt(app.blueprints[name])
     app.register_blueprint(console)
-
-
-class ConsoleSessions(SecureCookieSessionInterface):
-    """The signed session cookie, read only under /console (the cookie's path): webhook and API
-    calls carry none, and checking for one on each of them costs as much as a Redis round trip."""
-
-    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if not request.path.startswith(console.url_prefix or "/console"):
-            return None  # Flask stands a null session in, which refuses writes
-        return super().open_session(app, request)
-
-
-def _derived_key(settings: Settings) -> str:
-    """Without RELAY_CONSOLE_SECRET_KEY, a key every process derives alike from the credentials,
-    so that changing them also ends every session."""
-    material = (settings.api_token or "") + "|" + ",".join(f"{n}:{h}" for n, h in settings.console_users)
-    return hmac.new(b"knock-relay console session", material.encode(), hashlib.sha256).hexdigest()
 
 
 # Sign-in -------------------------------------------------------------------------------------
@@ -107,10 +104,55 @@ def _derived_key(settings: Settings) -> str:
 
 @console.before_request
 def require_operator() -> BaseResponse | None:
-    g.operator = session.get("operator")
-    if g.operator or request.endpoint in _OPEN:
+    """Who is asking, from the session's record; then, for a form, whether it came from one of
+    this session's pages."""
+    if request.endpoint == "console.static":
         return None
-    return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
+    if request.endpoint != "console.import_directory" and (request.content_length or 0) > FORM_BYTES:
+        abort(413)
+    relay = services()
+    had_session = "id" in session
+    g.operator = session_operator(relay.redis, relay.settings)
+    if g.operator is None and request.endpoint not in _OPEN:
+        # A form posted without a session means one ended while its page was open.
+        return _to_sign_in(ended=had_session or request.method == "POST")
+    if _form_is_current():
+        return None
+    if g.operator is None:  # the sign-in form itself, its session gone
+        return _to_sign_in(ended=True)
+    # From a page older than the latest sign-in: no harm done, and none to do.
+    flash(STALE_FORM, "error")
+    return redirect(_safe_next(_page_to_return_to()))
+
+
+def _form_is_current() -> bool:
+    """Whether a request that changes things (a form) carries a current CSRF token; any other
+    request passes. A form with no token is none of the console's and is refused (400); one with
+    a stale token (its session ended, or a later sign-in replaced it) was most likely ours."""
+    try:
+        csrf.protect()
+    except CSRFError:
+        if not request.form.get("csrf_token"):
+            raise
+        return False
+    return True
+
+
+def _to_sign_in(*, ended: bool) -> BaseResponse:
+    """To the sign-in page, saying why when a session ended, and from it back to this page."""
+    if ended:
+        flash(SESSION_ENDED, "error")
+    return redirect(url_for("console.sign_in", next=_page_to_return_to() or None))
+
+
+def _page_to_return_to() -> str:
+    """This page; for a form, the page it was sent from (a form's address may take no GET)."""
+    if request.endpoint == "console.sign_in":
+        return request.form.get("next", "")
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    sent_from = urlsplit(request.referrer or "")
+    return sent_from.path + (f"?{sent_from.query}" if sent_from.query else "")  # checked by _safe_next
 
 
 @console.after_request
@@ -120,17 +162,6 @@ def protect_pages(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _operator_for(settings: Settings, name: str, password: str) -> str | None:
-    """The operator these credentials sign in, or None. Every configured secret is compared."""
-    found = None
-    if settings.api_token and hmac.compare_digest(password.encode(), settings.api_token.encode()):
-        found = name or "api-token"
-    for user, password_hash in settings.console_users:
-        if hmac.compare_digest(user.encode(), name.encode()) and check_password_hash(password_hash, password):
-            found = user
-    return found
 
 
 def _safe_next(target: str | None) -> str:
@@ -145,30 +176,29 @@ def sign_in() -> Any:
     if request.method == "GET":
         return render_template("sign_in.html", next=request.args.get("next", ""))
     relay = services()
-    name = request.form.get("name", "").strip()
-    # Per address and name: behind an ingress every operator shares one address, and someone
-    # guessing at one account must not lock the others out.
-    counter = f"relay:console:sign-in:{request.remote_addr}:{name.lower()[:64]}"
-    if int(relay.redis.get(counter) or 0) >= SIGN_IN_ATTEMPTS:
-        return render_template("sign_in.html", error="Too many attempts; wait a few minutes.", next=""), 429
-    operator = _operator_for(relay.settings, name, request.form.get("password", ""))
-    if operator is None:
-        pipe = relay.redis.pipeline()
-        pipe.incr(counter)
-        pipe.expire(counter, SIGN_IN_WINDOW_SECONDS)
-        pipe.execute()
-        return render_template("sign_in.html", error="Wrong name or password.", next=request.form.get("next")), 401
-    session.clear()
-    session.permanent = True
-    session["operator"] = operator
-    record_action(relay.redis, operator, "sign in", "console")
-    return redirect(_safe_next(request.form.get("next")))
+    page = request.form.get("next", "")
+    # Per client address, whatever name is typed: a fresh name must not buy more guesses at the
+    # token, which also opens /v1. Behind proxies, RELAY_TRUSTED_PROXIES gives the real address.
+    address = request.remote_addr or "unknown"
+    seconds_left = take_attempt(relay.redis, address)
+    if seconds_left:
+        error = f"Too many failed sign-ins from your address; try again in {math.ceil(seconds_left / 60)} min."
+        return render_template("sign_in.html", error=error, next=page), 429, {"Retry-After": str(seconds_left)}
+    name, password = request.form.get("name", "").strip(), request.form.get("password", "")
+    signed_in = check_credentials(relay.settings, name, password)
+    if signed_in is None:
+        return render_template("sign_in.html", error="Wrong name or password.", next=page), 401
+    give_back_attempt(relay.redis, address)
+    start_session(relay.redis, signed_in)
+    record_action(relay.redis, signed_in.operator, "sign in", "console")
+    return redirect(_safe_next(page))
 
 
 @console.post("/sign-out")
 def sign_out() -> BaseResponse:
-    record_action(services().redis, g.operator, "sign out", "console")
-    session.clear()
+    relay = services()
+    end_session(relay.redis)
+    record_action(relay.redis, g.operator, "sign out", "console")
     return redirect(url_for("console.sign_in"))
 
 
@@ -291,6 +321,10 @@ def resolve(delivery_id: str) -> BaseResponse:
     if not prospect_id:
         flash("Give the prospect id.", "error")
         return redirect(url_for("console.delivery", delivery_id=delivery_id))
+    problem = path_id_problem(prospect_id) or (path_id_problem(agent) if agent else None)
+    if problem:
+        flash(f"Not a usable id: it {problem}.", "error")
+        return redirect(url_for("console.delivery", delivery_id=delivery_id))
     try:
         resolved = resolve_delivery(relay, delivery_id, prospect_id, agent)
     except RelayError as error:
@@ -355,6 +389,8 @@ def _save_entry(
     try:
         if not key:
             raise ValidationError({"id": ["Missing data for required field."]})
+        if path_id_problem(key):  # the API's rule for ids in its paths, and the console's (relay.ids)
+            raise ValidationError({"id": [f"Not a usable id: it {path_id_problem(key)}."]})
         write(schema.load(entry))
     except ValidationError as err:
         problems = "; ".join(f"{field}: {' '.join(map(str, _flatten(messages)))}"
@@ -418,9 +454,19 @@ def import_directory() -> BaseResponse:
     for prospect_id, (emails, agent) in found.prospects.items():
         relay.directory.merge_prospect(prospect_id, emails, agent)
     record_action(relay.redis, g.operator, "import directory", "csv", f"{len(found.prospects)} prospects")
-    message = f"Imported {len(found.prospects)} prospects."
-    if found.bad_lines:
-        lines = ", ".join(map(str, found.bad_lines[:20])) + (" …" if len(found.bad_lines) > 20 else "")
-        message += f" Skipped lines without a prospect id and a valid email: {lines}."
-    flash(message, "error" if found.bad_lines else "ok")
+    message = f"Imported {len(found.prospects)} prospects." + skipped_rows_message(found.bad_rows)
+    flash(message, "error" if found.bad_rows else "ok")
     return redirect(url_for("console.directory"))
+
+
+def skipped_rows_message(bad_rows: list[tuple[int, str]], shown: int = 20) -> str:
+    """What an import left out, by line: rows without an id or address, then rows whose id cannot
+    be used (relay.ids), with what is wrong with each."""
+    missing = [line for line, problem in bad_rows if problem == MISSING_ID_OR_EMAIL]
+    unusable = [f"{line} ({problem})" for line, problem in bad_rows if problem != MISSING_ID_OR_EMAIL]
+    message = ""
+    for lines, what in ((missing, "without a prospect id and a valid email"), (unusable, "with an unusable id")):
+        if lines:
+            listed = ", ".join(map(str, lines[:shown])) + (" …" if len(lines) > shown else "")
+            message += f" Skipped lines {what}: {listed}."
+    return message
