@@ -29,6 +29,9 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
 logconfig_dict = gunicorn_logconfig(loglevel)
+# gunicorn's access line (written because logconfig_dict is set): the path without its query
+# string and no Referer, since queries carry addresses (`/v1/prospects?email=…`, console searches).
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s'  # noqa: Q000
 # Settings are read and checked once in the master, so a bad setting fails start-up with its lines.
 preload_app = True
 # The worker heartbeat file lives in memory, which also works on a read-only root filesystem.

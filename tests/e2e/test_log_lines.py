@@ -59,3 +59,29 @@ def _up(url: str) -> bool:
         return requests.get(f"{url}/healthz", timeout=1).ok
     except requests.RequestException:
         return False
+
+
+def test_access_lines_carry_no_query_string_or_referer(stack: Stack, tmp_path: Path) -> None:
+    """gunicorn writes an access line per request; queries (and a Referer's) carry addresses."""
+    port = free_port()
+    env = {**stack.env, "PORT": str(port), "LOG_LEVEL": "INFO"}
+    web = spawn([str(BIN / "gunicorn"), "wsgi:app"], env, tmp_path / "web.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), timeout=30)
+        headers = {"Authorization": f"Bearer {env['RELAY_API_TOKEN']}",
+                   "Referer": f"{url}/console/deliveries?address=renter@example.com"}  # fmt: skip
+        paths = ("/v1/prospects?email=renter@example.com",
+                 "/v1/deliveries?address=renter%40example.com&subject=tour",
+                 "/console/deliveries?address=renter@example.com")  # fmt: skip
+        for path in paths:
+            requests.get(url + path, headers=headers, timeout=10, allow_redirects=False)
+    finally:
+        stop(web)
+    lines = [json.loads(line) for line in (tmp_path / "web.log").read_text().splitlines()]
+    access = [line["message"] for line in lines if '"GET /' in line.get("message", "")]
+    assert any('"GET /v1/prospects HTTP/1.1" 200' in line for line in access), access
+    assert any('"GET /console/deliveries HTTP/1.1" 302' in line for line in access), access
+    for line in lines:
+        text = json.dumps(line)
+        assert "renter" not in text and "subject=" not in text, line
