@@ -18,14 +18,12 @@ from werkzeug.routing import BaseConverter
 from relay.config import PRODUCTION, ConfigError, Settings, load_settings, production_warnings
 from relay.errors import PayloadTooLarge, RelayError, StoreUnavailable
 from relay.logs import request_id
+from relay.request_body import LARGE_BODY_BYTES, forget_body
 from relay.services import Services
 from relay.untrusted_json import UntrustedJSONProvider
 from relay.web import current_request
 
 log = logging.getLogger(__name__)
-
-#: Requests at least this large give freed memory back to the system when they end.
-LARGE_BODY_BYTES = 1024 * 1024
 
 
 def _malloc_trim() -> Callable[[], object]:
@@ -98,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # allocator keeps freed pages for reuse; hand them back so one big email does not leave
         # the process that much larger.
         if (request.content_length or 0) >= LARGE_BODY_BYTES:
+            forget_body(request)
             release_free_memory()
 
     @app.after_request

@@ -25,7 +25,7 @@ from relay.deliveries import (
 from relay.errors import Conflict, MalformedPayload, NotFound
 from relay.forwarding import FETCH
 from relay.knock.schema import remote_images, render_log_email
-from relay.message import Email, Ignored, PendingFetch
+from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
 from relay.routing import DirectoryView, Target, route_email
 from relay.services import Services
 
@@ -290,7 +290,7 @@ def _unrouted(item: Ignored | PendingFetch, provider: str, status: str, received
         type="",
         messageId=item.message_id or "",
         provider=provider,
-        subject=item.subject,
+        subject=item.subject[:MAX_SUBJECT_CHARS],
         sentTime="",
         receivedAt=int(received_at.timestamp() * 1000),
         reason=item.reason if isinstance(item, Ignored) else None,

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import quopri
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -61,6 +61,9 @@ TRUNCATED_PARTS = "parts"
 TRUNCATED_NESTING = "nesting"
 TRUNCATED_HEADERS = "headers"
 TRUNCATED_TEXT = "text size"
+TRUNCATED_SUBJECT = "subject"
+#: Characters of a subject kept: a guest card shows a line, and mail programs fold at 998 bytes.
+MAX_SUBJECT_CHARS = 1000
 #: Encoded bytes of a text part read per character kept (base64 and quoted-printable spell a
 #: UTF-8 character in up to 12 bytes; 4 leaves room for the common cases, and more is cut).
 TEXT_BYTES_PER_CHAR = 4
@@ -280,20 +283,27 @@ def fallback_message_id(
     recipients: Iterable[str],
     date: str | None,
     subject: str,
-    body: str,
+    body: str | Sequence[str],
 ) -> str:
-    """A stable id for mail without a Message-ID, so that redeliveries still de-duplicate."""
+    """A stable id for mail without a Message-ID, so that redeliveries still de-duplicate. `body`
+    may come in pieces, hashed as if joined by NUL, and each is encoded a MiB at a time (the same
+    bytes as at once): the HTML and text of a 30 MB email are never copied whole to hash them."""
     digest = hashlib.sha256()
-    for part in (
-        sender or "",
-        ",".join(sorted(recipients)),
-        (date or "").strip(),
-        subject,
-        body,
-    ):
+    pieces = [body] if isinstance(body, str) else list(body)
+    for part in (sender or "", ",".join(sorted(recipients)), (date or "").strip(), subject):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
+    for index, piece in enumerate(pieces):
+        if index:
+            digest.update(b"\x00")
+        for start in range(0, len(piece), _HASHED_CHARS):
+            digest.update(piece[start : start + _HASHED_CHARS].encode("utf-8", "surrogatepass"))
+    digest.update(b"\x00")
     return f"sha256-{digest.hexdigest()}@relay"
+
+
+#: Characters of a body encoded at a time for `fallback_message_id`.
+_HASHED_CHARS = 1024 * 1024
 
 
 def metadata_from_headers(headers: Iterable[tuple[str, str]]) -> Metadata:
@@ -359,8 +369,16 @@ def build_email(
             [a.lower() for a in to + cc],
             date_header,
             subject,
-            (html or "") + "\x00" + (text or ""),
+            (html or "", text or ""),
         )
+    if len(subject) > MAX_SUBJECT_CHARS:
+        subject = subject[:MAX_SUBJECT_CHARS]
+        cut += [TRUNCATED_SUBJECT] if TRUNCATED_SUBJECT not in cut else []
+    if text and len(text) > TEXT_BYTES_PER_CHAR * limits.html_chars:
+        # What a MIME text part is cut to before it is decoded (cut_long_text_bodies), for the
+        # providers that hand the text over decoded.
+        text = text[: TEXT_BYTES_PER_CHAR * limits.html_chars]
+        cut += [TRUNCATED_TEXT] if TRUNCATED_TEXT not in cut else []
 
     if html:
         # Bounded here, once, so that preparing the body for Knock costs time linear in its size.

@@ -4,16 +4,17 @@ cost is bounded before it starts.
 `json.loads` raises RecursionError on deeply nested input (a hundred thousand `[`), which is
 not a ValueError and would escape every `except ValueError` meant for bad input. And it builds
 whatever it is given: 30 MB of `[{},{},…]` becomes seven million dictionaries (about 800 MB).
-No provider sends anything like either, so a linear pre-pass (in C: one regular expression that
-skips strings, then byte counts) refuses input nested deeper than MAX_DEPTH or holding more than
-MAX_VALUES arrays, objects and elements, before a single Python object is made. Strings, however
-long, cost about their own size and are left alone.
+No provider sends anything like either, so a linear pre-pass (a regular expression that skips
+strings, then byte counts between them, with no copy of the input) refuses input nested deeper
+than MAX_DEPTH or holding more than MAX_VALUES arrays, objects and elements, before a single
+Python object is made. Strings, however long, cost about their own size and are left alone.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
@@ -33,10 +34,20 @@ class JSONTooComplex(ValueError):
     """Input that no provider sends: refused before it is parsed."""
 
 
+def _gaps(raw: bytes) -> Iterator[tuple[int, int]]:
+    """The spans of `raw` between its strings (a pattern that skips escapes finds each string)."""
+    kept_to = 0
+    for string in _STRINGS.finditer(raw):
+        yield kept_to, string.start()
+        kept_to = string.end()
+    yield kept_to, len(raw)
+
+
 def check_shape(raw: bytes) -> None:
     """JSONTooComplex when `raw` (UTF-8) nests deeper than MAX_DEPTH or holds more than MAX_VALUES
-    values. Linear in the size of `raw`: strings are skipped by a possessive pattern, values are
-    counted by their separators, and the depth is walked only once the count is known to be small."""
+    values. Linear in the size of `raw`, and with no copy of it: strings are skipped by a
+    possessive pattern, values are counted by their separators in the text between strings, and
+    the depth is walked only once the count is known to be small."""
     if raw[:4].count(0):
         raise JSONTooComplex("JSON must be UTF-8")  # UTF-16 and UTF-32 would hide the structure
     # Every string is a key or a value (two quotes each): at most 2 × MAX_VALUES strings. Counted
@@ -44,24 +55,32 @@ def check_shape(raw: bytes) -> None:
     # tiny strings is refused before the pattern below visits each one.
     if raw.count(b'"') - raw.count(b'\\"') > 4 * MAX_VALUES + 2:
         raise JSONTooComplex(f"JSON holds more than {MAX_VALUES} values")
-    structure = _STRINGS.sub(b"", raw)
-    opened = structure.count(b"[") + structure.count(b"{")
-    if opened + structure.count(b",") > MAX_VALUES:
-        raise JSONTooComplex(f"JSON holds more than {MAX_VALUES} values")
+    opened = separators = 0
+    for start, end in _gaps(raw):
+        opened += raw.count(b"[", start, end) + raw.count(b"{", start, end)
+        separators += raw.count(b",", start, end)
+        if opened + separators > MAX_VALUES:
+            raise JSONTooComplex(f"JSON holds more than {MAX_VALUES} values")
     if opened <= MAX_DEPTH:
         return
     depth = 0
-    for bracket in _BRACKETS.finditer(structure):
-        if bracket.group() in (b"[", b"{"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise JSONTooComplex(f"JSON nested deeper than {MAX_DEPTH} levels")
-        else:
-            depth -= 1
+    for start, end in _gaps(raw):
+        for bracket in _BRACKETS.finditer(raw, start, end):
+            if bracket.group() in (b"[", b"{"):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise JSONTooComplex(f"JSON nested deeper than {MAX_DEPTH} levels")
+            else:
+                depth -= 1
 
 
 def loads(raw: str | bytes) -> Any:
     check_shape(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+    return loads_checked(raw)
+
+
+def loads_checked(raw: str | bytes) -> Any:
+    """`json.loads` of text whose shape `check_shape` has passed (as bytes, before decoding)."""
     try:
         return json.loads(raw)
     except RecursionError as exc:

@@ -231,9 +231,16 @@ def _mandrill(markup: bytes | None, shape: str | None, size: int, authenticated:
             return None  # no signature covers a `%` that starts no escape: it is refused unread
         events = "[]"
     elif markup is not None:
-        events = _fixture("mandrill/inbound-events.json")
-        events[0]["msg"]["html"] = markup[: size // 3].decode()  # urlencoded: "<" is sent as "%3C"
-        events = json.dumps(events)
+        fixture = _fixture("mandrill/inbound-events.json")
+
+        def events_with(html: bytes) -> str:
+            fixture[0]["msg"]["html"] = html.decode()
+            return json.dumps(fixture)
+
+        # Urlencoded, "<" is sent as "%3C": as much markup as makes a post of about `size` bytes.
+        sample = markup[: size // 3]
+        encoded = len(_form([("mandrill_events", events_with(sample).encode())]))
+        events = events_with(markup[: int(len(sample) * size / encoded)])
     else:
         data = _form([("a", b"")] * max(1, size // 3))
         return {"data": data, "content_type": FORM, "headers": {}}

@@ -262,3 +262,46 @@ def test_a_text_part_past_its_cap_is_cut_at_a_line_break() -> None:
     text = (email.text or "").replace("\r\n", "\n")
     assert text.startswith("line 0\n") and len(text) <= 4 * 1024 and text.endswith("\n")
     assert parse_mime(raw, limits=ParseLimits()).truncated == ()
+
+
+def test_a_subject_past_its_cap_is_cut_and_named(big_client: Any) -> None:
+    from relay.message import MAX_SUBJECT_CHARS
+
+    message = (b"From: renter@example.com\r\nTo: leasing@acme-living.com\r\nSubject: " + b"s" * 50_000
+               + b"\r\nMessage-ID: <subject-cap@example.com>\r\n\r\nhi\r\n")  # fmt: skip
+    response = big_client.post("/webhooks/mime", data=message, content_type="message/rfc822", headers=basic_auth())
+    shown = delivery_of(big_client, response)
+    assert shown["subject"] == "s" * MAX_SUBJECT_CHARS and "subject" in shown["truncated"]
+
+
+def test_a_text_handed_over_decoded_is_cut_like_a_mime_part(make_settings: Any) -> None:
+    """SendGrid's parsed mode posts the text decoded: it is cut where a MIME text part would be."""
+    from tests.helpers import SENDGRID_FORM
+
+    limits = ParseLimits(html_chars=64 * 1024)
+    settings = make_settings(RELAY_MAX_REQUEST_BYTES=BIG, RELAY_MAX_HTML_CHARS=str(limits.html_chars))
+    client = create_app(settings).test_client()
+    text = "line\n" * (limits.html_chars * 2)  # 10 × the characters of HTML read, past the 4 × for text
+
+    def part(name: str, value: str) -> bytes:
+        return (b'--xYzZY\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n'
+                + value.encode() + b"\r\n")  # fmt: skip
+
+    body = (part("headers", "From: renter@example.com\r\nTo: leasing@acme-living.com\r\nSubject: t\r\n"
+                 "Message-ID: <text-cap@example.com>\r\n") + part("text", text) + b"--xYzZY--\r\n")  # fmt: skip
+    response = client.post("/webhooks/sendgrid/inbound", data=body, content_type=SENDGRID_FORM, headers=basic_auth())
+    shown = delivery_of(client, response)
+    assert "text size" in shown["truncated"], shown
+
+
+def test_mandrill_posts_nothing_but_urlencoded_forms(client: Any) -> None:
+    """A multipart post is refused even when signed: only urlencoded forms are read a piece at a time."""
+    from tests.helpers import mandrill_headers
+
+    headers = mandrill_headers("http://localhost/webhooks/mandrill/inbound", {"mandrill_events": "[]"})
+    body = b'--b\r\nContent-Disposition: form-data; name="mandrill_events"\r\n\r\n[]\r\n--b--\r\n'
+    response = client.post("/webhooks/mandrill/inbound", data=body, content_type="multipart/form-data; boundary=b",
+                           headers=headers)  # fmt: skip
+    assert response.status_code == 401
+    urlencoded = client.post("/webhooks/mandrill/inbound", data={"mandrill_events": "[]"}, headers=headers)
+    assert urlencoded.status_code == 200

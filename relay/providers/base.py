@@ -23,7 +23,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from relay.config import Settings
 from relay.errors import BASIC_CHALLENGE, MalformedPayload, Unauthorized
 from relay.message import Email, Ignored, PendingFetch
-from relay.untrusted_json import loads
+from relay.request_body import LARGE_BODY_BYTES, forget_body
+from relay.untrusted_json import check_shape, loads, loads_checked
 
 
 class WebhookProvider(ABC):
@@ -131,7 +132,19 @@ def read_form(request: Request) -> Form:
     cached: Form | None = request.environ.get("relay.form")
     if cached is not None:
         return cached
-    fields = _parse_form(request)
+    large = len(request.get_data(cache=True)) >= LARGE_BODY_BYTES
+    if request.mimetype == "application/x-www-form-urlencoded":
+        decoded = _urlencoded_pieces(request.get_data(cache=True))
+        if large:
+            forget_body(request)  # the pieces hold what the body did: joining them need not hold both
+        fields: Form = {}
+        for name, pieces in decoded:
+            fields.setdefault(name, []).append(FormPart(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
+            pieces.clear()
+    else:
+        fields = _parse_form(request)
+        if large:
+            forget_body(request)  # the fields hold what the body did: decoding them need not hold both
     request.environ["relay.form"] = fields
     return fields
 
@@ -154,16 +167,18 @@ def _parse_form(request: Request) -> Form:
         if body.count(delimiter) > MAX_FORM_FIELDS + 1:
             raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
         return _multipart_fields(body, delimiter[2:])
-    if request.mimetype == "application/x-www-form-urlencoded":
-        if body.count(b"&") >= MAX_FORM_FIELDS:
-            raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
-        fields: Form = {}
-        for pair in _FORM_PAIR.finditer(body):  # one field's bytes at a time, never a list of them all
-            raw_name, _, value = pair.group().partition(b"=")
-            key = form_unquote(raw_name, strict=True).decode("utf-8", errors="replace")
-            fields.setdefault(key, []).append(FormPart(form_unquote(value, strict=True)))
-        return fields
     raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+
+
+def _urlencoded_pieces(body: bytes) -> list[tuple[str, list[bytes]]]:
+    """Each field of a urlencoded body, decoded a piece (a MiB) at a time and not yet joined: the
+    caller can let go of the body before it joins them."""
+    return [
+        (span.name, [form_unquote(body[span.start : span.end], strict=True)])
+        if span.end - span.start <= _UNQUOTE_PIECE
+        else (span.name, list(unquoted_pieces(body, span)))
+        for span in urlencoded_spans(body)
+    ]
 
 
 #: Longest field name read by `urlencoded_spans`: provider field names are a few dozen characters.
@@ -238,14 +253,50 @@ def signature_fields(request: Request, names: frozenset[str]) -> Form:
     raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
 
 
+class _PartData:
+    """One part's data as werkzeug's decoder hands it over, kept as a span of the body: each piece
+    is checked to be the body's next bytes (a comparison, no copy), and the part is one slice of
+    the body at the end, so that a 30 MB field is never held as pieces and as their join. A piece
+    found nowhere (which a decoder that passes the body's bytes through never gives) is kept as
+    it is, and the part joined from pieces."""
+
+    def __init__(self, body: bytes, search_from: int) -> None:
+        self.body, self.search_from = body, search_from
+        self.start: int | None = None
+        self.end = search_from
+        self.pieces: list[bytes] | None = None
+
+    def add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if self.pieces is not None:
+            self.pieces.append(piece)
+        elif self.start is None:
+            found = self.body.find(piece, self.search_from)
+            if found < 0:
+                self.pieces = [piece]
+            else:
+                self.start, self.end = found, found + len(piece)
+        elif self.body.startswith(piece, self.end):
+            self.end += len(piece)
+        else:
+            self.pieces = [self.body[self.start : self.end], piece]
+
+    def data(self) -> bytes:
+        if self.pieces is not None:
+            return b"".join(self.pieces)
+        return b"" if self.start is None else self.body[self.start : self.end]
+
+
 def _multipart_fields(body: bytes, boundary: bytes, only: frozenset[str] | None = None) -> Form:
     """Each part's bytes (of the parts named in `only`, when given), read by werkzeug's decoder fed
-    a slice at a time, so that what it buffers stays small: the peak is the body, one part being
-    gathered and that part joined."""
+    a slice at a time, so that what it buffers stays small; each part's data is then one slice of
+    the body (`_PartData`): the peak is the body and that part."""
     fields: Form = {}
     decoder = MultipartDecoder(boundary)
     current: tuple[str, str | None, str | None] | None = None
-    chunks: list[bytes] = []
+    part: _PartData | None = None
+    read_to = 0
     event = None
     view = memoryview(body)
     slices = [*range(0, len(body), _MULTIPART_SLICE), None]
@@ -256,16 +307,17 @@ def _multipart_fields(body: bytes, boundary: bytes, only: frozenset[str] | None 
             while not isinstance(event, NeedData | Epilogue):
                 if isinstance(event, File | Field):
                     filename = event.filename if isinstance(event, File) else None
-                    current, chunks = (event.name, filename, event.headers.get("content-type")), []
+                    current = (event.name, filename, event.headers.get("content-type"))
+                    part = _PartData(body, read_to) if only is None or event.name in only else None
                 elif isinstance(event, Data) and current is not None:
-                    wanted = only is None or current[0] in only
-                    if wanted:
-                        chunks.append(event.data)
+                    if part is not None:
+                        part.add(event.data)
                     if not event.more_data:
                         name, filename, content_type = current
-                        if wanted:
-                            fields.setdefault(name, []).append(FormPart(b"".join(chunks), filename, content_type))
-                        current, chunks = None, []
+                        if part is not None:
+                            fields.setdefault(name, []).append(FormPart(part.data(), filename, content_type))
+                            read_to = max(read_to, part.end)
+                        current, part = None, None
                 event = decoder.next_event()
             if isinstance(event, Epilogue):
                 break
@@ -322,13 +374,40 @@ def json_object(raw: str | bytes | None, what: str) -> dict[str, Any]:
 
 
 def request_json(request: Request) -> dict[str, Any]:
-    """The JSON object body; Flask caches the parse, so a signature check before this costs nothing."""
+    """The JSON object body (see `parsed_json_body`)."""
     if request.mimetype != "application/json":
         raise MalformedPayload(f"expected application/json, got {request.mimetype or 'no content type'}")
-    value = request.get_json(force=True, silent=True)
+    try:
+        value = parsed_json_body(request)
+    except ValueError:
+        value = None
     if not isinstance(value, dict) or not value:
         raise MalformedPayload("body must be a non-empty JSON object")
     return value
+
+
+def parsed_json_body(request: Request) -> Any:
+    """The body parsed as JSON, once per request (ValueError when it is not JSON). The parser
+    reads text, so a large body is decoded first and its bytes let go (relay.web.forget_body)
+    before the parse: the body, its text and what is parsed from it are never held at once.
+    Only for a verified request: nothing may read the body's bytes again."""
+    cached = request.environ.get("relay.json", _NOT_PARSED)
+    if cached is not _NOT_PARSED:
+        return cached
+    data = request.get_data(cache=True)
+    if len(data) < LARGE_BODY_BYTES:
+        value = loads(data)
+    else:
+        check_shape(data)
+        text = data.decode("utf-8")
+        del data
+        forget_body(request)
+        value = loads_checked(text)
+    request.environ["relay.json"] = value
+    return value
+
+
+_NOT_PARSED = object()
 
 
 # Provider JSON is untrusted: these read a value only when it has the expected type.
@@ -395,7 +474,7 @@ def request_json_value(request: Request) -> Any:
     if request.mimetype != "application/json":
         raise MalformedPayload(f"expected application/json, got {request.mimetype or 'no content type'}")
     try:
-        return loads(request.get_data(cache=True))
+        return parsed_json_body(request)
     except ValueError as exc:
         raise MalformedPayload("body is not valid JSON") from exc
 

@@ -22,13 +22,13 @@ from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
 from relay.message import TRUNCATED_HEADERS, Email, Ignored, PendingFetch, build_email, format_address, parse_mime
 from relay.providers.base import (
+    FormPart,
     WebhookProvider,
     any_secret_matches,
     as_dict,
     as_str,
     body_digest,
     event_batch,
-    form_value,
     headers_from_mapping,
     read_form,
     require_secrets,
@@ -37,7 +37,7 @@ from relay.providers.base import (
 )
 from relay.providers.fetch import api_url, fetch_answer
 from relay.sender_auth import SenderAuth, from_mandrill, from_trusted_headers, strongest, vouched_by
-from relay.untrusted_json import loads
+from relay.untrusted_json import check_shape, loads, loads_checked
 
 CHALLENGE = 'Mandrill-HMAC-SHA1 realm="knock-relay webhooks"'
 SENT_MESSAGE = "mandrill-sent-message"
@@ -65,12 +65,12 @@ def mandrill_signatures(keys: Iterable[str], url: str, fields: Iterable[tuple[st
 
 
 def signed_fields(request: Request) -> list[tuple[str, Iterable[bytes]]]:
-    """The post's fields as `mandrill_signatures` reads them: a urlencoded body (what Mandrill
-    posts) without copying its values; any other form as read."""
+    """The post's fields as `mandrill_signatures` reads them, without copying their values: Mandrill
+    posts a urlencoded form and nothing else (MalformedPayload otherwise)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise MalformedPayload(f"Mandrill posts urlencoded forms, not {request.mimetype or 'no content type'}")
     body = request.get_data(cache=True)
-    if request.mimetype == "application/x-www-form-urlencoded" and "relay.form" not in request.environ:
-        return [(span.name, unquoted_pieces(body, span)) for span in urlencoded_spans(body)]
-    return [(name, [part.data]) for name, parts in read_form(request).items() for part in parts]
+    return [(span.name, unquoted_pieces(body, span)) for span in urlencoded_spans(body)]
 
 
 def signed_url(request: Request, settings: Settings) -> str:
@@ -117,11 +117,23 @@ class MandrillProvider(WebhookProvider):
 
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
         try:
-            events = loads(form_value(read_form(request), "mandrill_events") or "")
+            events = _events_of(request)
         except ValueError as exc:
             raise MalformedPayload("mandrill_events is not valid JSON") from exc
         events = event_batch(events, "mandrill_events must be a JSON array")
         return [_event(as_dict(event), index, settings) for index, event in enumerate(events)]
+
+
+def _events_of(request: Request) -> Any:
+    """`mandrill_events` parsed: its shape checked on the posted bytes, then the bytes let go (the
+    form is read for nothing else) before the text is parsed, so that the bytes, the text and the
+    events are never all held at once. ValueError when it is not JSON."""
+    parts = read_form(request).get("mandrill_events") or [FormPart(b"")]
+    request.environ.pop("relay.form", None)
+    check_shape(parts[0].data)
+    text = parts[0].text()
+    del parts
+    return loads_checked(text)
 
 
 def _event(event: dict[str, Any], index: int, settings: Settings) -> Email | Ignored | PendingFetch:

@@ -15,6 +15,7 @@ from relay.metrics import WEBHOOKS
 from relay.providers import PROVIDERS
 from relay.providers.base import WebhookProvider
 from relay.quarantine import Quarantine
+from relay.request_body import LARGE_BODY_BYTES, body_start, forget_body
 from relay.web import current_request, services
 from relay.web.contract import Answer, operation
 from relay.web.schemas import Accepted
@@ -24,14 +25,10 @@ log = logging.getLogger(__name__)
 webhooks = Blueprint("webhooks", __name__)
 
 
-def _quarantine(provider: WebhookProvider, error: MalformedPayload) -> None:
+def _quarantine(provider: WebhookProvider, error: MalformedPayload, body: bytes) -> None:
     """Keep the raw request; if Redis cannot take it, the RedisError becomes a 503 and the provider retries."""
-    Quarantine(services().redis).keep(
-        provider=provider.name,
-        reason=error.message,
-        content_type=request.content_type,
-        body=request.get_data(cache=True, as_text=False),
-    )
+    Quarantine(services().redis).keep(provider=provider.name, reason=error.message,
+                                      content_type=request.content_type, body=body)  # fmt: skip
 
 
 def _replay_key(provider: WebhookProvider, token: str | None) -> str | None:
@@ -54,18 +51,19 @@ def receive(provider: WebhookProvider) -> Response:
     current = current_request()
     refuse_larger_than(provider.max_body_bytes, current)
     provider.verify_request(current, relay.settings)
+    replay_key = _replay_key(provider, provider.replay_token(current))
     try:
         items = provider.parse_request(current, relay.settings)
+        if (current.content_length or 0) >= LARGE_BODY_BYTES:
+            # The emails are read: a 30 MB body (and the form parsed from it) need not stay in
+            # memory while they are routed, rendered and stored.
+            forget_body(current)
         intake = accept_items(
-            relay,
-            items,
-            provider.name,
-            replay_key=_replay_key(provider, provider.replay_token(current)),
-            replay_ttl=relay.settings.signature_max_age_seconds,
+            relay, items, provider.name, replay_key=replay_key, replay_ttl=relay.settings.signature_max_age_seconds
         )
     except MalformedPayload as error:
         log.info("unreadable webhook quarantined", extra={"provider": provider.name, "reason": error.message})
-        _quarantine(provider, error)
+        _quarantine(provider, error, body_start(current))
         raise MalformedPayload(error.message, details=error.details, status=provider.malformed_status) from error
     answer = intake.body()
     g.webhook_outcome = answer["status"]
