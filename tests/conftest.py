@@ -311,9 +311,9 @@ class SnsSigner:
         return {**message, "Signature": base64.b64encode(signature).decode()}
 
 
-def serve_sns(directory: Path) -> tuple[SnsSigner, Any]:
-    """An HTTPS server on 127.0.0.1 with a self-signed certificate: it serves that certificate as
-    the SNS signing certificate and answers subscription confirmations."""
+def self_signed_certificate(directory: Path, stem: str) -> tuple[Any, bytes, Path, Path]:
+    """A fresh RSA key and a self-signed certificate for 127.0.0.1 (named `sns.test`), written to
+    `<stem>.pem` and `<stem>-key.pem` in `directory`: (key, certificate PEM, both paths)."""
     import datetime as dt
     import ipaddress
 
@@ -321,7 +321,6 @@ def serve_sns(directory: Path) -> tuple[SnsSigner, Any]:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
-    from flask import Flask, Response, request
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
@@ -339,11 +338,20 @@ def serve_sns(directory: Path) -> tuple[SnsSigner, Any]:
         .sign(key, hashes.SHA256())
     )
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_file, key_file = directory / "sns.pem", directory / "sns-key.pem"
+    cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
     cert_file.write_bytes(pem)
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    return key, pem, cert_file, key_file
+
+
+def serve_sns(directory: Path) -> tuple[SnsSigner, Any]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate: it serves that certificate as
+    the SNS signing certificate and answers subscription confirmations."""
+    from flask import Flask, Response, request
+
+    key, pem, cert_file, key_file = self_signed_certificate(directory, "sns")
     app = Flask("sns-stub")
     signer = SnsSigner("", str(cert_file), key, [])
 

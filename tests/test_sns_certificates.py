@@ -7,28 +7,21 @@ records every host the relay tried to reach, and a local HTTPS server plays the 
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import socketserver
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 
 from relay.app import create_app
 from relay.providers.ses import is_sns_host
 from relay.queue import QUEUE_KEY
-from tests.conftest import SnsSigner
+from tests.conftest import SnsSigner, self_signed_certificate
 from tests.helpers import free_port, payload
 
 SES = "/webhooks/ses"
@@ -124,36 +117,11 @@ class CertificateHost:
         return f"{self.origin}/SimpleNotificationService-{uuid.uuid4().hex}.pem"
 
 
-def _self_signed(directory: Path) -> tuple[Any, bytes, Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_file, key_file = directory / "host.pem", directory / "host-key.pem"
-    cert_file.write_bytes(pem)
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return key, pem, cert_file, key_file
-
-
 @pytest.fixture(scope="module")
 def certificate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateHost]:
     from flask import Flask, Response, request
 
-    key, pem, cert_file, key_file = _self_signed(tmp_path_factory.mktemp("sns-host"))
+    key, pem, cert_file, key_file = self_signed_certificate(tmp_path_factory.mktemp("sns-host"), "host")
     app = Flask("sns-certificate-host")
     host = CertificateHost("", SnsSigner("", str(cert_file), key, []))
 
