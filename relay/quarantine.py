@@ -21,7 +21,11 @@ class Quarantine:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def keep(self, *, provider: str, reason: str, content_type: str | None, body: bytes) -> str:
+    def keep(
+        self, *, provider: str, reason: str, content_type: str | None, body: bytes, size: int | None = None
+    ) -> str:
+        """Keep the request; `body` may be only its start (at least MAX_BODY_BYTES of it) when
+        `size` gives the whole body's length."""
         entry_id = uuid.uuid4().hex
         entry = {
             "id": entry_id,
@@ -29,8 +33,8 @@ class Quarantine:
             "reason": reason,
             "contentType": content_type,
             "receivedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "size": len(body),
-            "truncated": len(body) > MAX_BODY_BYTES,
+            "size": len(body) if size is None else size,
+            "truncated": (len(body) if size is None else size) > MAX_BODY_BYTES,
             "body": base64.b64encode(body[:MAX_BODY_BYTES]).decode(),
         }
         pipe = self.redis.pipeline()

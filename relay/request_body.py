@@ -21,13 +21,17 @@ def forget_body(current: Request) -> None:
     data = current.__dict__.get("_cached_data")
     if isinstance(data, bytes) and "relay.body_start" not in current.environ:
         current.environ["relay.body_start"] = data[:KEPT_BYTES]
+        current.environ["relay.body_size"] = len(data)
     current.environ.pop("relay.form", None)
     current.environ.pop("relay.json", None)
     for cached in ("_cached_data", "_cached_json", "form", "files"):
         current.__dict__.pop(cached, None)
 
 
-def body_start(current: Request) -> bytes:
-    """The body's first KEPT_BYTES (or more), whether or not the body was let go."""
+def body_start(current: Request) -> tuple[bytes, int]:
+    """The body's first KEPT_BYTES, and the whole body's length, whether or not it was let go."""
     kept: bytes | None = current.environ.get("relay.body_start")
-    return kept if kept is not None else current.get_data(cache=True)[:KEPT_BYTES]
+    if kept is not None:
+        return kept, current.environ["relay.body_size"]
+    data = current.get_data(cache=True)
+    return data[:KEPT_BYTES], len(data)

@@ -80,11 +80,35 @@ def loads(raw: str | bytes) -> Any:
 
 
 def loads_checked(raw: str | bytes) -> Any:
-    """`json.loads` of text whose shape `check_shape` has passed (as bytes, before decoding)."""
+    """`json.loads` of text whose shape `check_shape` has passed (as bytes, before decoding). A
+    lone surrogate (`"\\ud800"`, which JSON allows and no text encoding can write) is replaced
+    by U+FFFD wherever it is: strings go on to Redis and to Knock as UTF-8."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
+    if _SURROGATE_ESCAPE[type(raw)].search(raw):
+        value = _without_lone_surrogates(value)
+    return value
+
+
+#: What spells a surrogate in JSON text: a `\uD800`-`\uDFFF` escape (a pair of them is one
+#: character once parsed), or the bytes of one let through by json's `surrogatepass` decoding.
+_SURROGATE_ESCAPE: dict[type, re.Pattern[Any]] = {
+    bytes: re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]"),
+    str: re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]"),
+}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 class UntrustedJSONProvider(DefaultJSONProvider):

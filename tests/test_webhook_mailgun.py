@@ -361,3 +361,24 @@ def test_storage_origin_allow_list(url: str, allowed: bool) -> None:
 )
 def test_exact_host_origins_admit_only_that_host(url: str, allowed: bool) -> None:
     assert (allowed_fetch_url(url, ("https://storage.example.com",)) is not None) is allowed
+
+
+def test_a_multipart_part_without_a_name_is_left_out_not_a_500(client: Any) -> None:
+    from tests.helpers import mailgun_signature, signed_multipart
+
+    def field(name: str, value: str) -> bytes:
+        return (
+            b'--xYzZY\r\nContent-Disposition: form-data; name="'
+            + name.encode()
+            + b'"\r\n\r\n'
+            + value.encode()
+            + b"\r\n"
+        )
+
+    parts = (b'--xYzZY\r\nContent-Disposition: form-data; filename="a.bin"\r\n\r\nbinary\r\n'
+             + field("message-headers", '[["From", "renter@example.com"], ["To", "leasing@acme-living.com"]]')
+             + field("sender", "renter@example.com") + field("recipient", "leasing@acme-living.com")
+             + field("body-plain", "hi") + b"--xYzZY--\r\n")  # fmt: skip
+    data = signed_multipart(parts, mailgun_signature())
+    response = client.post("/webhooks/mailgun/inbound", data=data, content_type="multipart/form-data; boundary=xYzZY")
+    assert response.status_code == 200, response.json

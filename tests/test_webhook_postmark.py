@@ -62,3 +62,29 @@ def test_known_sender_wins_over_the_reply_tag(client: Any) -> None:
 def test_without_from_full_is_400(client: Any) -> None:
     response = client.post(PATH, json=inbound(FromFull="lee@example.com"), headers=basic_auth())
     assert response.status_code == 400 and "FromFull" in response.json["error"]
+
+
+def test_a_large_body_is_read_like_a_small_one(make_settings: Any) -> None:
+    """Past a MiB the body is decoded and let go before it is parsed: a byte-order mark is still
+    dropped as json reads one, and an unreadable post is quarantined with its real size."""
+    from relay.app import create_app
+    from relay.quarantine import MAX_BODY_BYTES, Quarantine
+
+    app = create_app(make_settings(RELAY_MAX_REQUEST_BYTES=str(4 * MAX_BODY_BYTES)))
+    client = app.test_client()
+    for size in (10, 2 * MAX_BODY_BYTES):
+        data = b"\xef\xbb\xbf" + json.dumps(inbound(TextBody="x" * size, MessageID=f"bom-{size}@x")).encode()
+        response = client.post(PATH, data=data, content_type="application/json", headers=basic_auth())
+        assert response.status_code == 200, (size, response.json)
+    unreadable = b'{"TextBody": "' + b"x" * (2 * MAX_BODY_BYTES) + b'", '
+    assert client.post(PATH, data=unreadable, content_type="application/json", headers=basic_auth()).status_code == 400
+    (entry, *_) = Quarantine(app.extensions["relay"].redis).entries()
+    assert (entry["size"], entry["truncated"]) == (len(unreadable), True)
+
+
+def test_a_lone_surrogate_in_the_json_is_replaced_not_a_500(client: Any) -> None:
+    data = json.dumps(inbound(Subject="a\ud800b", MessageID="surrogate@x")).encode()  # JSON writes "\ud800"
+    response = client.post(PATH, data=data, content_type="application/json", headers=basic_auth())
+    assert response.status_code == 200, response.json
+    (summary,) = response.json["deliveries"]
+    assert client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json["subject"] == "a\ufffdb"

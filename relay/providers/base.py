@@ -308,7 +308,9 @@ def _multipart_fields(body: bytes, boundary: bytes, only: frozenset[str] | None 
                 if isinstance(event, File | Field):
                     filename = event.filename if isinstance(event, File) else None
                     current = (event.name, filename, event.headers.get("content-type"))
-                    part = _PartData(body, read_to) if only is None or event.name in only else None
+                    # A part without a name (a file alone) is no field a provider sends: not kept.
+                    wanted = event.name is not None and (only is None or event.name in only)
+                    part = _PartData(body, read_to) if wanted else None
                 elif isinstance(event, Data) and current is not None:
                     if part is not None:
                         part.add(event.data)
@@ -399,7 +401,7 @@ def parsed_json_body(request: Request) -> Any:
         value = loads(data)
     else:
         check_shape(data)
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # as json.loads reads bytes: a byte-order mark is dropped
         del data
         forget_body(request)
         value = loads_checked(text)

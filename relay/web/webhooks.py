@@ -7,7 +7,7 @@ import hashlib
 import logging
 from typing import Any
 
-from flask import Blueprint, Request, Response, g, jsonify, request
+from flask import Blueprint, Request, Response, g, jsonify
 
 from relay.errors import MalformedPayload, PayloadTooLarge
 from relay.intake import accept_items
@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 webhooks = Blueprint("webhooks", __name__)
 
 
-def _quarantine(provider: WebhookProvider, error: MalformedPayload, body: bytes) -> None:
+def _quarantine(provider: WebhookProvider, error: MalformedPayload, current: Request) -> None:
     """Keep the raw request; if Redis cannot take it, the RedisError becomes a 503 and the provider retries."""
+    start, size = body_start(current)
     Quarantine(services().redis).keep(provider=provider.name, reason=error.message,
-                                      content_type=request.content_type, body=body)  # fmt: skip
+                                      content_type=current.content_type, body=start, size=size)  # fmt: skip
 
 
 def _replay_key(provider: WebhookProvider, token: str | None) -> str | None:
@@ -63,7 +64,7 @@ def receive(provider: WebhookProvider) -> Response:
         )
     except MalformedPayload as error:
         log.info("unreadable webhook quarantined", extra={"provider": provider.name, "reason": error.message})
-        _quarantine(provider, error, body_start(current))
+        _quarantine(provider, error, current)
         raise MalformedPayload(error.message, details=error.details, status=provider.malformed_status) from error
     answer = intake.body()
     g.webhook_outcome = answer["status"]
