@@ -234,7 +234,7 @@ def from_sendgrid(
     to look like several entries (`acme-living.com : pass, @x`) makes the field say nothing."""
     results: list[Result] = []
     signers = signing_domains(headers)
-    entries = [e for e in (dkim or "").strip().strip("{}").split(",") if e.strip()]
+    entries = [e for e in (dkim or "")[:VERDICT_CHARS].strip().strip("{}").split(",") if e.strip()]
     parsed = [_SENDGRID_ENTRY.fullmatch(entry) for entry in entries]
     if (
         complete

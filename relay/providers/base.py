@@ -142,7 +142,7 @@ def read_form(request: Request) -> Form:
             fields.setdefault(name, []).append(FormPart(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
             pieces.clear()
     else:
-        fields = _parse_form(request)
+        fields = _multipart_form(request)
         if large:
             forget_body(request)  # the fields hold what the body did: decoding them need not hold both
     request.environ["relay.form"] = fields
@@ -157,17 +157,18 @@ _MULTIPART_SLICE = 1024 * 1024
 _FORM_PAIR = re.compile(rb"[^&]+")
 
 
-def _parse_form(request: Request) -> Form:
+def _multipart_form(request: Request, only: frozenset[str] | None = None) -> Form:
+    """The fields of a multipart body (only those named in `only`, when given); MalformedPayload
+    for any other body, one without a boundary, or one of more than MAX_FORM_FIELDS parts."""
+    if request.mimetype != "multipart/form-data":
+        raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+    boundary = request.mimetype_params.get("boundary")
+    if not boundary:
+        raise MalformedPayload("multipart body without a boundary")
     body = request.get_data(cache=True, as_text=False)
-    if request.mimetype == "multipart/form-data":
-        boundary = request.mimetype_params.get("boundary")
-        if not boundary:
-            raise MalformedPayload("multipart body without a boundary")
-        delimiter = b"--" + boundary.encode("latin-1")
-        if body.count(delimiter) > MAX_FORM_FIELDS + 1:
-            raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
-        return _multipart_fields(body, delimiter[2:])
-    raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+    if body.count(b"--" + boundary.encode("latin-1")) > MAX_FORM_FIELDS + 1:
+        raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
+    return _multipart_fields(body, boundary.encode("latin-1"), only)
 
 
 def _urlencoded_pieces(body: bytes) -> list[tuple[str, list[bytes]]]:
@@ -236,21 +237,14 @@ def signature_fields(request: Request, names: frozenset[str]) -> Form:
     cached: Form | None = request.environ.get("relay.form")
     if cached is not None:
         return {name: parts for name, parts in cached.items() if name in names}
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return _multipart_form(request, only=names)
     body = request.get_data(cache=True, as_text=False)
-    if request.mimetype == "multipart/form-data":
-        boundary = request.mimetype_params.get("boundary")
-        if not boundary:
-            raise MalformedPayload("multipart body without a boundary")
-        if body.count(b"--" + boundary.encode("latin-1")) > MAX_FORM_FIELDS + 1:
-            raise MalformedPayload(f"more than {MAX_FORM_FIELDS} form fields")
-        return _multipart_fields(body, boundary.encode("latin-1"), only=names)
-    if request.mimetype == "application/x-www-form-urlencoded":
-        fields: Form = {}
-        for span in urlencoded_spans(body):
-            if span.name in names:
-                fields.setdefault(span.name, []).append(FormPart(b"".join(unquoted_pieces(body, span))))
-        return fields
-    raise MalformedPayload(f"expected a form post, got {request.mimetype or 'no content type'}")
+    fields: Form = {}
+    for span in urlencoded_spans(body):
+        if span.name in names:
+            fields.setdefault(span.name, []).append(FormPart(b"".join(unquoted_pieces(body, span))))
+    return fields
 
 
 class _PartData:

@@ -52,8 +52,9 @@ _SIGNED_FIELDS = {
 }
 _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 _CERTIFICATE_LIMIT = 64 * 1024
-#: Largest SNS post read: SNS messages are at most 256 KB, and escaping every character of one as
-#: `\uXXXX` in the envelope would take it to 1.5 MB. Larger bodies are refused unread (413).
+#: Largest SNS post read: SNS messages are at most 256 KB, and writing every character of one as
+#: a six-character JSON escape in the envelope would take it to 1.5 MB. Larger bodies are refused
+#: unread (413).
 SNS_MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
