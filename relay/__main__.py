@@ -14,7 +14,7 @@ import redis
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
-from relay.deliveries import DEAD, STATUSES
+from relay.store import DEAD, STATUSES
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.logs import configure_logging
 from relay.services import Services

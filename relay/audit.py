@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from relay.deliveries import PREFIX
+from relay.store import PREFIX
 
 log = logging.getLogger(__name__)
 

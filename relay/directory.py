@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from relay.deliveries import DIRECTORY_VERSION_KEY
+from relay.store import DIRECTORY_VERSION_KEY
 from relay.errors import Conflict, InvalidRequest
 from relay.ids import path_id_problem
 from relay.message import Email

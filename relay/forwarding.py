@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from relay.deliveries import (
+from relay.store import (
     DEAD,
     DELIVERED,
     FETCHED,

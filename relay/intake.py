@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from relay.deliveries import (
+from relay.store import (
     DEAD,
     DUPLICATE,
     IGNORED,

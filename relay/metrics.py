@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
-from relay.deliveries import DEAD, POSSIBLE_DUPLICATES_KEY, PREFIX, QUEUED, RETRYING, UNMATCHED
+from relay.store import DEAD, POSSIBLE_DUPLICATES_KEY, PREFIX, QUEUED, RETRYING, UNMATCHED
 
 WEBHOOKS = Counter("relay_webhooks_total", "Webhook calls by provider and outcome.", ["provider", "outcome"])
 DELIVERIES = Counter("relay_deliveries_total", "Forwarding steps by outcome.", ["outcome"])

@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.middleware import Retries
 
 from relay.config import Settings
-from relay.deliveries import QueueWrite
+from relay.store import QueueWrite
 from relay.forwarding import Forwarder, forward_once
 
 QUEUE_NAME = "deliveries"

@@ -8,7 +8,7 @@ from functools import cached_property
 import redis
 
 from relay.config import Settings
-from relay.deliveries import DeliveryStore
+from relay.store import DeliveryStore
 from relay.directory import Directory
 from relay.knock.client import KnockClient
 from relay.persistence import PersistenceCheck

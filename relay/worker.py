@@ -18,7 +18,7 @@ from dramatiq.rate_limits.backends import RedisBackend
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import ConfigError
-from relay.deliveries import now_ms
+from relay.store import now_ms
 from relay.forwarding import FETCH_STEP_SECONDS, Forwarder, RetryPolicy, delivery_lock_seconds
 from relay.intake import complete_fetch
 from relay.metrics import exposition

@@ -10,7 +10,7 @@ import dramatiq
 import pytest
 
 from relay.app import create_app
-from relay.deliveries import DELIVERY_FIELDS, Delivery
+from relay.store import DELIVERY_FIELDS, Delivery
 from relay.queue import ACTOR_NAME, QUEUE_NAME
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, authenticated, delivery, mime, post_mime, wait_for_status

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from relay.app import create_app
-from relay.deliveries import QUEUED, RETRYING
+from relay.store import QUEUED, RETRYING
 from relay.errors import ProviderUnavailable
 from relay.forwarding import FETCH_STEP_SECONDS, Forwarder, RetryPolicy, delivery_lock_seconds
 from relay.intake import complete_fetch

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.app import create_app
-from relay.deliveries import DUE_KEY
+from relay.store import DUE_KEY
 from relay.services import Services
 from relay.worker import RetryScheduler
 from tests.conftest import Sandbox

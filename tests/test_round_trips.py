@@ -18,11 +18,12 @@ from typing import Any
 import redis
 
 from relay.app import create_app
-from relay.deliveries import _CREATE, DELIVERED, QUEUED
 from relay.directory import Directory
 from relay.intake import accept_items
 from relay.message import parse_mime
 from relay.services import Services
+from relay.store import DELIVERED, QUEUED
+from relay.store.scripts import _CREATE
 from relay.worker import build_forwarder
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, authenticated, mailgun_signature, mime, payload, post_mime, signed_urlencoded

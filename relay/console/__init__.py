@@ -47,7 +47,7 @@ from relay.console.sessions import (
     start_session,
     take_attempt,
 )
-from relay.deliveries import DEAD, STATUSES, UNMATCHED, ms_from, now_ms
+from relay.store import DEAD, STATUSES, UNMATCHED, ms_from, now_ms
 from relay.directory import MISSING_ID_OR_EMAIL, directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
 from relay.ids import path_id_problem

@@ -23,7 +23,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.security import check_password_hash
 
 from relay.config import Settings
-from relay.deliveries import PREFIX
+from relay.store import PREFIX
 
 #: Who a sign-in with RELAY_API_TOKEN is recorded as: the token is nobody's in particular, so a
 #: name typed with it is not believed.

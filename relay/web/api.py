@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
-from relay.deliveries import ms_from
+from relay.store import ms_from
 from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
 from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from relay.deliveries import DUPLICATE, STATUSES
+from relay.store import DUPLICATE, STATUSES
 from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.routing import MESSAGE_TYPES
 

@@ -1,0 +1,221 @@
+"""The store's Lua scripts, each one step in Redis, and the base every part of the store builds on.
+
+Index keys (sorted sets scored by receipt time in ms) are written by these scripts in the same
+step as the records they point at; see relay.store.indexes for what they are and how searches read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis
+from redis.commands.core import Script
+
+from relay.store.records import PREFIX, message_key
+
+# Stores what one call brought, in one step. KEYS: the queue list and hash (declared, so that Redis
+# checks access to them before anything is written: a script stopped by an error halfway keeps its
+# earlier writes), the replay key and the directory version key. First, with a replay key (ARGV[4])
+# that an earlier call already stored, it writes nothing and returns {"replay", that call's answer};
+# then, unless ARGV[7] is "-", it compares the directory version routing read (ARGV[7]) and on a
+# change writes nothing and returns {"stale"}. Otherwise, for each record: unless its claim (Message-ID, prospect)
+# is held by a delivery that still exists, it takes the claim, writes the record and its indexes
+# and, with a queue message id, the message (its id pushed onto the queue list, its body in the
+# queue hash), all or nothing. Returns {"ok", holder or "" per record}; the replay key is stored
+# with ARGV[6] as its answer when no claim was held (else the caller stores the answer it builds).
+_CREATE = """
+local prefix = ARGV[1]
+local record_ttl = tonumber(ARGV[2])
+local dedup_ttl = tonumber(ARGV[3])
+local replay_key = ARGV[4]
+if replay_key ~= "" then
+  local answer = redis.call("get", KEYS[3])
+  if answer then return {"replay", answer} end
+end
+if ARGV[7] ~= "-" and (redis.call("get", KEYS[4]) or "") ~= ARGV[7] then
+  return {"stale"}
+end
+local result = {"ok"}
+local held = false
+local i = 9
+for n = 1, tonumber(ARGV[8]) do
+  local id, score, status, prospect = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local message_key, claim_key = ARGV[i + 4], ARGV[i + 5]
+  local queue_id, queue_body = ARGV[i + 6], ARGV[i + 7]
+  local pairs_end = i + 8 + tonumber(ARGV[i + 8])
+  local holder = false
+  if claim_key ~= "" then
+    holder = redis.call("get", claim_key)
+    if holder and redis.call("exists", prefix .. "delivery:" .. holder) == 0 then holder = false end
+  end
+  if holder then
+    result[#result + 1] = holder
+    held = true
+  else
+    result[#result + 1] = ""
+    if claim_key ~= "" then redis.call("set", claim_key, id, "EX", dedup_ttl) end
+    local cutoff = tonumber(score) - record_ttl * 1000
+    local record = prefix .. "delivery:" .. id
+    local fields = {}
+    for k = i + 9, pairs_end do fields[#fields + 1] = ARGV[k] end
+    if queue_id ~= "" then
+      redis.call("hset", KEYS[2], queue_id, queue_body)
+      redis.call("rpush", KEYS[1], queue_id)
+      fields[#fields + 1] = "enqueued"
+      fields[#fields + 1] = "1"
+      fields[#fields + 1] = "queuedAt"
+      fields[#fields + 1] = score
+    end
+    redis.call("hset", record, unpack(fields))
+    redis.call("expire", record, record_ttl)
+    -- Entries older than the record TTL point at expired records: trim on every write.
+    for _, index in ipairs({"idx:all", "idx:status:" .. status}) do
+      redis.call("zremrangebyscore", prefix .. index, "-inf", cutoff)
+      redis.call("zadd", prefix .. index, score, id)
+    end
+    redis.call("zadd", prefix .. "idx:message:" .. message_key, score, id)
+    redis.call("expire", prefix .. "idx:message:" .. message_key, record_ttl)
+    if prospect ~= "" then
+      redis.call("zremrangebyscore", prefix .. "idx:prospect:" .. prospect, "-inf", cutoff)
+      redis.call("zadd", prefix .. "idx:prospect:" .. prospect, score, id)
+    end
+  end
+  i = pairs_end + 1
+end
+if replay_key ~= "" and not held then
+  redis.call("set", KEYS[3], ARGV[6], "EX", tonumber(ARGV[5]))
+end
+return result
+"""
+
+# Moves a record to a new status (only from the allowed ones, when given),
+# keeping the status index in step, and schedules it when ARGV[7] names a due time;
+# returns the old status or false. With ARGV[12] and ARGV[13], first releases that lock if it
+# still holds that token (the worker's lock on the delivery, released with its outcome).
+_TRANSITION = """
+if ARGV[12] ~= "" and redis.call("get", ARGV[12]) == ARGV[13] then redis.call("del", ARGV[12]) end
+local prefix = ARGV[1]
+local id = ARGV[2]
+local new_status = ARGV[3]
+local allowed = ARGV[4]
+-- "keep", or drop the body from the record, keeping a copy for that many seconds (0: none).
+local drop_payload = ARGV[5]
+local record = prefix .. "delivery:" .. id
+local old = redis.call("hget", record, "status")
+if not old then return false end
+if allowed ~= "" and not string.find("," .. allowed .. ",", "," .. old .. ",", 1, true) then
+  return false
+end
+local score = redis.call("zscore", prefix .. "idx:all", id) or "0"
+redis.call("zrem", prefix .. "idx:status:" .. old, id)
+-- Entries older than the record TTL point at expired records: trim on every write.
+redis.call("zremrangebyscore", prefix .. "idx:status:" .. new_status, "-inf", ARGV[6])
+redis.call("zadd", prefix .. "idx:status:" .. new_status, score, id)
+local fields = {"status", new_status}
+if ARGV[7] ~= "" then redis.call("zadd", prefix .. "due", ARGV[7], id) end
+-- A call to Knock whose outcome this records: onto the delivery's timeline and the hourly tally.
+if ARGV[8] ~= "" then
+  local timeline = prefix .. "attempts:" .. id
+  redis.call("rpush", timeline, ARGV[8])
+  redis.call("ltrim", timeline, -50, -1)
+  redis.call("expire", timeline, tonumber(ARGV[11]))
+  redis.call("hincrby", ARGV[10], ARGV[9], 1)
+  redis.call("expire", ARGV[10], 8 * 86400)
+end
+for i = 14, #ARGV, 2 do
+  if ARGV[i + 1] == "" then
+    redis.call("hdel", record, ARGV[i])
+  else
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+end
+redis.call("hset", record, unpack(fields))
+if drop_payload ~= "keep" then
+  local keep = tonumber(drop_payload)
+  local body = redis.call("hget", record, "payload")
+  if body and keep > 0 then redis.call("set", prefix .. "sent:" .. id, body, "EX", keep) end
+  redis.call("hdel", record, "payload")
+end
+return old
+"""
+
+
+# Takes the worker's lock on a delivery (KEYS[1], token ARGV[1], for ARGV[2] ms) and reads the
+# record (KEYS[2]): {"read", field, value, ...}; or, when another holds the lock, {"locked", its ms left}.
+_LOCK_AND_READ = """
+if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+  return {"locked", redis.call("pttl", KEYS[1])}
+end
+local found = redis.call("hgetall", KEYS[2])
+table.insert(found, 1, "read")
+return found
+"""
+
+# Pops up to ARGV[3] retries due by ARGV[1], leasing each until ARGV[2]: a worker that dies
+# before queueing them leaves them due again once the lease runs out.
+_CLAIM_DUE = """
+local ids = redis.call("zrangebyscore", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call("zadd", KEYS[1], ARGV[2], id) end
+return ids
+"""
+
+# Drops a leased retry once queued, unless it was scheduled anew meanwhile (its score changed).
+_RELEASE_DUE = """
+local score = redis.call("zscore", KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1], ARGV[1]) end
+"""
+
+_RELEASE = 'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
+
+
+def run_script_once(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """`script(keys=keys, args=args)` through one pooled connection, the command packed by hiredis
+    in one call: redis-py's command layer (its argument checks, retry wrapper and observability
+    hooks) costs about as many instructions as packing, sending and reading the reply, and the
+    webhook's one round trip would pay it for every email, the worker for each of its steps. A
+    connection that fails is dropped by redis-py and the error raised, as its own call does (the
+    relay's clients do not retry); a script Redis does not have (it restarted) goes the full way,
+    which loads it."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+        return connection.read_response()
+    except redis.exceptions.NoScriptError:
+        pass
+    finally:
+        pool.release(connection)
+    return script(keys=keys, args=args)
+
+
+class ScriptedStore:
+    """The Redis client, the store's lifetimes and its registered scripts."""
+
+    def __init__(self, client: redis.Redis, *, record_ttl: int, dedup_ttl: int, sent_body_ttl: int = 0) -> None:
+        self.redis = client
+        self.record_ttl = record_ttl
+        self.dedup_ttl = dedup_ttl
+        #: How long the body Knock was sent stays readable after delivery (for people checking it).
+        self.sent_body_ttl = sent_body_ttl
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+        self._claim_due = client.register_script(_CLAIM_DUE)
+        self._release = client.register_script(_RELEASE)
+        self._release_due = client.register_script(_RELEASE_DUE)
+        self._lock_and_read = client.register_script(_LOCK_AND_READ)
+
+    @staticmethod
+    def record_key(delivery_id: str) -> str:
+        return f"{PREFIX}delivery:{delivery_id}"
+
+    @staticmethod
+    def claim_key(message_id: str, prospect_id: str | None) -> str:
+        return f"{PREFIX}dedup:{message_key(message_id)}:{prospect_id or ''}"
+
+    @staticmethod
+    def lock_key(delivery_id: str) -> str:
+        """Held by the worker sending the delivery, so that two messages for it never both send."""
+        return f"{PREFIX}lock:{delivery_id}"
