@@ -14,10 +14,10 @@ import redis
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
-from relay.store import DEAD, STATUSES
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.logs import configure_logging
 from relay.services import Services
+from relay.store import DEAD, STATUSES, Search
 
 
 def exit_with_problems(problems: list[str]) -> NoReturn:
@@ -173,8 +173,8 @@ def deliveries() -> None:
 def deliveries_list(status: str | None, prospect_id: str | None, message_id: str | None, limit: int) -> None:
     """Newest deliveries first, one JSON object per line."""
     services = store_services()
-    page, _ = services.store.list(status=status, prospect_id=prospect_id, message_id=message_id, limit=limit)
-    for delivery in page:
+    search = Search(status=status, prospect_id=prospect_id, message_id=message_id)
+    for delivery in services.store.search(search, limit=limit).deliveries:
         click.echo(json.dumps(delivery.public()))
 
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import redis
 
-from relay.store import DIRECTORY_VERSION_KEY
 from relay.errors import Conflict, InvalidRequest
 from relay.ids import path_id_problem
 from relay.message import Email
 from relay.routing import DirectoryView, addresses_to_look_up, reply_tag_prospect
+from relay.store import DIRECTORY_VERSION_KEY
 
 PREFIX = "relay:"
 KNOCK_AGENT_CACHE_SECONDS = 3600

@@ -12,6 +12,13 @@ from typing import Any, TypeVar
 
 import redis
 
+from relay.directory import Directory
+from relay.errors import MalformedPayload, ProviderUnavailable
+from relay.knock.client import KnockClient, KnockRejected, KnockTransientError
+from relay.knock.schema import validate_log_email
+from relay.metrics import DELIVERIES, DELIVERY_LATENCY, KNOCK_RESPONSES, POSSIBLE_DUPLICATES, status_class
+from relay.outbound import deadline
+from relay.providers.fetch import FETCH_DEADLINE_SECONDS
 from relay.store import (
     DEAD,
     DELIVERED,
@@ -23,13 +30,6 @@ from relay.store import (
     DeliveryStore,
     now_ms,
 )
-from relay.directory import Directory
-from relay.errors import MalformedPayload, ProviderUnavailable
-from relay.knock.client import KnockClient, KnockRejected, KnockTransientError
-from relay.knock.schema import validate_log_email
-from relay.metrics import DELIVERIES, DELIVERY_LATENCY, KNOCK_RESPONSES, POSSIBLE_DUPLICATES, status_class
-from relay.outbound import deadline
-from relay.providers.fetch import FETCH_DEADLINE_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,12 @@ from typing import Any
 
 import redis
 
+from relay.errors import Conflict, MalformedPayload, NotFound
+from relay.forwarding import FETCH
+from relay.knock.schema import remote_images, render_log_email
+from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
+from relay.routing import DirectoryView, Target, route_email
+from relay.services import Services
 from relay.store import (
     DEAD,
     DUPLICATE,
@@ -22,12 +28,6 @@ from relay.store import (
     new_delivery_id,
     now_ms,
 )
-from relay.errors import Conflict, MalformedPayload, NotFound
-from relay.forwarding import FETCH
-from relay.knock.schema import remote_images, render_log_email
-from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
-from relay.routing import DirectoryView, Target, route_email
-from relay.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _ids_by_kind(records: Sequence[NewRecord]) -> dict[str, list[str]]:
     kinds: dict[str, list[str]] = {}
     for record in records:
         payload = record.payload
-        kind = "fetch accepted" if FETCH in payload else "email accepted" if payload else "call recorded"
+        kind = "fetch accepted" if payload and FETCH in payload else "email accepted" if payload else "call recorded"
         kinds.setdefault(kind, []).append(record.delivery.id)
     return kinds
 

@@ -12,8 +12,8 @@ from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.middleware import Retries
 
 from relay.config import Settings
-from relay.store import QueueWrite
 from relay.forwarding import Forwarder, forward_once
+from relay.store import QueueWrite
 
 QUEUE_NAME = "deliveries"
 ACTOR_NAME = "forward_delivery"

@@ -8,12 +8,12 @@ from functools import cached_property
 import redis
 
 from relay.config import Settings
-from relay.store import DeliveryStore
 from relay.directory import Directory
 from relay.knock.client import KnockClient
 from relay.persistence import PersistenceCheck
 from relay.queue import DeliveryQueue, build_broker
 from relay.routing import RoutingRules
+from relay.store import DeliveryStore
 
 
 @dataclass

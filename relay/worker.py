@@ -18,12 +18,12 @@ from dramatiq.rate_limits.backends import RedisBackend
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.config import ConfigError
-from relay.store import now_ms
 from relay.forwarding import FETCH_STEP_SECONDS, Forwarder, RetryPolicy, delivery_lock_seconds
 from relay.intake import complete_fetch
 from relay.metrics import exposition
 from relay.queue import QUEUE_KEY, register_forward_actor
 from relay.services import Services
+from relay.store import now_ms
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from relay.app import create_app
-from relay.store import new_delivery_id
 from relay.queue import random_uuid
+from relay.store import new_delivery_id
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, mime, post_mime
 

@@ -10,8 +10,8 @@ import dramatiq
 import pytest
 
 from relay.app import create_app
-from relay.store import DELIVERY_FIELDS, Delivery
 from relay.queue import ACTOR_NAME, QUEUE_NAME
+from relay.store import DELIVERY_FIELDS, Delivery
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, authenticated, delivery, mime, post_mime, wait_for_status
 

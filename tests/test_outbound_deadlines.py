@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from relay.app import create_app
-from relay.store import QUEUED, RETRYING
 from relay.errors import ProviderUnavailable
 from relay.forwarding import FETCH_STEP_SECONDS, Forwarder, RetryPolicy, delivery_lock_seconds
 from relay.intake import complete_fetch
@@ -27,6 +26,7 @@ from relay.outbound import deadline
 from relay.providers.fetch import fetch_answer
 from relay.queue import QUEUE_KEY
 from relay.services import Services
+from relay.store import QUEUED, RETRYING
 from relay.worker import RetryScheduler, build_forwarder
 from tests.conftest import SnsSigner
 from tests.helpers import BEARER, mime, payload, post_mime, svix_headers, wait_until

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from relay.app import create_app
-from relay.store import DUE_KEY
 from relay.services import Services
+from relay.store import DUE_KEY
 from relay.worker import RetryScheduler
 from tests.conftest import Sandbox
 from tests.helpers import BEARER, mime, post_mime, wait_for_status, wait_until

@@ -47,7 +47,6 @@ from relay.console.sessions import (
     start_session,
     take_attempt,
 )
-from relay.store import DEAD, STATUSES, UNMATCHED, ms_from, now_ms
 from relay.directory import MISSING_ID_OR_EMAIL, directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
 from relay.ids import path_id_problem
@@ -55,6 +54,7 @@ from relay.intake import replay_delivery, resolve_delivery
 from relay.message import normalise_message_id
 from relay.metrics import read_backlog
 from relay.queue import QUEUE_KEY
+from relay.store import DEAD, STATUSES, UNMATCHED, Page, Search, address_searched, ms_from, now_ms, subject_words
 from relay.web import services
 from relay.web.schemas import AgentInput, ProspectInput
 
@@ -211,8 +211,8 @@ def overview() -> str:
     now = now_ms()
     day, week = relay.store.count_by_status(now - 86_400_000), relay.store.count_by_status(now - 7 * 86_400_000)
     ok, errors = relay.store.knock_answers_since(now - 86_400_000)
-    unmatched, _ = relay.store.list(status=UNMATCHED, limit=10)
-    dead, _ = relay.store.list(status=DEAD, limit=10)
+    unmatched = relay.store.search(Search(status=UNMATCHED), limit=10).deliveries
+    dead = relay.store.search(Search(status=DEAD), limit=10).deliveries
     return render_template(
         "overview.html",
         statuses=STATUSES,
@@ -246,34 +246,62 @@ _SEARCH_FIELDS = ("messageId", "prospectId", "address", "subject", "provider", "
 
 
 def _moment(value: str) -> int | None:
-    """A `datetime-local` (taken as UTC) or ISO 8601 value, in ms; None when empty or unreadable."""
+    """A `datetime-local` (taken as UTC) or ISO 8601 value, in ms; None when empty.
+    Raises ValueError for one that is not a date and time."""
     if not value:
         return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
+    moment = datetime.fromisoformat(value)
     return ms_from(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _search_from(query: dict[str, str]) -> tuple[Search | None, list[str]]:
+    """The search the form asks for, or None and what is wrong with it."""
+    problems = []
+    moments: dict[str, int | None] = {}
+    for name, label in (("since", "Received from"), ("until", "Received until")):
+        try:
+            moments[name] = _moment(query[name])
+        except ValueError:
+            problems.append(f"{label}: {query[name]!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC).")
+            moments[name] = None
+    since, until = moments["since"], moments["until"]
+    if since is not None and until is not None and since > until:
+        problems.append("Received from is after Received until: nothing can match.")
+    if query["subject"] and not subject_words(query["subject"]):
+        problems.append("Subject words: give at least one word (letters or digits).")
+    if query["status"] and query["status"] not in STATUSES:
+        problems.append(f"Status: {query['status']!r} is not a status.")
+    if problems:
+        return None, problems
+    search = Search(
+        status=query["status"] or None,
+        message_id=normalise_message_id(query["messageId"]),
+        prospect_id=query["prospectId"] or None,
+        address=address_searched(query["address"]),
+        words=query["subject"] or None,
+        provider=query["provider"].lower() or None,
+        since_ms=since,
+        until_ms=until,
+    )
+    return search, []
 
 
 @console.get("/deliveries")
 def deliveries() -> str:
     query = {name: request.args.get(name, "").strip() for name in _SEARCH_FIELDS}
-    status = query["status"] if query["status"] in STATUSES else None
-    cursor = request.args.get("cursor") or None
-    page, next_cursor = services().store.list(
-        status=status,
-        message_id=normalise_message_id(query["messageId"]),
-        prospect_id=query["prospectId"] or None,
-        address=query["address"] or None,
-        words=query["subject"] or None,
-        provider=query["provider"] or None,
-        since_ms=_moment(query["since"]),
-        until_ms=_moment(query["until"]),
-        cursor=cursor if cursor and cursor.replace("_", "").isalnum() else None,
-        limit=25,
+    search, problems = _search_from(query)
+    page = Page([])
+    if search is not None:
+        page = services().store.search(search, cursor=request.args.get("cursor") or None, limit=25)
+    return render_template(
+        "deliveries.html",
+        query=query,
+        statuses=STATUSES,
+        problems=problems,
+        page=page,
+        filtered=any(query.values()),
+        record_days=services().settings.record_ttl_seconds // 86_400,
     )
-    return render_template("deliveries.html", query=query, statuses=STATUSES, page=page, next_cursor=next_cursor)
 
 
 @console.get("/deliveries/<delivery_id:delivery_id>")
@@ -296,8 +324,20 @@ def delivery(delivery_id: str) -> str:
     )
 
 
-def _when(ms: int | None) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms else ""
+@console.app_template_filter("moment")
+def _when(moment: int | str | None) -> str:
+    """One way of writing a time on every page: `2026-12-06 04:27:45 UTC`, from ms or ISO 8601."""
+    if not moment:
+        return ""
+    if isinstance(moment, str):
+        try:
+            parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return moment
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    else:
+        parsed = datetime.fromtimestamp(moment / 1000, UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @console.post("/deliveries/<delivery_id:delivery_id>/replay")

@@ -8,7 +8,7 @@ per delivery (`claims`); `reads` reads one delivery, `indexes` lists and counts 
 
 from relay.store.changes import Changes
 from relay.store.claims import Claims
-from relay.store.indexes import Indexes
+from relay.store.indexes import Indexes, Page, Search, address_searched, subject_words
 from relay.store.reads import Reads
 from relay.store.records import (
     DEAD,
@@ -47,6 +47,7 @@ class DeliveryStore(Changes, Claims, Reads, Indexes):
 __all__ = [
     "DEAD", "DELIVERED", "DELIVERY_FIELDS", "DIRECTORY_VERSION_KEY", "DUE_KEY", "DUPLICATE", "FETCHED",
     "IGNORED", "PENDING", "POSSIBLE_DUPLICATES_KEY", "PREFIX", "QUEUED", "RETRYING", "STATUSES", "UNMATCHED",
-    "Delivery", "DeliveryStore", "NewRecord", "QueueWrite", "Stored", "iso_from_ms", "knock_stats_key",
-    "message_key", "ms_from", "new_delivery_id", "now_ms", "run_script_once",
+    "Delivery", "DeliveryStore", "NewRecord", "Page", "QueueWrite", "Search", "Stored", "address_searched",
+    "iso_from_ms", "knock_stats_key", "message_key", "ms_from", "new_delivery_id", "now_ms", "run_script_once",
+    "subject_words",
 ]  # fmt: skip

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from relay.store.indexes import ALL_KEY, index_keys, prospect_key
 from relay.store.records import (
     DIRECTORY_VERSION_KEY,
     POSSIBLE_DUPLICATES_KEY,
@@ -14,7 +15,6 @@ from relay.store.records import (
     NewRecord,
     Stored,
     knock_stats_key,
-    message_key,
     now_ms,
 )
 from relay.store.scripts import ScriptedStore, run_script_once
@@ -36,6 +36,40 @@ class Changes(ScriptedStore):
         routing read the directory at), nothing is written if the directory changed since. With
         `replay_key`, nothing is written if an earlier call stored it, and it is stored with
         `replay_answer` for `replay_ttl` seconds when every record was written."""
+        keys, args = self._create_call(records, directory_version, replay_key, replay_answer, replay_ttl)
+        reply = run_script_once(self.redis, self._create, keys, args)
+        if reply[0] == "replay":
+            return Stored(replayed=str(reply[1]))
+        if reply[0] == "stale":
+            return Stored(stale=True)
+        return Stored(holders=tuple(str(h) if h else None for h in reply[1:]))
+
+    def create_many(self, batches: Iterable[Sequence[NewRecord]], *, per_round_trip: int = 200) -> int:
+        """Store many calls' records (each batch as create_all would), `per_round_trip` scripts
+        pipelined at a time: for loading records in bulk. How many records were written."""
+        written = 0
+        pipe = self.redis.pipeline(transaction=False)
+        queued = 0
+        for records in batches:
+            keys, args = self._create_call(records, None, None, "", 0)
+            self._create(keys=keys, args=args, client=pipe)
+            queued += 1
+            if queued == per_round_trip:
+                written += _written(pipe.execute())
+                queued = 0
+        if queued:
+            written += _written(pipe.execute())
+        return written
+
+    def _create_call(
+        self,
+        records: Sequence[NewRecord],
+        directory_version: str | None,
+        replay_key: str | None,
+        replay_answer: str,
+        replay_ttl: int,
+    ) -> tuple[list[str], list[Any]]:
+        """The create script's keys and arguments for `records` (see _CREATE)."""
         writes = [record.enqueue for record in records if record.enqueue]
         queue_keys = (writes[0].list_key, writes[0].hash_key) if writes else (f"{PREFIX}none", f"{PREFIX}none")
         keys = [*queue_keys, replay_key or f"{PREFIX}none", DIRECTORY_VERSION_KEY]
@@ -52,29 +86,28 @@ class Changes(ScriptedStore):
         for record in records:
             delivery, write = record.delivery, record.enqueue
             hash_fields = delivery.to_hash()
-            hash_fields["payload"] = json.dumps(record.payload)
+            if record.payload is not None:
+                hash_fields["payload"] = json.dumps(record.payload)
+            indexes = index_keys(delivery)
             args += [
                 delivery.id,
                 delivery.receivedAt,
-                delivery.status,
-                delivery.prospectId or "",
-                message_key(delivery.messageId),
                 self.claim_key(delivery.messageId, delivery.prospectId) if record.claim else "",
                 *((write.message_id, write.data) if write else ("", "")),
+                len(indexes),
+                *indexes,
                 2 * len(hash_fields),
             ]
             for pair in hash_fields.items():
                 args += pair
-        reply = run_script_once(self.redis, self._create, keys, args)
-        if reply[0] == "replay":
-            return Stored(replayed=str(reply[1]))
-        if reply[0] == "stale":
-            return Stored(stale=True)
-        return Stored(holders=tuple(str(h) if h else None for h in reply[1:]))
+        return keys, args
 
     def assign_prospect(self, delivery_id: str, prospect_id: str) -> None:
-        score = self.redis.zscore(f"{PREFIX}idx:all", delivery_id) or now_ms()
-        self.redis.zadd(f"{PREFIX}idx:prospect:{prospect_id}", {delivery_id: score})
+        score = self.redis.zscore(ALL_KEY, delivery_id) or now_ms()
+        pipe = self.redis.pipeline()
+        pipe.zadd(prospect_key(prospect_id), {delivery_id: score})
+        pipe.expire(prospect_key(prospect_id), self.record_ttl)
+        pipe.execute()
 
     def mark_enqueued(self, delivery_id: str) -> None:
         self.redis.hset(self.record_key(delivery_id), mapping={"enqueued": "1", "queuedAt": now_ms()})
@@ -136,3 +169,7 @@ class Changes(ScriptedStore):
         pipe.zadd(POSSIBLE_DUPLICATES_KEY, {delivery_id: now_ms()})
         pipe.zremrangebyscore(POSSIBLE_DUPLICATES_KEY, "-inf", now_ms() - self.record_ttl * 1000)
         pipe.execute()
+
+
+def _written(replies: list[Any]) -> int:
+    return sum(reply.count("") for reply in replies if reply and reply[0] == "ok")

@@ -1,13 +1,162 @@
-"""Listing deliveries and counting them, from the indexes the store's scripts keep."""
+"""The indexes that find deliveries, and searches and counts over them.
+
+Every index is a sorted set of delivery ids scored by receipt time (ms): all deliveries, and those
+of one status, prospect, Message-ID, provider, address (sender or recipient) or subject word. The
+create script writes a record's entries in the same step as the record (`index_keys` names them);
+the transition script moves it between status indexes. Each write trims the entries older than
+the record lifetime from the keys it touches and renews their expiry, so an index lives no longer
+than the newest record in it and a key nobody writes to any more expires with its records.
+
+A search names one index per filter and a time range; the search script walks the smallest of
+them newest first and keeps the ids that every other index holds too, up to a page or a budget of
+ids examined. A page therefore either holds every match down to its end, or says where the walk
+stopped (`Page.stopped_at`) with a cursor to go on from there.
+"""
 
 from __future__ import annotations
 
-from relay.store.records import PREFIX, STATUSES, Delivery, knock_stats_key, message_key, now_ms
-from relay.store.scripts import ScriptedStore
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from relay.store.records import (
+    DELIVERY_FIELDS,
+    PREFIX,
+    STATUSES,
+    Delivery,
+    knock_stats_key,
+    message_key,
+    now_ms,
+)
+from relay.store.scripts import ScriptedStore, run_script_once
+
+ALL_KEY = f"{PREFIX}idx:all"
+#: Subject words indexed per record, and the characters of a word that count (longer ones are cut).
+MAX_SUBJECT_WORDS = 40
+MAX_WORD_CHARS = 40
+#: Ids a search examines per call before it answers with where it stopped.
+SEARCH_BUDGET = 20_000
+
+#: A word: a run of characters other than white space, ASCII punctuation and control characters.
+WORD_CHARACTER = r"[^\s\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
+_WORD = re.compile(WORD_CHARACTER + "+")
+
+
+def status_key(status: str) -> str:
+    return f"{PREFIX}idx:status:{status}"
+
+
+def prospect_key(prospect_id: str) -> str:
+    return f"{PREFIX}idx:prospect:{prospect_id}"
+
+
+def message_index_key(message_id: str) -> str:
+    return f"{PREFIX}idx:message:{message_key(message_id)}"
+
+
+def provider_key(provider: str) -> str:
+    return f"{PREFIX}idx:provider:{provider}"
+
+
+def address_key(address: str) -> str:
+    """An address's index, named by a digest of the address lowercased (no address in key names)."""
+    digest = hashlib.sha256(address.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{PREFIX}idx:address:{digest}"
+
+
+def word_key(word: str) -> str:
+    return f"{PREFIX}idx:word:{word}"
+
+
+def subject_words(text: str) -> list[str]:
+    """The words a subject is found by: runs of letters, digits and other non-ASCII-punctuation
+    characters (WORD_CHARACTER), case-folded, each cut to
+    MAX_WORD_CHARS, without repeats, the first MAX_SUBJECT_WORDS of them."""
+    words: dict[str, None] = {}
+    for match in _WORD.finditer(text.casefold()):
+        words[match.group()[:MAX_WORD_CHARS]] = None
+        if len(words) >= MAX_SUBJECT_WORDS:
+            break
+    return list(words)
+
+
+def address_searched(text: str | None) -> str | None:
+    """The address a search means: `Jamie Lee <jamie.lee@example.org>` as its address, lowercased."""
+    if not text or not text.strip():
+        return None
+    _, address = parseaddr(text.strip())
+    return (address or text).strip().lower()
+
+
+def index_keys(delivery: Delivery) -> list[str]:
+    """Every index a new record is entered in."""
+    keys = [status_key(delivery.status), ALL_KEY, message_index_key(delivery.messageId)]
+    if delivery.prospectId:
+        keys.append(prospect_key(delivery.prospectId))
+    if delivery.provider:
+        keys.append(provider_key(delivery.provider))
+    keys += dict.fromkeys(address_key(address) for address in delivery.addresses())
+    keys += (word_key(word) for word in subject_words(delivery.subject or ""))
+    return keys
+
+
+@dataclass(frozen=True)
+class Search:
+    """What to look for; every filter given must hold."""
+
+    status: str | None = None
+    message_id: str | None = None
+    prospect_id: str | None = None
+    provider: str | None = None
+    address: str | None = None
+    words: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def keys(self) -> list[str]:
+        keys = []
+        if self.message_id:
+            keys.append(message_index_key(self.message_id))
+        if self.prospect_id:
+            keys.append(prospect_key(self.prospect_id))
+        if self.status:
+            keys.append(status_key(self.status))
+        if self.provider:
+            keys.append(provider_key(self.provider))
+        if self.address:
+            keys.append(address_key(self.address))
+        keys += (word_key(word) for word in subject_words(self.words or ""))
+        return keys or [ALL_KEY]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Matches newest first. `next_cursor` continues after the last of them when more may exist;
+    `stopped_at`, when set, is the receipt time (ms) down to which the search looked before its
+    budget ran out: older matches may exist, and `next_cursor` goes on from there."""
+
+    deliveries: list[Delivery]
+    next_cursor: str | None = None
+    stopped_at: int | None = None
+
+
+def parse_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """A cursor (`{receivedAt}_{id}`) as (ms, id); None for none or one that is not a cursor."""
+    if not cursor:
+        return None
+    score_text, _, last_id = cursor.partition("_")
+    if not (score_text.isascii() and score_text.isdigit() and last_id.isascii() and last_id.isalnum()):
+        return None
+    return int(score_text), last_id
 
 
 class Indexes(ScriptedStore):
     """Searches and counts over the indexes."""
+
+    #: Ids one search call examines at most before it answers with where it stopped.
+    search_budget = SEARCH_BUDGET
 
     def knock_answers_since(self, since_ms: int) -> tuple[int, int]:
         """Knock's 2xx answers and errors (other statuses, timeouts) in the hours since `since_ms`."""
@@ -24,7 +173,7 @@ class Indexes(ScriptedStore):
     def count_by_status(self, since_ms: int) -> dict[str, int]:
         pipe = self.redis.pipeline()
         for status in STATUSES:
-            pipe.zcount(f"{PREFIX}idx:status:{status}", since_ms, "+inf")
+            pipe.zcount(status_key(status), since_ms, "+inf")
         return dict(zip(STATUSES, map(int, pipe.execute()), strict=True))
 
     def received_per_hour(self, hours: int) -> list[tuple[int, int]]:
@@ -33,95 +182,43 @@ class Indexes(ScriptedStore):
         starts = [current - i * 3_600_000 for i in range(hours - 1, -1, -1)]
         pipe = self.redis.pipeline()
         for start in starts:
-            pipe.zcount(f"{PREFIX}idx:all", start, f"({start + 3_600_000}")
+            pipe.zcount(ALL_KEY, start, f"({start + 3_600_000}")
         return list(zip(starts, map(int, pipe.execute()), strict=True))
 
     def ids_with_status(self, status: str) -> list[str]:
-        return [str(m) for m in self.redis.zrange(f"{PREFIX}idx:status:{status}", 0, -1)]
+        return [str(m) for m in self.redis.zrange(status_key(status), 0, -1)]
 
-    def list(
-        self,
-        *,
-        status: str | None = None,
-        message_id: str | None = None,
-        prospect_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-        provider: str | None = None,
-        address: str | None = None,
-        words: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        scan_limit: int = 5000,
-    ) -> tuple[list[Delivery], str | None]:
-        """Deliveries matching every filter, newest first, and the cursor of the next page.
-
-        Message-ID, prospect and status are indexed; provider, an address (sender or recipient),
-        subject words and the time range filter what those indexes (or all deliveries) give,
-        reading at most `scan_limit` records per page."""
-        if message_id:
-            index = f"{PREFIX}idx:message:{message_key(message_id)}"
-        elif prospect_id:
-            index = f"{PREFIX}idx:prospect:{prospect_id}"
-        elif status:
-            index = f"{PREFIX}idx:status:{status}"
-        else:
-            index = f"{PREFIX}idx:all"
-
-        max_score: str = "+inf" if until_ms is None else str(until_ms)
-        min_score: str = "-inf" if since_ms is None else str(since_ms)
-        after: tuple[int, str] | None = None
-        if cursor:
-            score_text, _, last_id = cursor.partition("_")
-            after = (int(score_text), last_id)
-            max_score = score_text if until_ms is None else str(min(int(score_text), until_ms))
-        wanted_words = [w for w in (words or "").lower().split() if w]
-        wanted_address = (address or "").strip().lower()
-        read = 0
-
-        found: list[Delivery] = []
-        offset = 0
-        batch = max(limit * 2, 50)
-        while len(found) <= limit:
-            members: list[tuple[str, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                index, max_score, min_score, start=offset, num=batch, withscores=True
-            )
-            if not members:
-                break
-            offset += len(members)
-            candidates = []
-            for delivery_id, score in members:
-                if after and (int(score), delivery_id) >= after:
-                    continue
-                candidates.append(delivery_id)
-            pipe = self.redis.pipeline()
-            for delivery_id in candidates:
-                pipe.hgetall(self.record_key(delivery_id))
-            for delivery_id, raw in zip(candidates, pipe.execute(), strict=False):
-                if not raw:
-                    self.redis.zrem(index, delivery_id)  # expired record: tidy the index as we go
-                    offset -= 1
-                    continue
-                delivery = Delivery.from_hash(raw)
-                if status and delivery.status != status:
-                    continue
-                if prospect_id and delivery.prospectId != prospect_id:
-                    continue
-                if message_id and delivery.messageId != message_id:
-                    continue
-                if provider and delivery.provider != provider:
-                    continue
-                if wanted_address and wanted_address not in delivery.addresses():
-                    continue
-                if wanted_words and not all(w in (delivery.subject or "").lower() for w in wanted_words):
-                    continue
-                found.append(delivery)
-            read += len(members)
-            if len(members) < batch or read >= scan_limit:
-                break
-        page = found[:limit]
-        next_cursor = None
+    def search(self, search: Search, *, cursor: str | None = None, limit: int = 50, budget: int | None = None) -> Page:
+        """One page of the deliveries matching `search`, older than `cursor` (see Page)."""
+        top = "+inf" if search.until_ms is None else str(search.until_ms)
+        after = parse_cursor(cursor)
+        if after is not None and (search.until_ms is None or after[0] <= search.until_ms):
+            top = str(after[0])
+        bottom = "-inf" if search.since_ms is None else str(search.since_ms)
+        reply = run_script_once(
+            self.redis,
+            self._search,
+            search.keys(),
+            [top, bottom, after[1] if after else "", limit + 1, budget or self.search_budget, f"{PREFIX}delivery:"],
+        )
+        outcome, stop_score, stop_id = reply[0], reply[1], reply[2]
+        found = [(str(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2)]
+        deliveries = self._read_listed([delivery_id for delivery_id, _ in found[:limit]])
         if len(found) > limit:
-            last = page[-1]
-            next_cursor = f"{last.receivedAt}_{last.id}"
-        return page, next_cursor
+            last_id, last_score = found[limit - 1]
+            return Page(deliveries, next_cursor=f"{last_score}_{last_id}")
+        if outcome == "stopped":
+            return Page(deliveries, next_cursor=f"{stop_score}_{stop_id}", stopped_at=int(stop_score))
+        return Page(deliveries)
+
+    def _read_listed(self, ids: Sequence[str]) -> list[Delivery]:
+        """The records of `ids` without their Knock bodies; one that expired meanwhile is left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in ids:
+            pipe.hmget(self.record_key(delivery_id), DELIVERY_FIELDS)
+        listed = []
+        for values in pipe.execute():
+            raw = {name: value for name, value in zip(DELIVERY_FIELDS, values, strict=True) if value is not None}
+            if raw:
+                listed.append(Delivery.from_hash(raw))
+        return listed

@@ -51,7 +51,7 @@ class NewRecord:
     message to write with it when it is to be sent."""
 
     delivery: Delivery
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None
     claim: bool = True
     enqueue: QueueWrite | None = None
 

@@ -41,10 +41,10 @@ local result = {"ok"}
 local held = false
 local i = 9
 for n = 1, tonumber(ARGV[8]) do
-  local id, score, status, prospect = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local message_key, claim_key = ARGV[i + 4], ARGV[i + 5]
-  local queue_id, queue_body = ARGV[i + 6], ARGV[i + 7]
-  local pairs_end = i + 8 + tonumber(ARGV[i + 8])
+  local id, score = ARGV[i], ARGV[i + 1]
+  local claim_key, queue_id, queue_body = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local indexes_end = i + 5 + tonumber(ARGV[i + 5])
+  local pairs_end = indexes_end + 1 + tonumber(ARGV[indexes_end + 1])
   local holder = false
   if claim_key ~= "" then
     holder = redis.call("get", claim_key)
@@ -59,7 +59,7 @@ for n = 1, tonumber(ARGV[8]) do
     local cutoff = tonumber(score) - record_ttl * 1000
     local record = prefix .. "delivery:" .. id
     local fields = {}
-    for k = i + 9, pairs_end do fields[#fields + 1] = ARGV[k] end
+    for k = indexes_end + 2, pairs_end do fields[#fields + 1] = ARGV[k] end
     if queue_id ~= "" then
       redis.call("hset", KEYS[2], queue_id, queue_body)
       redis.call("rpush", KEYS[1], queue_id)
@@ -70,16 +70,12 @@ for n = 1, tonumber(ARGV[8]) do
     end
     redis.call("hset", record, unpack(fields))
     redis.call("expire", record, record_ttl)
-    -- Entries older than the record TTL point at expired records: trim on every write.
-    for _, index in ipairs({"idx:all", "idx:status:" .. status}) do
-      redis.call("zremrangebyscore", prefix .. index, "-inf", cutoff)
-      redis.call("zadd", prefix .. index, score, id)
-    end
-    redis.call("zadd", prefix .. "idx:message:" .. message_key, score, id)
-    redis.call("expire", prefix .. "idx:message:" .. message_key, record_ttl)
-    if prospect ~= "" then
-      redis.call("zremrangebyscore", prefix .. "idx:prospect:" .. prospect, "-inf", cutoff)
-      redis.call("zadd", prefix .. "idx:prospect:" .. prospect, score, id)
+    -- Its indexes (relay.store.indexes.index_keys): entries older than the record lifetime point
+    -- at expired records and are trimmed on every write; a key lives as long as its newest record.
+    for k = i + 6, indexes_end do
+      redis.call("zremrangebyscore", ARGV[k], "-inf", cutoff)
+      redis.call("zadd", ARGV[k], score, id)
+      redis.call("expire", ARGV[k], record_ttl)
     end
   end
   i = pairs_end + 1
@@ -113,6 +109,7 @@ redis.call("zrem", prefix .. "idx:status:" .. old, id)
 -- Entries older than the record TTL point at expired records: trim on every write.
 redis.call("zremrangebyscore", prefix .. "idx:status:" .. new_status, "-inf", ARGV[6])
 redis.call("zadd", prefix .. "idx:status:" .. new_status, score, id)
+redis.call("expire", prefix .. "idx:status:" .. new_status, tonumber(ARGV[11]))
 local fields = {"status", new_status}
 if ARGV[7] ~= "" then redis.call("zadd", prefix .. "due", ARGV[7], id) end
 -- A call to Knock whose outcome this records: onto the delivery's timeline and the hourly tally.
@@ -168,6 +165,60 @@ local score = redis.call("zscore", KEYS[1], ARGV[1])
 if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1], ARGV[1]) end
 """
 
+# A search (relay.store.indexes): KEYS are the indexes every match is in. ARGV: the highest and
+# lowest receipt times, the cursor's id (at the highest time only lower ids count; "" for none),
+# how many matches to find, how many ids to examine at most, the record key prefix. Walks the
+# index with the fewest entries in the range newest first, keeping ids every other index holds
+# and whose record exists. Returns {outcome, score, id, match id, match score, ...}: "full" with
+# as many as wanted, "done" when the range ended, "stopped" when the budget ran out at that score and id.
+_SEARCH = """
+local top, bottom, after = ARGV[1], ARGV[2], ARGV[3]
+local want, budget, record = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local driver, smallest = 1, -1
+for k = 1, #KEYS do
+  local n = redis.call("zcount", KEYS[k], bottom, top)
+  if smallest < 0 or n < smallest then driver, smallest = k, n end
+end
+local result = {"done", "", ""}
+if smallest == 0 then return result end
+local key = KEYS[driver]
+local rank = 0
+if top ~= "+inf" then rank = redis.call("zcount", key, "(" .. top, "+inf") end
+local lowest = bottom ~= "-inf" and tonumber(bottom) or nil
+local tie = after ~= "" and tonumber(top) or nil
+local examined, found = 0, 0
+while true do
+  local batch = redis.call("zrevrange", key, rank, rank + 255, "WITHSCORES")
+  if #batch == 0 then return result end
+  rank = rank + #batch / 2
+  for j = 1, #batch, 2 do
+    local id, score = batch[j], batch[j + 1]
+    local at = tonumber(score)
+    if lowest and at < lowest then return result end
+    if not (tie and at == tie and id >= after) then
+      local match = true
+      for k = 1, #KEYS do
+        if k ~= driver and not redis.call("zscore", KEYS[k], id) then
+          match = false
+          break
+        end
+      end
+      if match and redis.call("exists", record .. id) == 1 then
+        result[#result + 1] = id
+        result[#result + 1] = score
+        found = found + 1
+        if found >= want then
+          result[1] = "full"
+          return result
+        end
+      end
+      examined = examined + 1
+      if examined >= budget then return {"stopped", score, id, unpack(result, 4)} end
+    end
+  end
+end
+"""
+
 _RELEASE = 'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
 
 
@@ -206,6 +257,7 @@ class ScriptedStore:
         self._release = client.register_script(_RELEASE)
         self._release_due = client.register_script(_RELEASE_DUE)
         self._lock_and_read = client.register_script(_LOCK_AND_READ)
+        self._search = client.register_script(_SEARCH)
 
     @staticmethod
     def record_key(delivery_id: str) -> str:

@@ -11,7 +11,6 @@ from flask import Blueprint, Response, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
-from relay.store import ms_from
 from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
 from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery
@@ -19,6 +18,7 @@ from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import Metadata, build_email, normalise_message_id
 from relay.providers.base import bearer_token
 from relay.sender_auth import vouched_by
+from relay.store import Search, address_searched, iso_from_ms, ms_from
 from relay.web import schemas, services
 from relay.web.contract import Answer, operation
 from relay.web.openapi import openapi_document
@@ -209,24 +209,27 @@ def get_delivery(delivery_id: str) -> dict[str, Any]:
 
 @api.get("/deliveries")
 @operation(
-    "List deliveries, newest first, by status, Message-ID or prospect",
+    "Search deliveries, newest first, by status, Message-ID, prospect, provider, address, subject words and time",
     query=schemas.DeliveryQuery,
     answers={200: Answer("A page; pass nextCursor as cursor for the next one", schemas.DeliveryPage)},
 )
 def list_deliveries(query: dict[str, Any]) -> dict[str, Any]:
-    page, next_cursor = services().store.list(
+    search = Search(
         status=query.get("status"),
         message_id=normalise_message_id(query.get("messageId")),
         prospect_id=query.get("prospectId"),
-        cursor=query.get("cursor"),
-        limit=query["limit"],
         provider=query.get("provider"),
-        address=query.get("address"),
+        address=address_searched(query.get("address")),
         words=query.get("subject"),
         since_ms=ms_from(query.get("since")),
         until_ms=ms_from(query.get("until")),
     )
-    return {"deliveries": [d.public() for d in page], "nextCursor": next_cursor}
+    page = services().store.search(search, cursor=query.get("cursor"), limit=query["limit"])
+    return {
+        "deliveries": [d.public() for d in page.deliveries],
+        "nextCursor": page.next_cursor,
+        "stoppedAt": iso_from_ms(page.stopped_at),
+    }
 
 
 @api.post("/deliveries/<delivery_id:delivery_id>/replay")

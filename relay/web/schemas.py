@@ -7,11 +7,14 @@ same classes, so the document and the code cannot disagree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from relay.store import DUPLICATE, STATUSES
 from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.routing import MESSAGE_TYPES
+from relay.store import DUPLICATE, STATUSES
+from relay.store.indexes import WORD_CHARACTER
 
 _non_empty = validate.Length(min=1)
 
@@ -40,8 +43,8 @@ def _id(*, required: bool = False) -> fields.String:
     return fields.String(load_default=None, allow_none=True, validate=validate_path_id, metadata=_PATH_ID_DOCUMENTED)
 
 
-def _nullable_string() -> fields.String:
-    return fields.String(allow_none=True, required=True)
+def _nullable_string(**options: Any) -> fields.String:
+    return fields.String(allow_none=True, required=True, **options)
 
 
 # Requests --------------------------------------------------------------------
@@ -105,11 +108,18 @@ class DeliveryQuery(Schema):
     messageId = fields.String()
     prospectId = fields.String()
     provider = fields.String(metadata={"description": "Webhook provider (`sendgrid`, `mailgun`, …, `api`)"})
-    address = fields.String(metadata={"description": "The sender's or a recipient's address"})
-    subject = fields.String(metadata={"description": "Words that must all be in the subject"})
+    address = fields.String(
+        metadata={"description": "The sender's or a recipient's address (`Name <address>` is read as the address)"}
+    )
+    subject = fields.String(
+        validate=validate.Regexp(
+            r"[\s\S]*" + WORD_CHARACTER, error="Give at least one word (letters or digits) to search for."
+        ),
+        metadata={"description": "Words that must all be whole words of the subject, in any case and order"},
+    )
     since = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or after"})
     until = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or before"})
-    cursor = fields.String(validate=validate.Regexp(r"^\d+_[0-9a-f]+$"))
+    cursor = fields.String(validate=validate.Regexp(r"^[0-9]{1,15}_[0-9a-f]{1,64}$"))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
@@ -184,7 +194,16 @@ class Delivery(Schema):
 
 class DeliveryPage(Schema):
     deliveries = fields.List(fields.Nested(Delivery), required=True)
-    nextCursor = _nullable_string()
+    nextCursor = _nullable_string(
+        metadata={"description": "Pass as cursor for the next, older page; null when no older match exists"}
+    )
+    stoppedAt = _nullable_string(
+        metadata={
+            "description": "Set when the search looked at its most records for one page before finding a page "
+            "of matches: it looked back to this receipt time, older matches may exist, nextCursor goes on "
+            "from there"
+        }
+    )
 
 
 class Replayed(Schema):
