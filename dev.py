@@ -37,6 +37,9 @@ STAMP = VENV / ".requirements.sha256"
 
 DEV_TOKEN = "dev-token"
 DEV_BASIC_AUTH = "relay:dev-secret"
+# The operator console's account for `run`: development only, like the token above.
+DEV_CONSOLE_USER = "operator"
+DEV_CONSOLE_PASSWORD = "dev-password"
 DEMO_PROSPECT = "DEMO0001"
 DEMO_AGENT = "leasing.agent"
 DEMO_RENTER = "renter@example.com"
@@ -111,9 +114,12 @@ def start_redis(data_dir: Path | None = None) -> tuple[subprocess.Popen[bytes], 
     port = free_port()
     if data_dir is None:
         persistence = ["--save", "", "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="relay-redis-")]
+        kind = "a throwaway Redis"
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         persistence = ["--save", "", "--appendonly", "yes", "--dir", str(data_dir)]
+        shown = data_dir.relative_to(ROOT) if data_dir.is_relative_to(ROOT) else data_dir
+        kind = f"a Redis keeping its data in {shown} (append-only file)"
     process = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", *persistence],
         stdout=subprocess.DEVNULL,
@@ -121,7 +127,7 @@ def start_redis(data_dir: Path | None = None) -> tuple[subprocess.Popen[bytes], 
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
         if redis_answers(url):
-            say(f"started a throwaway Redis on port {port}")
+            say(f"started {kind} on port {port}")
             return process, url
         time.sleep(0.1)
     process.kill()
@@ -185,6 +191,12 @@ def port_taken(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def console_user_entry(name: str, password: str) -> str:
+    """A RELAY_CONSOLE_USERS entry, name:hash, made as an operator makes one (`relay console hash-password`)."""
+    command = [str(PYTHON), "-m", "relay", "console", "hash-password", name, "--password", password]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def run_stack() -> int:
     ensure_venv()
     env = dict(os.environ)
@@ -201,6 +213,9 @@ def run_stack() -> int:
     if taken:
         say(f"already in use: {', '.join(taken)}; stop what uses it or choose others (PORT=8010 KNOCK_BASE_URL=...)")
         return 1
+    dev_console_user = not env.get("RELAY_CONSOLE_USERS")
+    if dev_console_user:
+        env["RELAY_CONSOLE_USERS"] = console_user_entry(DEV_CONSOLE_USER, DEV_CONSOLE_PASSWORD)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         if not env.get("REDIS_URL"):
@@ -222,6 +237,11 @@ def run_stack() -> int:
         _call("PUT", f"{env['KNOCK_BASE_URL']}/_sandbox/prospects/{DEMO_PROSPECT}", {"agentUsername": DEMO_AGENT})
         _call("PUT", f"{web}/v1/prospects/{DEMO_PROSPECT}", {"emails": [DEMO_RENTER]}, env["RELAY_API_TOKEN"])
         say(f"relay at {web} (API token {env['RELAY_API_TOKEN']!r}), sandbox at {env['KNOCK_BASE_URL']}")
+        if dev_console_user:
+            sign_in = f"sign in as {DEV_CONSOLE_USER!r}, password {DEV_CONSOLE_PASSWORD!r} (development only)"
+        else:
+            sign_in = "sign in with a RELAY_CONSOLE_USERS account"
+        say(f"operator console at {web}/console/: {sign_in}, or with the API token")
         say(f"demo prospect {DEMO_PROSPECT} <{DEMO_RENTER}>; Ctrl-C stops everything")
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)

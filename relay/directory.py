@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -331,6 +331,8 @@ def _view_from(copy: _Copy, addresses: list[str], extra_ids: list[str]) -> Direc
 FORMULA_STARTS = frozenset("=+-@\t\r")
 #: Why a row without a prospect id or an address is left out of an import.
 MISSING_ID_OR_EMAIL = "prospectId and a valid email are required"
+#: The columns of a directory CSV, as exported and imported.
+CSV_COLUMNS = ("prospectId", "email", "agentUsername")
 
 
 def _reads_as_formula(text: str) -> bool:
@@ -362,6 +364,8 @@ class DirectoryImport:
 
     prospects: dict[str, tuple[list[str], str | None]]
     bad_rows: list[tuple[int, str]]
+    #: Header columns the import does not read.
+    unknown_columns: list[str] = field(default_factory=list)
 
     @property
     def bad_lines(self) -> list[int]:
@@ -393,7 +397,7 @@ def read_directory_csv(lines: Iterable[str]) -> DirectoryImport:
     missing = {"prospectId", "email"} - set(reader.fieldnames or [])
     if missing:
         raise ValueError(f"CSV lacks columns: {', '.join(sorted(missing))}")
-    found = DirectoryImport({}, [])
+    found = DirectoryImport({}, [], [name for name in reader.fieldnames or [] if name not in CSV_COLUMNS])
     for row in reader:
         prospect_id, address, agent = (_cell(row, name) for name in ("prospectId", "email", "agentUsername"))
         problem = row_problem(prospect_id, address, agent)
@@ -408,7 +412,7 @@ def read_directory_csv(lines: Iterable[str]) -> DirectoryImport:
 def directory_csv_rows(directory: Directory) -> Iterable[list[str]]:
     """Every prospect, one row per address, with the header: what read_directory_csv reads. Every
     cell goes through `csv_cell`, so that no spreadsheet opening the file runs a formula from it."""
-    yield ["prospectId", "email", "agentUsername"]
+    yield list(CSV_COLUMNS)
     for prospect in directory.all_prospects():
         for address in prospect["emails"] or [""]:
             yield [csv_cell(value) for value in (prospect["prospectId"], address, prospect.get("agentUsername") or "")]

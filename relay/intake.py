@@ -176,6 +176,7 @@ def _email_records(
             truncated=list(email.truncated),
             senderAuth=email.sender_auth.describe(),
             sender=email.sender,
+            senderName=email.sender_name,
             recipients=list(email.recipients),
             prospectFoundBy=target.prospect_found_by or None,
             agentFoundBy=target.agent_found_by or None,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser, HeaderParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Any
 
 from relay import html_bounds
@@ -120,6 +120,15 @@ class Email:
     sender_auth: SenderAuth = field(default_factory=SenderAuth)
 
     @property
+    def sender_name(self) -> str | None:
+        """The display name of the first From header (`Jamie Lee` of `Jamie Lee <jamie@x.org>`), for people."""
+        value = next((value for name, value in self.headers if name == "from"), None)
+        if not value:
+            return None
+        name, _ = parseaddr(value[: 4 * MAX_NAME_CHARS])
+        return _WHITESPACE.sub(" ", name).strip()[:MAX_NAME_CHARS] or None
+
+    @property
     def recipients(self) -> tuple[str, ...]:
         """Every recipient address once, in the order first seen."""
         unique: dict[str, str] = {}
@@ -179,6 +188,10 @@ def normalise_address(value: str) -> str | None:
     if not at or not local or not domain or _SPACE_CHARACTER.search(local) or _SPACE_CHARACTER.search(domain):
         return None
     return f"{local}@{domain.lower()}"
+
+
+#: A display name is shown up to this many characters.
+MAX_NAME_CHARS = 200
 
 
 def addresses(values: Iterable[str], limit: int | None = None) -> tuple[str, ...]:

@@ -68,19 +68,41 @@ def test_pages_allow_no_script_and_no_framing(operator: Any) -> None:
     assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "script-src" not in policy
 
 
-def test_resolve_through_the_console_is_the_api_resolve_and_is_recorded(operator: Any, redis_client: Any) -> None:
+def test_resolve_through_the_console_is_the_api_resolve_and_is_recorded(
+    operator: Any, redis_client: Any, sandbox: Sandbox
+) -> None:
+    sandbox.seed("P5")
     stray = post_mime(operator, mime(sender="stranger@example.org")).json["deliveries"][0]
     token = csrf_token(operator, f"/console/deliveries/{stray['id']}")
-    operator.post(f"/console/deliveries/{stray['id']}/resolve",
-                  data={"csrf_token": token, "prospectId": "P5", "remember": "1"})  # fmt: skip
+    resolved = operator.post(f"/console/deliveries/{stray['id']}/resolve", follow_redirects=True,
+                             data={"csrf_token": token, "prospectId": "P5", "remember": "1"})  # fmt: skip
+    assert "Queued for prospect P5: this page shows Knock&#39;s answer once it comes." in resolved.text
     shown = operator.get(f"/v1/deliveries/{stray['id']}", headers=BEARER).json
     assert (shown["status"], shown["prospectId"]) == ("queued", "P5")
     assert operator.get("/v1/prospects/P5", headers=BEARER).json["emails"] == ["stranger@example.org"]
     (action, *_) = recent_actions(redis_client)
     assert (action["operator"], action["action"], action["target"]) == (CONSOLE_USER, "resolve", stray["id"])
-    again = operator.post(f"/console/deliveries/{stray['id']}/resolve", data={"csrf_token": token, "prospectId": "P6"},
+    again = operator.post(f"/console/deliveries/{stray['id']}/resolve", data={"csrf_token": token, "prospectId": "P5"},
                           follow_redirects=True)  # fmt: skip
     assert "only unmatched deliveries can be resolved" in again.text
+
+
+def test_resolve_to_a_prospect_nobody_knows_queues_nothing(operator: Any, sandbox: Sandbox) -> None:
+    stray = post_mime(operator, mime(sender="stranger@example.org")).json["deliveries"][0]
+    token = csrf_token(operator, f"/console/deliveries/{stray['id']}")
+    refused = operator.post(f"/console/deliveries/{stray['id']}/resolve", follow_redirects=True,
+                            data={"csrf_token": token, "prospectId": "NOPE9"})  # fmt: skip
+    assert (
+        "Knock has no prospect &#39;NOPE9&#39; and the directory does not know it: nothing was queued." in refused.text
+    )
+    assert 'role="alert"' in refused.text
+    assert operator.get(f"/v1/deliveries/{stray['id']}", headers=BEARER).json["status"] == "unmatched"
+    # One the directory knows is taken without asking Knock, even while Knock is down.
+    operator.put("/v1/prospects/P7", json={"emails": ["p7@example.com"]}, headers=BEARER)
+    sandbox.fault(status=503, count=5, path="any")
+    known = operator.post(f"/console/deliveries/{stray['id']}/resolve", follow_redirects=True,
+                          data={"csrf_token": token, "prospectId": "P7"})  # fmt: skip
+    assert "Queued for prospect P7" in known.text
 
 
 def test_a_replay_from_the_console_is_recorded_and_shown_on_the_overview(
@@ -91,18 +113,21 @@ def test_a_replay_from_the_console_is_recorded_and_shown_on_the_overview(
     replayed = operator.post(f"/console/deliveries/{delivery_id}/replay", data={"csrf_token": token},
                              follow_redirects=True)  # fmt: skip
     assert "Queued again." in replayed.text
-    assert f"{CONSOLE_USER} — replay {delivery_id}" in operator.get("/console/").text
+    assert f"{CONSOLE_USER}: replay {delivery_id}" in operator.get("/console/").text
 
 
 def test_csv_import_reports_bad_lines_and_export_reads_back(operator: Any) -> None:
     token = csrf_token(operator, "/console/directory")
-    csv_text = b"prospectId,email,agentUsername\nP1,a@example.com,kim\n,missing@example.com,\nP2,not-an-address,\n"
+    csv_text = (b"prospectId,email,agentUsername,notes\nP1,a@example.com,kim,vip\n,missing@example.com,,\n"
+                b"P2,not-an-address,,\n")  # fmt: skip
     response = operator.post("/console/directory/import", content_type="multipart/form-data", follow_redirects=True,
                              data={"csrf_token": token, "file": (io.BytesIO(csv_text), "d.csv")})  # fmt: skip
-    assert (
-        "Imported 1 prospects." in response.text
-        and "lines without a prospect id and a valid email: 3, 4" in response.text
-    )
+    report = response.text[response.text.index('id="import-title"') :]
+    assert response.status_code == 200 and 'class="flash ok" role="status"' in response.text
+    assert "Imported 1 prospect." in report and "Skipped 2 lines:" in report
+    assert "<li>Line 3: prospectId and a valid email are required.</li>" in report
+    assert "<li>Line 4: prospectId and a valid email are required.</li>" in report
+    assert "Columns not read: notes" in report
     exported = operator.get("/console/directory/export.csv").text
     assert exported == "prospectId,email,agentUsername\nP1,a@example.com,kim\n"
 
@@ -121,7 +146,12 @@ def test_directory_forms_validate_like_the_api(operator: Any) -> None:
     token = csrf_token(operator, "/console/directory")
     form = {"csrf_token": token, "prospectId": "P1", "emails": "lee@\nok@example.com"}
     refused = operator.post("/console/directory/prospects", follow_redirects=True, data=form)
-    assert "The prospect was not saved. emails: Not a valid email address." in refused.text
+    assert refused.status_code == 400
+    assert "<li>The prospect was not saved.</li>" in refused.text
+    assert "<li>&#39;lee@&#39;: Not a valid email address.</li>" in refused.text
+    # What was typed stays in the form, and nothing else is said about it.
+    assert 'name="prospectId" value="P1"' in refused.text and ">lee@\nok@example.com</textarea>" in refused.text
+    assert "Nothing in the directory" not in refused.text
     assert operator.get("/v1/prospects/P1", headers=BEARER).status_code == 404
     empty_agent = operator.post("/console/directory/prospects", follow_redirects=True,
                                 data={"csrf_token": token, "prospectId": "P1", "emails": "lee@example.com",

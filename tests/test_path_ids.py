@@ -237,15 +237,15 @@ def test_the_console_refuses_unusable_ids_in_forms_and_imports(operator: Any, cl
     token = csrf(operator, "/console/directory")
     saved = operator.post("/console/directory/prospects", follow_redirects=True,
                           data={"csrf_token": token, "prospectId": "..", "emails": "lee@example.com"})  # fmt: skip
-    assert "The prospect was not saved. id: Not a usable id: it is a dot segment" in saved.text
+    assert "The prospect was not saved." in saved.text and "id: Not a usable id: it is a dot segment" in saved.text
     agent = operator.post("/console/directory/agents", follow_redirects=True,
                           data={"csrf_token": token, "username": "a\u00a0b", "emails": "a@acme.com"})  # fmt: skip
-    assert "The agent was not saved. id: Not a usable id: it contains white space" in agent.text
+    assert "The agent was not saved." in agent.text and "id: Not a usable id: it contains white space" in agent.text
     csv_text = b"prospectId,email,agentUsername\nP1,a@example.com,kim\n.,b@example.com,\n"
     imported = operator.post("/console/directory/import", content_type="multipart/form-data", follow_redirects=True,
                              data={"csrf_token": token, "file": (io.BytesIO(csv_text), "d.csv")})  # fmt: skip
-    assert "Imported 1 prospects." in imported.text
-    assert "Skipped lines with an unusable id: 3 (prospectId is not a usable id: it is a dot segment" in imported.text
+    assert "Imported 1 prospect." in imported.text
+    assert "Line 3: prospectId is not a usable id: it is a dot segment" in imported.text
     assert client.get("/v1/prospects/P1", headers=BEARER).status_code == 200
 
 

@@ -36,6 +36,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from relay.audit import recent_actions, record_action
 from relay.config import PRODUCTION, Settings
+from relay.console.next_steps import next_step
 from relay.console.sessions import (
     SESSION_HOURS,
     ConsoleSessions,
@@ -47,14 +48,27 @@ from relay.console.sessions import (
     start_session,
     take_attempt,
 )
-from relay.directory import MISSING_ID_OR_EMAIL, directory_csv_rows, read_directory_csv
+from relay.directory import directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
 from relay.ids import path_id_problem
 from relay.intake import replay_delivery, resolve_delivery
+from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import normalise_message_id
 from relay.metrics import read_backlog
 from relay.queue import QUEUE_KEY
-from relay.store import DEAD, STATUSES, UNMATCHED, Page, Search, address_searched, ms_from, now_ms, subject_words
+from relay.routing import AUTOMATED, FROM_PROSPECT, TO_PROSPECT
+from relay.store import (
+    DEAD,
+    PENDING,
+    STATUSES,
+    UNMATCHED,
+    Page,
+    Search,
+    address_searched,
+    ms_from,
+    now_ms,
+    subject_words,
+)
 from relay.web import services
 from relay.web.schemas import AgentInput, ProspectInput
 
@@ -227,17 +241,33 @@ def overview() -> str:
     )
 
 
-def hourly_chart(series: list[tuple[int, int]], width: int = 720, height: int = 160) -> dict[str, Any]:
-    """Bars for an inline SVG: deliveries received per hour."""
-    top = max((count for _, count in series), default=0) or 1
-    slot = width / max(len(series), 1)
-    bars = []
+def hourly_chart(series: list[tuple[int, int]], width: int = 720, height: int = 220) -> dict[str, Any]:
+    """Bars for an inline SVG: deliveries received per hour, under a y-axis of three ticks. Labels are
+    drawn large (the chart shrinks to half its width on a phone)."""
+    left, bottom = 56, 30
+    plot = height - bottom - 10
+    highest = max((count for _, count in series), default=0)
+    top = _round_up(highest)
+    slot = (width - left) / max(len(series), 1)
+    bars: list[dict[str, Any]] = []
     for index, (start, count) in enumerate(series):
-        bar_height = round((height - 20) * count / top, 1)
+        bar_height = round(plot * count / top, 1)
         label = datetime.fromtimestamp(start / 1000, UTC).strftime("%H:00")
-        bars.append({"x": round(index * slot + 2, 1), "y": round(height - 20 - bar_height, 1),
+        bars.append({"x": round(left + index * slot + 2, 1), "y": round(10 + plot - bar_height, 1),
                      "w": round(slot - 4, 1), "h": bar_height, "count": count, "label": label})  # fmt: skip
-    return {"width": width, "height": height, "bars": bars, "top": top}
+    ticks = [{"value": value, "y": round(10 + plot - plot * value / top, 1)} for value in (0, top // 2, top)]
+    peak = max(bars, key=lambda bar: int(bar["count"])) if highest else None
+    return {"width": width, "height": height, "left": left, "bars": bars, "ticks": ticks, "peak": peak}
+
+
+def _round_up(count: int) -> int:
+    """The y-axis top: `count` rounded up to 2, 5 or 10 times a power of ten (at least 2)."""
+    step = 1
+    while True:
+        for factor in (2, 5, 10):
+            if count <= factor * step:
+                return factor * step
+        step *= 10
 
 
 # Deliveries ----------------------------------------------------------------------------------
@@ -319,9 +349,18 @@ def delivery(delivery_id: str) -> str:
         payload=payload,
         attempts=relay.store.attempts_of(delivery_id),
         candidates=candidates,
-        received=_when(found.receivedAt),
-        when=_when,
+        pending=found.status in PENDING,
+        next_step=next_step(found),
     )
+
+
+#: Knock's message types as the console names them.
+TYPE_NAMES = {FROM_PROSPECT: "From prospect", TO_PROSPECT: "To prospect", AUTOMATED: "Automated"}
+
+
+@console.app_template_filter("type_name")
+def _type_name(message_type: str | None) -> str:
+    return TYPE_NAMES.get(message_type or "", message_type or "–")
 
 
 @console.app_template_filter("moment")
@@ -365,6 +404,10 @@ def resolve(delivery_id: str) -> BaseResponse:
     if problem:
         flash(f"Not a usable id: it {problem}.", "error")
         return redirect(url_for("console.delivery", delivery_id=delivery_id))
+    unknown = _unknown_prospect(relay, prospect_id)
+    if unknown:
+        flash(unknown, "error")
+        return redirect(url_for("console.delivery", delivery_id=delivery_id))
     try:
         resolved = resolve_delivery(relay, delivery_id, prospect_id, agent)
     except RelayError as error:
@@ -375,8 +418,24 @@ def resolve(delivery_id: str) -> BaseResponse:
         relay.directory.merge_prospect(prospect_id, [resolved.sender], agent)
         detail += ", sender's address remembered"
     record_action(relay.redis, g.operator, "resolve", delivery_id, detail)
-    flash(f"Logged for prospect {prospect_id}.", "ok")
+    flash(f"Queued for prospect {prospect_id}: this page shows Knock's answer once it comes.", "ok")
     return redirect(url_for("console.delivery", delivery_id=delivery_id))
+
+
+def _unknown_prospect(relay: Any, prospect_id: str) -> str | None:
+    """Why `prospect_id` cannot be resolved to (Knock does not know it, or cannot say), or None when
+    the directory or Knock knows it."""
+    if relay.directory.get_prospect(prospect_id):
+        return None
+    try:
+        relay.knock.get_prospect(prospect_id)
+    except KnockRejected as error:
+        if error.status == 404:
+            return f"Knock has no prospect {prospect_id!r} and the directory does not know it: nothing was queued."
+        return f"Knock refused to look up prospect {prospect_id!r} ({error}): nothing was queued."
+    except KnockTransientError as error:
+        return f"Could not ask Knock about prospect {prospect_id!r} ({error}): nothing was queued; try again."
+    return None
 
 
 # Directory -----------------------------------------------------------------------------------
@@ -384,8 +443,20 @@ def resolve(delivery_id: str) -> BaseResponse:
 
 @console.get("/directory")
 def directory() -> str:
+    return _directory_page(request.args.get("q", "").strip(), request.args.get("edit", "").strip())
+
+
+def _directory_page(
+    wanted: str,
+    edit: str = "",
+    *,
+    form: dict[str, str] | None = None,
+    problems: list[str] | None = None,
+    report: dict[str, Any] | None = None,
+) -> str:
+    """The directory page: what `wanted` finds, the forms (`form` keeps what was typed when a save
+    failed, with its `problems`), and an import's `report`."""
     relay = services()
-    wanted = request.args.get("q", "").strip()
     prospects: list[dict[str, Any]] = []
     agent = None
     if "@" in wanted:
@@ -394,8 +465,12 @@ def directory() -> str:
         found = relay.directory.get_prospect(wanted)
         prospects = [found] if found else []
         agent = relay.directory.get_agent(wanted)
-    editing = relay.directory.get_prospect(request.args.get("edit", "")) if request.args.get("edit") else None
-    return render_template("directory.html", q=wanted, prospects=prospects, agent=agent, editing=editing)
+    editing = relay.directory.get_prospect(edit) if edit else None
+    if form is None and editing:
+        form = {"prospectId": editing["prospectId"], "emails": "\n".join(editing["emails"]),
+                "agentUsername": editing.get("agentUsername") or "", "originalId": editing["prospectId"]}  # fmt: skip
+    return render_template("directory.html", q=wanted, prospects=prospects, agent=agent, form=form or {},
+                           problems=problems or [], report=report)  # fmt: skip
 
 
 def _addresses(text: str) -> list[str]:
@@ -403,46 +478,62 @@ def _addresses(text: str) -> list[str]:
 
 
 @console.post("/directory/prospects")
-def save_prospect() -> BaseResponse:
-    prospect_id = request.form.get("prospectId", "").strip()
-    entry = {"emails": _addresses(request.form.get("emails", "")),
-             "agentUsername": request.form.get("agentUsername", "").strip() or None}  # fmt: skip
-    return _save_entry(
-        "prospect", prospect_id, ProspectInput(), entry,
-        lambda body: services().directory.put_prospect(prospect_id, body["emails"], body["agentUsername"]),
-    )  # fmt: skip
+def save_prospect() -> BaseResponse | tuple[str, int]:
+    form = {
+        name: request.form.get(name, "").strip() for name in ("prospectId", "emails", "agentUsername", "originalId")
+    }
+    prospect_id, original = form["prospectId"], form["originalId"]
+    if original and original != prospect_id:
+        problem = (f"The id of prospect {original} cannot be changed here: its emails are logged under that id. "
+                   f"Add {prospect_id} as a new prospect and remove {original} if that is what you mean.")  # fmt: skip
+        return _directory_page("", form=form, problems=[problem]), 400
+    entry = {"emails": _addresses(form["emails"]), "agentUsername": form["agentUsername"] or None}
+    body, problems = _checked_entry(prospect_id, ProspectInput(), entry)
+    if problems:
+        return _directory_page("", form=form, problems=["The prospect was not saved.", *problems]), 400
+    services().directory.put_prospect(prospect_id, body["emails"], body["agentUsername"])
+    record_action(services().redis, g.operator, "save prospect", prospect_id, f"{len(body['emails'])} addresses")
+    flash(f"Prospect {prospect_id} saved.", "ok")
+    return redirect(url_for("console.directory", q=prospect_id))
 
 
 @console.post("/directory/agents")
-def save_agent() -> BaseResponse:
+def save_agent() -> BaseResponse | tuple[str, int]:
     username = request.form.get("username", "").strip()
     entry = {"emails": _addresses(request.form.get("emails", ""))}
-    return _save_entry(
-        "agent", username, AgentInput(), entry, lambda body: services().directory.put_agent(username, body["emails"])
-    )
-
-
-def _save_entry(
-    kind: str, key: str, schema: Schema, entry: dict[str, Any], write: Callable[[dict[str, Any]], Any]
-) -> BaseResponse:
-    """Validate with the API's own schema, write with the directory's own method, record who did it."""
+    body, problems = _checked_entry(username, AgentInput(), entry)
+    if problems:
+        form = {"username": username, "agentEmails": request.form.get("emails", "")}
+        return _directory_page("", form=form, problems=["The agent was not saved.", *problems]), 400
     try:
-        if not key:
-            raise ValidationError({"id": ["Missing data for required field."]})
-        if path_id_problem(key):  # the API's rule for ids in its paths, and the console's (relay.ids)
-            raise ValidationError({"id": [f"Not a usable id: it {path_id_problem(key)}."]})
-        write(schema.load(entry))
-    except ValidationError as err:
-        problems = "; ".join(f"{field}: {' '.join(map(str, _flatten(messages)))}"
-                             for field, messages in err.normalized_messages().items())  # fmt: skip
-        flash(f"The {kind} was not saved. {problems}", "error")
-        return redirect(url_for("console.directory", q=key))
+        services().directory.put_agent(username, body["emails"])
     except RelayError as error:
-        flash(error.message, "error")
-        return redirect(url_for("console.directory", q=key))
-    record_action(services().redis, g.operator, f"save {kind}", key, f"{len(entry['emails'])} addresses")
-    flash(f"{kind.capitalize()} {key} saved.", "ok")
-    return redirect(url_for("console.directory", q=key))
+        form = {"username": username, "agentEmails": request.form.get("emails", "")}
+        return _directory_page("", form=form, problems=[error.message]), 409
+    record_action(services().redis, g.operator, "save agent", username, f"{len(entry['emails'])} addresses")
+    flash(f"Agent {username} saved.", "ok")
+    return redirect(url_for("console.directory", q=username))
+
+
+def _checked_entry(key: str, schema: Schema, entry: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A directory entry as the API's own schema loads it, and what keeps it from being saved, each
+    problem naming the id or the address at fault (ids follow relay.ids' rule)."""
+    if not key:
+        return {}, ["id: give the id."]
+    if path_id_problem(key):
+        return {}, [f"id: Not a usable id: it {path_id_problem(key)}."]
+    try:
+        return schema.load(entry), []
+    except ValidationError as err:
+        problems = []
+        for name, messages in err.normalized_messages().items():
+            if name == "emails" and isinstance(messages, dict):
+                for index, why in messages.items():
+                    address = entry["emails"][index] if isinstance(index, int) else index
+                    problems.append(f"{address!r}: {' '.join(map(str, _flatten(why)))}")
+            else:
+                problems.append(f"{name}: {' '.join(map(str, _flatten(messages)))}")
+        return {}, problems
 
 
 def _flatten(messages: Any) -> list[Any]:
@@ -451,6 +542,18 @@ def _flatten(messages: Any) -> list[Any]:
     if isinstance(messages, list):
         return [m for value in messages for m in _flatten(value)]
     return [messages]
+
+
+@console.get("/directory/prospects/<prospect_id>/remove")
+def confirm_remove_prospect(prospect_id: str) -> str:
+    return render_template("remove.html", kind="prospect", key=prospect_id,
+                           action=url_for("console.delete_prospect", prospect_id=prospect_id))  # fmt: skip
+
+
+@console.get("/directory/agents/<username>/remove")
+def confirm_remove_agent(username: str) -> str:
+    return render_template("remove.html", kind="agent", key=username,
+                           action=url_for("console.delete_agent", username=username))  # fmt: skip
 
 
 @console.post("/directory/prospects/<prospect_id>/delete")
@@ -467,6 +570,8 @@ def _remove_entry(kind: str, key: str, remove: Callable[[str], bool]) -> BaseRes
     if remove(key):
         record_action(services().redis, g.operator, f"remove {kind}", key)
         flash(f"{kind.capitalize()} {key} removed.", "ok")
+    else:
+        flash(f"No {kind} {key} to remove.", "error")
     return redirect(url_for("console.directory"))
 
 
@@ -480,7 +585,7 @@ def export_directory() -> BaseResponse:
 
 
 @console.post("/directory/import")
-def import_directory() -> BaseResponse:
+def import_directory() -> BaseResponse | tuple[str, int]:
     relay = services()
     upload = request.files.get("file")
     if upload is None:
@@ -489,24 +594,19 @@ def import_directory() -> BaseResponse:
     try:
         found = read_directory_csv(io.TextIOWrapper(upload.stream, encoding="utf-8-sig", errors="replace"))
     except ValueError as error:
-        flash(str(error), "error")
-        return redirect(url_for("console.directory"))
+        return _directory_page("", problems=[f"Nothing imported: {error}."]), 400
     for prospect_id, (emails, agent) in found.prospects.items():
         relay.directory.merge_prospect(prospect_id, emails, agent)
     record_action(relay.redis, g.operator, "import directory", "csv", f"{len(found.prospects)} prospects")
-    message = f"Imported {len(found.prospects)} prospects." + skipped_rows_message(found.bad_rows)
-    flash(message, "error" if found.bad_rows else "ok")
-    return redirect(url_for("console.directory"))
+    count = len(found.prospects)
+    report = {
+        "imported": f"Imported {count} prospect{'' if count == 1 else 's'}.",
+        "skipped": [f"Line {line}: {problem}." for line, problem in found.bad_rows[:SKIPPED_SHOWN]],
+        "more": max(len(found.bad_rows) - SKIPPED_SHOWN, 0),
+        "unknown": found.unknown_columns,
+    }
+    return _directory_page("", report=report), 200
 
 
-def skipped_rows_message(bad_rows: list[tuple[int, str]], shown: int = 20) -> str:
-    """What an import left out, by line: rows without an id or address, then rows whose id cannot
-    be used (relay.ids), with what is wrong with each."""
-    missing = [line for line, problem in bad_rows if problem == MISSING_ID_OR_EMAIL]
-    unusable = [f"{line} ({problem})" for line, problem in bad_rows if problem != MISSING_ID_OR_EMAIL]
-    message = ""
-    for lines, what in ((missing, "without a prospect id and a valid email"), (unusable, "with an unusable id")):
-        if lines:
-            listed = ", ".join(map(str, lines[:shown])) + (" …" if len(lines) > shown else "")
-            message += f" Skipped lines {what}: {listed}."
-    return message
+#: Skipped lines an import report lists one by one.
+SKIPPED_SHOWN = 50

@@ -151,6 +151,8 @@ class Delivery:
     #: Who wrote and who received it (for operators' searches), and how routing chose prospect and agent.
     sender: str | None = None
     recipients: list[str] = field(default_factory=list)
+    #: The display name of the From header, for people reading the console.
+    senderName: str | None = None
     prospectFoundBy: str | None = None
     agentFoundBy: str | None = None
     #: The attempt being sent; cleared when its outcome is recorded. Found set, the attempt's

@@ -122,7 +122,7 @@ def test_resolve_an_unmatched_email_and_the_next_one_matches(page: Any, e2e: Sta
     page.get_by_label("Prospect id").fill("CON2")
     page.get_by_label(re.compile("Remember")).check()
     page.get_by_role("button", name="Resolve and log it").click()
-    assert page.get_by_text("Logged for prospect CON2.").is_visible()
+    assert page.get_by_text("Queued for prospect CON2").is_visible()
     e2e.wait_for_status(stray["id"], "delivered")
 
     following = post_email(e2e, mime(sender="new.renter@example.org", subject="Can I visit Friday?",
@@ -175,3 +175,114 @@ def test_sign_in_is_by_keyboard_and_every_field_has_a_label(page: Any, e2e: Stac
                   .map(el => el.name)"""
         )
         assert unlabelled == [], (path, unlabelled)
+
+
+SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+def signed_in(browser: Any, stack: Stack, size: str) -> Any:
+    phone = size == "phone"
+    context = browser.new_context(viewport=SIZES[size], is_mobile=phone, has_touch=phone)
+    opened = context.new_page()
+    sign_in(opened, stack)
+    return opened
+
+
+def fits_the_screen(page: Any) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url} is {width}px wide"
+
+
+def html_email(message_id: str, images: int) -> bytes:
+    long = "/assets/newsletters/2026/december/leasing-special-offer-two-bedroom-apartment"
+    tags = "".join(
+        f'<img src="https://images.cdn.acme-living-properties.example.com{long}-{n}.png">' for n in range(images)
+    )
+    lines = ["From: Jamie Lee <jamie.lee.longer-mailbox-name@residents.example-property-management.org>",
+             "To: leasing-office-north-campus@acme-living.com, second.recipient.with.a.long.name@acme-living.com",
+             "Subject: Photos of the unit", f"Message-ID: {message_id}", "MIME-Version: 1.0",
+             "Content-Type: text/html; charset=utf-8", "", f"<p>Here they are</p>{tags}"]  # fmt: skip
+    return "\r\n".join(lines).encode()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_long_labels_and_values_wrap_sensibly_in_the_details(browser: Any, e2e: Stack, size: str) -> None:
+    message_id = "<very-long-message-identifier-0123456789abcdef0123456789abcdef@mail.residents.example.org>"
+    found = post_email(e2e, html_email(message_id, images=6))
+    page = signed_in(browser, e2e, size)
+    page.goto(f"{e2e.url}/console/deliveries/{found['id']}")
+    shot(page, f"delivery-remote-images-{size}")
+    fits_the_screen(page)
+    assert page.get_by_text("Jamie Lee <jamie.lee.longer-mailbox-name@").is_visible()  # the display name shown
+    details = page.locator("dl.details").first
+    listing = details.bounding_box()
+    for label in ("Message-ID", "From", "To", "Remote images"):
+        value = details.locator(f"dt:text-is('{label}') + dd").bounding_box()
+        # The value gets most of the width, so it wraps into a few lines, not a character per line.
+        assert value["width"] >= 0.55 * listing["width"], (label, value, listing)
+        assert value["height"] <= (260 if label == "Remote images" else 130), (label, value)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 3200, f"the delivery page is {height}px tall"
+    page.context.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_overview_shows_every_column_of_unmatched_and_dead(browser: Any, e2e: Stack, size: str) -> None:
+    e2e.sandbox.seed("CON5", agent="kim")
+    e2e.api("PUT", "/v1/prospects/CON5", json={"emails": ["renter@example.com"]})
+    e2e.sandbox.fault(status=400, count=1)
+    dead = post_email(e2e, mime(subject="A question about the lease renewal", message_id=f"<dead-{size}@x.org>"))
+    post_email(e2e, mime(sender="someone.new@example.org", subject="Viewing request for the loft",
+                         message_id=f"<stray-{size}@x.org>"))  # fmt: skip
+    e2e.wait_for_status(dead["id"], "dead")
+    page = signed_in(browser, e2e, size)
+    shot(page, f"overview-{size}")
+    fits_the_screen(page)
+    for section in ("Unmatched", "Dead"):
+        table = page.locator(f"section:has(h3:has-text('{section}')) table")
+        # Every row, with its status, prospect and provider, lies within the screen, nothing scrolled away.
+        overflow = table.evaluate(
+            """(table) => [...table.querySelectorAll('tbody tr')].filter(row =>
+                   row.getBoundingClientRect().right > window.innerWidth || row.scrollWidth > row.clientWidth + 1
+                   || table.parentElement.scrollWidth > table.parentElement.clientWidth + 1).length"""
+        )
+        assert overflow == 0, section
+        row = table.locator("tbody tr").first.inner_text()
+        assert section.lower() in row and "mime" in row, (section, row)  # its status and provider
+        if size == "desktop":
+            for column in ("Received", "Subject", "Type", "Status", "Prospect", "Provider"):
+                header = table.locator(f"th:text-is('{column}')").bounding_box()
+                assert header is not None and header["x"] + header["width"] <= SIZES[size]["width"], (section, column)
+    assert page.get_by_text("nothing waits").is_visible() or page.locator("#queue-depth").inner_text() != "0"
+    page.context.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_pasted_name_and_address_searches_the_address(browser: Any, e2e: Stack, size: str) -> None:
+    found = post_email(e2e, mime(sender="Jamie Lee <jamie.lee@example.org>", subject=f"Parking spaces {size}",
+                                 message_id=f"<paste-{size}@example.org>"))  # fmt: skip
+    page = signed_in(browser, e2e, size)
+    page.goto(f"{e2e.url}/console/deliveries")
+    page.get_by_label("Sender or recipient address").fill("Jamie Lee <Jamie.Lee@example.org>")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url(re.compile(r"address="))
+    shot(page, f"deliveries-pasted-address-{size}")
+    fits_the_screen(page)
+    assert page.get_by_role("link", name=f"Parking spaces {size}").is_visible()
+    assert found["id"] in page.get_by_role("link", name=f"Parking spaces {size}").get_attribute("href")
+    page.context.close()
+
+
+def test_removing_a_prospect_asks_first(page: Any, e2e: Stack) -> None:
+    e2e.api("PUT", "/v1/prospects/CON6", json={"emails": ["six@example.com"]})
+    sign_in(page, e2e)
+    page.goto(f"{e2e.url}/console/directory?q=CON6")
+    page.get_by_role("link", name="Remove prospect CON6…").click()
+    shot(page, "remove-prospect")
+    assert e2e.api("GET", "/v1/prospects/CON6").status_code == 200  # not yet
+    page.get_by_role("link", name="Cancel").click()
+    assert e2e.api("GET", "/v1/prospects/CON6").status_code == 200
+    page.get_by_role("link", name="Remove prospect CON6…").click()
+    page.get_by_role("button", name="Remove prospect CON6").click()
+    assert page.get_by_text("Prospect CON6 removed.").is_visible()
+    assert e2e.api("GET", "/v1/prospects/CON6").status_code == 404

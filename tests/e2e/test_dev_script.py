@@ -57,3 +57,16 @@ def test_a_venv_made_by_a_too_old_python_is_made_again(tmp_path: Path) -> None:
     assert not (old / "left-by-3.9").exists()
     made_with = (old / "pyvenv.cfg").read_text()
     assert f"version = {sys.version_info.major}.{sys.version_info.minor}." in made_with
+
+
+@pytest.mark.parametrize("keeps", [True, False])
+def test_the_redis_dev_starts_is_named_for_what_it_keeps(tmp_path: Path, keeps: bool) -> None:
+    data = tmp_path / "redis" if keeps else None
+    where = f"Path({str(data)!r})" if data else "None"
+    code = f"import dev\nfrom pathlib import Path\nprocess, url = dev.start_redis({where})\nprocess.kill()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if keeps:
+        assert f"started a Redis keeping its data in {data} (append-only file)" in result.stderr, result.stderr
+        assert "throwaway" not in result.stderr
+    else:
+        assert "started a throwaway Redis" in result.stderr, result.stderr

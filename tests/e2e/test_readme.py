@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.e2e.conftest import ROOT
 from tests.helpers import REDIS_URL, free_port, wait_until
@@ -57,6 +58,19 @@ def test_run_command_and_readme_curl_log_an_email(tmp_path: Path) -> None:
 
         raw = subprocess.run(["bash", "-c", ported(readme_block("/webhooks/mime"))], capture_output=True, text=True)
         assert '"status":"queued"' in raw.stdout.replace(" ", ""), raw
+
+        # The console's address and account, as printed, sign in.
+        printed = (tmp_path / "run.log").read_text()
+        console = re.search(r"operator console at (\S+): sign in as '([^']+)', password '([^']+)'", printed)
+        assert console and console.group(1) == f"http://localhost:{web}/console/", printed
+        browser = requests.Session()
+        form = browser.get(f"{console.group(1)}sign-in", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token
+        signed = browser.post(f"{console.group(1)}sign-in", allow_redirects=False, timeout=10,
+                              data={"csrf_token": token.group(1), "name": console.group(2),
+                                    "password": console.group(3)})  # fmt: skip
+        assert signed.status_code == 302 and signed.headers["Location"].endswith("/console/")
     finally:
         stack.send_signal(signal.SIGTERM)
         assert stack.wait(timeout=90) == 0
