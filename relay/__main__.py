@@ -178,6 +178,13 @@ def deliveries_list(status: str | None, prospect_id: str | None, message_id: str
         click.echo(json.dumps(delivery.public()))
 
 
+@deliveries.command("reindex")
+def deliveries_reindex() -> None:
+    """Enter every delivery in the search indexes (once, for records stored by an earlier version)."""
+    entered = store_services().store.reindex()
+    click.echo(f"entered {entered} deliveries in the search indexes")
+
+
 @deliveries.command("show")
 @click.argument("delivery_id")
 def deliveries_show(delivery_id: str) -> None:

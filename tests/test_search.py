@@ -223,3 +223,20 @@ def test_index_entries_expire_with_their_records(services: Any, redis_client: An
     redis_client.zadd(provider_index, {stale.delivery.id: stale.delivery.receivedAt})
     store.create_all([NewRecord(replace(record.delivery, id="f" * 32, messageId="later@x"), None, claim=False)])
     assert redis_client.zscore(provider_index, stale.delivery.id) is None
+
+
+def test_reindex_enters_records_stored_without_the_search_indexes(services: Any, redis_client: Any) -> None:
+    store: DeliveryStore = services.store
+    now = int(time.time() * 1000)
+    records = list(month_of_mail(50, now, seed=21))
+    store.create_many([r] for r in records)
+    # As an earlier version left them: the record and its status, prospect, Message-ID and `all` entries only.
+    for key in redis_client.scan_iter("relay:idx:*"):
+        if any(part in key for part in (b":provider:", b":address:", b":word:")):
+            redis_client.delete(key)
+    wanted = Search(provider=records[7].delivery.provider, address=records[7].delivery.sender)
+    assert records[7].delivery.id not in [d.id for d in store.search(wanted, limit=500).deliveries]
+    assert store.reindex(batch=7) == 50
+    assert records[7].delivery.id in [d.id for d in store.search(wanted, limit=500).deliveries]
+    for key in index_keys(records[7].delivery):
+        assert 0 < redis_client.ttl(key) <= store.record_ttl

@@ -211,6 +211,25 @@ class Indexes(ScriptedStore):
             return Page(deliveries, next_cursor=f"{stop_score}_{stop_id}", stopped_at=int(stop_score))
         return Page(deliveries)
 
+    def reindex(self, *, batch: int = 1000) -> int:
+        """Enter every record in the indexes its create script would have written (for records
+        stored before an index existed); entries already there are written again, unchanged.
+        Reads all deliveries `batch` at a time, oldest first; how many records were entered."""
+        entered = 0
+        start = 0
+        while True:
+            members = self.redis.zrange(ALL_KEY, start, start + batch - 1)
+            if not members:
+                return entered
+            start += len(members)
+            pipe = self.redis.pipeline(transaction=False)
+            for delivery in self._read_listed([str(m) for m in members]):
+                for key in index_keys(delivery):
+                    pipe.zadd(key, {delivery.id: delivery.receivedAt})
+                    pipe.expire(key, self.record_ttl)
+                entered += 1
+            pipe.execute()
+
     def _read_listed(self, ids: Sequence[str]) -> list[Delivery]:
         """The records of `ids` without their Knock bodies; one that expired meanwhile is left out."""
         pipe = self.redis.pipeline(transaction=False)
