@@ -200,7 +200,8 @@ def deliveries_show(delivery_id: str) -> None:
 @click.option("--prospect-id", required=True, help="The Knock prospect the email belongs to.")
 @click.option("--agent-username", default=None, help="The agent to log it for (else the directory's, then Knock's).")
 def deliveries_resolve(delivery_id: str, prospect_id: str, agent_username: str | None) -> None:
-    """Give an unmatched delivery its prospect and queue it."""
+    """Give an unmatched delivery its prospect and queue it (the prospect id as given: this command
+    needs only Redis, so it does not ask Knock whether the prospect exists, as the API and console do)."""
     from relay.errors import RelayError
     from relay.ids import path_id_problem
     from relay.intake import resolve_delivery
@@ -210,7 +211,7 @@ def deliveries_resolve(delivery_id: str, prospect_id: str, agent_username: str |
         if problem:
             raise click.BadParameter(f"not a usable id: it {problem}", param_hint=option)
     try:
-        resolve_delivery(store_services(), delivery_id, prospect_id, agent_username)
+        resolve_delivery(store_services(), delivery_id, prospect_id, agent_username, check_prospect=False)
     except RelayError as error:
         raise click.ClickException(error.message) from error
     click.echo(f"resolved {delivery_id}: queued for prospect {prospect_id}")
@@ -262,6 +263,8 @@ def directory_import(csv_file: TextIO) -> None:
         raise click.ClickException(str(exc)) from exc
     for line, problem in found.bad_rows:
         click.echo(f"line {line}: {problem}; skipped", err=True)
+    if found.unknown_columns:
+        click.echo(f"columns not read: {', '.join(found.unknown_columns)}", err=True)
     with click.progressbar(found.prospects.items(), label="importing prospects", file=sys.stderr) as progress:
         for prospect_id, (emails, agent) in progress:
             services.directory.merge_prospect(prospect_id, emails, agent)

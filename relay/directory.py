@@ -24,9 +24,11 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import Any
 
 import redis
+from marshmallow import ValidationError, validate
 
 from relay.errors import Conflict, InvalidRequest
 from relay.ids import path_id_problem
@@ -377,10 +379,27 @@ def _cell(row: dict[str, str | None], name: str) -> str:
     return csv_value((row.get(name) or "").strip())
 
 
+#: The API's check of an address (marshmallow's fields.Email), for addresses read from CSV.
+_EMAIL = validate.Email()
+
+
+def row_address(cell: str) -> str:
+    """An email cell's address: a pasted `Jamie Lee <jamie@x.org>` is read as `jamie@x.org`."""
+    if "<" in cell and cell.rstrip().endswith(">"):
+        _, address = parseaddr(cell[:1000])
+        return address or cell
+    return cell
+
+
 def row_problem(prospect_id: str, address: str, agent: str) -> str | None:
-    """What keeps a row from being imported, or None. Ids follow relay.ids' rule."""
+    """What keeps a row from being imported, or None. Ids follow relay.ids' rule; the address is one
+    the API would take (see `row_address` for `Name <address>`)."""
     if not prospect_id or "@" not in address:
         return MISSING_ID_OR_EMAIL
+    try:
+        _EMAIL(address)
+    except ValidationError:
+        return f"email {address[:200]!r} is not a valid email address"
     problem = path_id_problem(prospect_id)
     if problem:
         return f"prospectId is not a usable id: it {problem}"
@@ -400,6 +419,7 @@ def read_directory_csv(lines: Iterable[str]) -> DirectoryImport:
     found = DirectoryImport({}, [], [name for name in reader.fieldnames or [] if name not in CSV_COLUMNS])
     for row in reader:
         prospect_id, address, agent = (_cell(row, name) for name in ("prospectId", "email", "agentUsername"))
+        address = row_address(address)
         problem = row_problem(prospect_id, address, agent)
         if problem:
             found.bad_rows.append((reader.line_num, problem))

@@ -11,8 +11,9 @@ from typing import Any
 
 import redis
 
-from relay.errors import Conflict, MalformedPayload, NotFound
+from relay.errors import Conflict, MalformedPayload, NotFound, UpstreamUnavailable
 from relay.forwarding import FETCH
+from relay.knock.client import KnockRejected, KnockTransientError
 from relay.knock.schema import remote_images, render_log_email
 from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
 from relay.routing import DirectoryView, Target, route_email
@@ -252,8 +253,31 @@ def replay_dead(services: Services, ids: Iterable[str] | None = None) -> list[st
     return replayed
 
 
-def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, agent_username: str | None) -> Delivery:
-    """Give an unmatched delivery its prospect (and agent) and queue it."""
+def check_prospect_known(services: Services, prospect_id: str) -> None:
+    """Resolving to a prospect that neither the directory nor Knock knows queues an email that can only
+    fail: Conflict when Knock answers that it has no such prospect, UpstreamUnavailable when Knock
+    cannot say. The directory's word is enough, so Knock is asked only about other ids."""
+    if services.directory.get_prospect(prospect_id):
+        return
+    try:
+        services.knock.get_prospect(prospect_id)
+    except KnockRejected as error:
+        if error.status == 404:
+            raise Conflict(
+                f"Knock has no prospect {prospect_id!r} and the directory does not know it: nothing was queued"
+            ) from error
+        raise Conflict(f"Knock refused to look up prospect {prospect_id!r} ({error}): nothing was queued") from error
+    except KnockTransientError as error:
+        raise UpstreamUnavailable(
+            f"could not ask Knock about prospect {prospect_id!r} ({error}): nothing was queued; try again"
+        ) from error
+
+
+def resolve_delivery(
+    services: Services, delivery_id: str, prospect_id: str, agent_username: str | None, *, check_prospect: bool = True
+) -> Delivery:
+    """Give an unmatched delivery its prospect (and agent) and queue it; with `check_prospect`, only
+    a prospect the directory or Knock knows (see check_prospect_known)."""
     store = services.store
     delivery = store.get(delivery_id)
     if delivery is None:
@@ -263,6 +287,8 @@ def resolve_delivery(services: Services, delivery_id: str, prospect_id: str, age
     payload = store.payload(delivery_id)
     if payload is None:
         raise Conflict("the delivery has no payload left to send")
+    if check_prospect:
+        check_prospect_known(services, prospect_id)
     holder = store.claim(delivery.messageId, prospect_id, delivery_id)
     if holder is not None:
         raise Conflict(f"this email is already logged for prospect {prospect_id!r} as delivery {holder}")

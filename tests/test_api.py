@@ -260,3 +260,18 @@ def test_queue_message_ids_are_version_4_uuids_as_the_standard_library_writes_th
         parsed = uuid.UUID(made)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
         assert str(uuid.UUID(int=parsed.int, version=4)) == made
+
+
+def test_resolving_to_a_prospect_nobody_knows_is_refused(client: Any, sandbox: Sandbox) -> None:
+    stray = post_mime(client, mime(sender="stranger@example.org")).json["deliveries"][0]
+    refused = client.post(f"/v1/deliveries/{stray['id']}/resolve", json={"prospectId": "NOPE9"}, headers=BEARER)
+    assert refused.status_code == 409
+    assert "Knock has no prospect 'NOPE9'" in refused.json["error"]
+    assert client.get(f"/v1/deliveries/{stray['id']}", headers=BEARER).json["status"] == "unmatched"
+    sandbox.fault(status=503, count=5, path="prospect")
+    unknown = client.post(f"/v1/deliveries/{stray['id']}/resolve", json={"prospectId": "P4"}, headers=BEARER)
+    assert unknown.status_code == 502 and "could not ask Knock" in unknown.json["error"]
+    sandbox.call("POST", "/_sandbox/reset").raise_for_status()  # Knock answers again, and knows P4
+    sandbox.seed("P4")
+    known = client.post(f"/v1/deliveries/{stray['id']}/resolve", json={"prospectId": "P4"}, headers=BEARER)
+    assert known.status_code == 202 and known.json["prospectId"] == "P4"

@@ -93,7 +93,7 @@ def test_resolve_to_a_prospect_nobody_knows_queues_nothing(operator: Any, sandbo
     refused = operator.post(f"/console/deliveries/{stray['id']}/resolve", follow_redirects=True,
                             data={"csrf_token": token, "prospectId": "NOPE9"})  # fmt: skip
     assert (
-        "Knock has no prospect &#39;NOPE9&#39; and the directory does not know it: nothing was queued." in refused.text
+        "Knock has no prospect &#39;NOPE9&#39; and the directory does not know it: nothing was queued" in refused.text
     )
     assert 'role="alert"' in refused.text
     assert operator.get(f"/v1/deliveries/{stray['id']}", headers=BEARER).json["status"] == "unmatched"

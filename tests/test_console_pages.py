@@ -4,6 +4,7 @@ it stopped, one way of writing times and types, next steps, and directory forms 
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from typing import Any
@@ -148,3 +149,36 @@ def test_removing_asks_first_and_then_removes(operator: Any) -> None:
     done = operator.post("/console/directory/prospects/P1/delete", data={"csrf_token": token}, follow_redirects=True)
     assert "Prospect P1 removed." in done.text and 'role="status"' in done.text
     assert operator.get("/v1/prospects/P1", headers=BEARER).status_code == 404
+
+
+def test_a_csv_import_reads_pasted_names_and_refuses_what_the_api_would(operator: Any) -> None:
+    token = csrf_token(operator, "/console/directory")
+    csv_text = b"prospectId,email\nP1,Blake Doe <Blake@Example.com>\nP2,lee@\nP3,kim@example.com\n"
+    imported = operator.post("/console/directory/import", content_type="multipart/form-data",
+                             data={"csrf_token": token, "file": (io.BytesIO(csv_text), "d.csv")})  # fmt: skip
+    assert "Imported 2 prospects." in imported.text
+    assert "Line 3: email &#39;lee@&#39; is not a valid email address." in imported.text
+    assert operator.get("/v1/prospects/P1", headers=BEARER).json["emails"] == ["blake@example.com"]
+    assert operator.get("/v1/prospects/P2", headers=BEARER).status_code == 404
+    # The address then routes: an email from it is matched to P1.
+    summary = post_mime(operator, mime(sender="blake@example.com")).json["deliveries"][0]
+    assert summary["prospectId"] == "P1"
+
+
+def test_until_a_minute_includes_that_whole_minute(operator: Any) -> None:
+    delivery_id = post_mime(operator, mime(subject="Within the minute")).json["deliveries"][0]["id"]
+    received = operator.get(f"/v1/deliveries/{delivery_id}", headers=BEARER).json["receivedAt"]
+    minute = received[:16]  # 2026-12-06T20:56
+    page = operator.get("/console/deliveries", query_string={"since": minute, "until": minute}).text
+    assert "Within the minute" in page
+
+
+def test_an_address_search_without_an_address_says_so(operator: Any) -> None:
+    page = operator.get("/console/deliveries", query_string={"address": "not an address"}).text
+    assert "Sender or recipient address: &#39;not an address&#39; is not an address." in page
+
+
+def test_the_api_finds_a_provider_whatever_its_case(operator: Any) -> None:
+    post_mime(operator, mime())
+    found = operator.get("/v1/deliveries", query_string={"provider": "MIME"}, headers=BEARER).json
+    assert len(found["deliveries"]) == 1

@@ -240,3 +240,34 @@ def test_reindex_enters_records_stored_without_the_search_indexes(services: Any,
     assert records[7].delivery.id in [d.id for d in store.search(wanted, limit=500).deliveries]
     for key in index_keys(records[7].delivery):
         assert 0 < redis_client.ttl(key) <= store.record_ttl
+
+
+def test_a_cursor_beyond_the_range_starts_at_the_range_end(services: Any) -> None:
+    store: DeliveryStore = services.store
+    now = int(time.time() * 1000)
+    rng = random.Random(5)
+    edge = now - DAY_MS
+    records = [next(month_of_mail(1, edge, days=1, seed=s)).delivery for s in range(3)]
+    records = [replace(d, id=delivery_id_at(edge, rng), receivedAt=edge, messageId=f"edge{n}@x") for n, d in
+               enumerate(records)]  # fmt: skip
+    store.create_many([NewRecord(d, None, claim=False)] for d in records)
+    cursor = f"{now}_{'f' * 32}"
+    page = store.search(Search(until_ms=edge), cursor=cursor, limit=10)
+    assert sorted(d.id for d in page.deliveries) == sorted(d.id for d in records)
+    low = min(d.id for d in records)
+    page = store.search(Search(until_ms=edge), cursor=f"{now}_{low}", limit=10)
+    assert len(page.deliveries) == 3  # the cursor's id counts only at the cursor's own time
+
+
+@pytest.mark.parametrize(
+    ("subject", "typed", "found"),
+    [("Don’t forget the café tour — Saturday", "don't CAFÉ", True), ("Don’t forget", "dont", False),
+     ("Re: «Loft» … 2BR", "loft 2br", True), ("Tour — Saturday", "—", None),
+     ("日本語の件名、です", "日本語の件名", True)],
+)  # fmt: skip
+def test_words_are_found_as_people_type_them(subject: str, typed: str, found: bool | None) -> None:
+    wanted = subject_words(typed)
+    if found is None:
+        assert wanted == []  # punctuation alone is no word: such a search is refused
+    else:
+        assert bool(wanted) and (set(wanted) <= set(subject_words(subject))) is found

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,7 +53,6 @@ from relay.directory import directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
 from relay.ids import path_id_problem
 from relay.intake import replay_delivery, resolve_delivery
-from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import normalise_message_id
 from relay.metrics import read_backlog
 from relay.queue import QUEUE_KEY
@@ -275,13 +275,17 @@ def _round_up(count: int) -> int:
 _SEARCH_FIELDS = ("messageId", "prospectId", "address", "subject", "provider", "status", "since", "until")
 
 
-def _moment(value: str) -> int | None:
-    """A `datetime-local` (taken as UTC) or ISO 8601 value, in ms; None when empty.
+def _moment(value: str, *, end: bool = False) -> int | None:
+    """A `datetime-local` (taken as UTC) or ISO 8601 value, in ms; None when empty. With `end`, a
+    value given to the minute means the end of that minute (`until 20:56` includes 20:56:21).
     Raises ValueError for one that is not a date and time."""
     if not value:
         return None
     moment = datetime.fromisoformat(value)
-    return ms_from(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    ms = ms_from(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    if end and ms is not None and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d", value):
+        ms += 59_999
+    return ms
 
 
 def _search_from(query: dict[str, str]) -> tuple[Search | None, list[str]]:
@@ -290,7 +294,7 @@ def _search_from(query: dict[str, str]) -> tuple[Search | None, list[str]]:
     moments: dict[str, int | None] = {}
     for name, label in (("since", "Received from"), ("until", "Received until")):
         try:
-            moments[name] = _moment(query[name])
+            moments[name] = _moment(query[name], end=name == "until")
         except ValueError:
             problems.append(f"{label}: {query[name]!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC).")
             moments[name] = None
@@ -299,6 +303,8 @@ def _search_from(query: dict[str, str]) -> tuple[Search | None, list[str]]:
         problems.append("Received from is after Received until: nothing can match.")
     if query["subject"] and not subject_words(query["subject"]):
         problems.append("Subject words: give at least one word (letters or digits).")
+    if query["address"] and "@" not in query["address"]:
+        problems.append(f"Sender or recipient address: {query['address']!r} is not an address.")
     if query["status"] and query["status"] not in STATUSES:
         problems.append(f"Status: {query['status']!r} is not a status.")
     if problems:
@@ -404,10 +410,6 @@ def resolve(delivery_id: str) -> BaseResponse:
     if problem:
         flash(f"Not a usable id: it {problem}.", "error")
         return redirect(url_for("console.delivery", delivery_id=delivery_id))
-    unknown = _unknown_prospect(relay, prospect_id)
-    if unknown:
-        flash(unknown, "error")
-        return redirect(url_for("console.delivery", delivery_id=delivery_id))
     try:
         resolved = resolve_delivery(relay, delivery_id, prospect_id, agent)
     except RelayError as error:
@@ -420,22 +422,6 @@ def resolve(delivery_id: str) -> BaseResponse:
     record_action(relay.redis, g.operator, "resolve", delivery_id, detail)
     flash(f"Queued for prospect {prospect_id}: this page shows Knock's answer once it comes.", "ok")
     return redirect(url_for("console.delivery", delivery_id=delivery_id))
-
-
-def _unknown_prospect(relay: Any, prospect_id: str) -> str | None:
-    """Why `prospect_id` cannot be resolved to (Knock does not know it, or cannot say), or None when
-    the directory or Knock knows it."""
-    if relay.directory.get_prospect(prospect_id):
-        return None
-    try:
-        relay.knock.get_prospect(prospect_id)
-    except KnockRejected as error:
-        if error.status == 404:
-            return f"Knock has no prospect {prospect_id!r} and the directory does not know it: nothing was queued."
-        return f"Knock refused to look up prospect {prospect_id!r} ({error}): nothing was queued."
-    except KnockTransientError as error:
-        return f"Could not ask Knock about prospect {prospect_id!r} ({error}): nothing was queued; try again."
-    return None
 
 
 # Directory -----------------------------------------------------------------------------------

@@ -39,8 +39,10 @@ MAX_WORD_CHARS = 40
 #: Ids a search examines per call before it answers with where it stopped.
 SEARCH_BUDGET = 20_000
 
-#: A word: a run of characters other than white space, ASCII punctuation and control characters.
-WORD_CHARACTER = r"[^\s\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
+#: A word: a run of characters other than white space, control characters and punctuation (ASCII,
+#: Latin-1's `¡«»¿` and the like, the typographic quotes, dashes and ellipsis of U+2000–U+206F, and
+#: CJK punctuation), so `don’t` and `don't` are both the words `don` and `t`.
+WORD_CHARACTER = r"[^\s\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\xbf\u2000-\u206f\u3000-\u303f]"
 _WORD = re.compile(WORD_CHARACTER + "+")
 
 
@@ -192,7 +194,9 @@ class Indexes(ScriptedStore):
         """One page of the deliveries matching `search`, older than `cursor` (see Page)."""
         top = "+inf" if search.until_ms is None else str(search.until_ms)
         after = parse_cursor(cursor)
-        if after is not None and (search.until_ms is None or after[0] <= search.until_ms):
+        if after is not None and search.until_ms is not None and after[0] > search.until_ms:
+            after = None  # a cursor beyond the range: the range's own end comes first
+        if after is not None:
             top = str(after[0])
         bottom = "-inf" if search.since_ms is None else str(search.since_ms)
         reply = run_script_once(

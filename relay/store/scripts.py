@@ -191,14 +191,21 @@ while true do
   local batch = redis.call("zrevrange", key, rank, rank + 255, "WITHSCORES")
   if #batch == 0 then return result end
   rank = rank + #batch / 2
-  for j = 1, #batch, 2 do
-    local id, score = batch[j], batch[j + 1]
+  local ids = {}
+  for j = 1, #batch, 2 do ids[#ids + 1] = batch[j] end
+  -- Membership in every other index, a batch at a time (false where an id is missing).
+  local held = {}
+  for k = 1, #KEYS do
+    if k ~= driver then held[#held + 1] = redis.call("zmscore", KEYS[k], unpack(ids)) end
+  end
+  for n = 1, #ids do
+    local id, score = ids[n], batch[2 * n]
     local at = tonumber(score)
     if lowest and at < lowest then return result end
     if not (tie and at == tie and id >= after) then
       local match = true
-      for k = 1, #KEYS do
-        if k ~= driver and not redis.call("zscore", KEYS[k], id) then
+      for h = 1, #held do
+        if not held[h][n] then
           match = false
           break
         end

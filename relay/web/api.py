@@ -218,7 +218,7 @@ def list_deliveries(query: dict[str, Any]) -> dict[str, Any]:
         status=query.get("status"),
         message_id=normalise_message_id(query.get("messageId")),
         prospect_id=query.get("prospectId"),
-        provider=query.get("provider"),
+        provider=(query.get("provider") or "").lower() or None,
         address=address_searched(query.get("address")),
         words=query.get("subject"),
         since_ms=ms_from(query.get("since")),
@@ -255,10 +255,11 @@ def replay_all(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 @api.post("/deliveries/<delivery_id:delivery_id>/resolve")
 @operation(
-    "Give an unmatched delivery its prospect (and agent) and queue it",
+    "Give an unmatched delivery its prospect (and agent) and queue it; a prospect neither the directory "
+    "nor Knock knows is refused (409), and 502 when Knock cannot be asked",
     body=schemas.ResolveInput,
     answers={202: Answer("Queued", schemas.Delivery)},
-    errors=(404, 409),
+    errors=(404, 409, 502),
 )
 def resolve(delivery_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     delivery = resolve_delivery(services(), delivery_id, body["prospectId"], body["agentUsername"])
