@@ -37,7 +37,7 @@ ALL_KEY = f"{PREFIX}idx:all"
 MAX_SUBJECT_WORDS = 40
 MAX_WORD_CHARS = 40
 #: Ids a search examines per call before it answers with where it stopped.
-SEARCH_BUDGET = 20_000
+SEARCH_BUDGET = 10_000
 
 #: A word: a run of characters other than white space, control characters and punctuation (ASCII,
 #: Latin-1's `¡«»¿` and the like, the typographic quotes, dashes and ellipsis of U+2000–U+206F, and

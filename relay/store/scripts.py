@@ -168,9 +168,10 @@ if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1
 # A search (relay.store.indexes): KEYS are the indexes every match is in. ARGV: the highest and
 # lowest receipt times, the cursor's id (at the highest time only lower ids count; "" for none),
 # how many matches to find, how many ids to examine at most, the record key prefix. Walks the
-# index with the fewest entries in the range newest first, keeping ids every other index holds
-# and whose record exists. Returns {outcome, score, id, match id, match score, ...}: "full" with
-# as many as wanted, "done" when the range ended, "stopped" when the budget ran out at that score and id.
+# index with the fewest entries in the range newest first, by rank (no scores: the range is a span
+# of ranks), keeping ids every other index holds and whose record exists. Returns {outcome, score,
+# id, match id, match score, ...}: "full" with as many as wanted, "done" when the range ended,
+# "stopped" when the budget ran out at that score and id.
 _SEARCH = """
 local top, bottom, after = ARGV[1], ARGV[2], ARGV[3]
 local want, budget, record = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -184,46 +185,48 @@ if smallest == 0 then return result end
 local key = KEYS[driver]
 local rank = 0
 if top ~= "+inf" then rank = redis.call("zcount", key, "(" .. top, "+inf") end
-local lowest = bottom ~= "-inf" and tonumber(bottom) or nil
-local tie = after ~= "" and tonumber(top) or nil
+local last = redis.call("zcount", key, bottom, "+inf") - 1
+if after ~= "" then
+  -- At the cursor's own time, ids from the cursor's up come first (same score: reverse id order).
+  for _, id in ipairs(redis.call("zrevrangebyscore", key, top, top)) do
+    if id >= after then rank = rank + 1 end
+  end
+end
 local examined, found = 0, 0
-while true do
-  local batch = redis.call("zrevrange", key, rank, rank + 255, "WITHSCORES")
-  if #batch == 0 then return result end
-  rank = rank + #batch / 2
-  local ids = {}
-  for j = 1, #batch, 2 do ids[#ids + 1] = batch[j] end
+while rank <= last do
+  local ids = redis.call("zrevrange", key, rank, math.min(rank + 255, last))
+  if #ids == 0 then return result end
+  rank = rank + #ids
   -- Membership in every other index, a batch at a time (false where an id is missing).
   local held = {}
   for k = 1, #KEYS do
     if k ~= driver then held[#held + 1] = redis.call("zmscore", KEYS[k], unpack(ids)) end
   end
   for n = 1, #ids do
-    local id, score = ids[n], batch[2 * n]
-    local at = tonumber(score)
-    if lowest and at < lowest then return result end
-    if not (tie and at == tie and id >= after) then
-      local match = true
-      for h = 1, #held do
-        if not held[h][n] then
-          match = false
-          break
-        end
+    local id = ids[n]
+    local match = true
+    for h = 1, #held do
+      if not held[h][n] then
+        match = false
+        break
       end
-      if match and redis.call("exists", record .. id) == 1 then
-        result[#result + 1] = id
-        result[#result + 1] = score
-        found = found + 1
-        if found >= want then
-          result[1] = "full"
-          return result
-        end
+    end
+    if match and redis.call("exists", record .. id) == 1 then
+      result[#result + 1] = id
+      result[#result + 1] = redis.call("zscore", key, id)
+      found = found + 1
+      if found >= want then
+        result[1] = "full"
+        return result
       end
-      examined = examined + 1
-      if examined >= budget then return {"stopped", score, id, unpack(result, 4)} end
+    end
+    examined = examined + 1
+    if examined >= budget and rank - #ids + n - 1 < last then
+      return {"stopped", redis.call("zscore", key, id), id, unpack(result, 4)}
     end
   end
 end
+return result
 """
 
 _RELEASE = 'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
