@@ -149,7 +149,12 @@ def _email_records(
     """One record per prospect the email is routed to (or one unmatched or ignored)."""
     route = route_email(email, services.rules, view)
     records = []
-    for target in route.targets or (Target(None),):
+    targets = route.targets or (Target(None),)
+    addresses = [email.sender or "", *email.recipients]
+    # Found by every address, unless that makes too many index entries for one step: an email to
+    # a thousand prospects is found, per prospect, by its sender and that prospect's addresses.
+    every_address = len(targets) * len(addresses) <= MAX_ADDRESS_ENTRIES_PER_EMAIL
+    for target in targets:
         # Always a body the schema accepts, bar a pending agent (a property test holds it); the
         # worker checks it, complete, before sending.
         payload = render_log_email(email, route.message_type, target.agent_username, received_at)
@@ -183,8 +188,19 @@ def _email_records(
             agentFoundBy=target.agent_found_by or None,
         )
         write = services.queue.write_for(delivery.id) if status == QUEUED else None
-        records.append(NewRecord(delivery, payload, enqueue=write))
+        searched = None if every_address else _own_addresses(addresses, target.prospect_id, view)
+        records.append(NewRecord(delivery, payload, enqueue=write, searched_addresses=searched))
     return records
+
+
+#: Address index entries one email may write with all of its deliveries' addresses.
+MAX_ADDRESS_ENTRIES_PER_EMAIL = 1000
+
+
+def _own_addresses(addresses: Sequence[str], prospect_id: str | None, view: DirectoryView) -> tuple[str, ...]:
+    """The sender and the addresses the directory gives to `prospect_id`."""
+    own = [a for a in addresses[1:] if prospect_id and prospect_id in view.prospects_by_email.get(a.lower(), ())]
+    return tuple(a for a in (addresses[0], *own) if a)
 
 
 def _duplicate_of(services: Services, holder: str, record: NewRecord) -> dict[str, Any]:

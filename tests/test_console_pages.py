@@ -40,8 +40,8 @@ def test_a_search_that_cannot_match_says_why(operator: Any, query: dict[str, str
 
 def test_a_search_out_of_budget_says_where_it_stopped_and_links_on(operator: Any, services: Any) -> None:
     now = int(time.time() * 1000)
-    services.store.create_many([r] for r in month_of_mail(400, now, seed=3))
-    services.store.search_budget = 5
+    services.store.create_many([r] for r in month_of_mail(8_000, now, seed=3))
+    services.store.search_budget = 5  # one batch of ids a call
     page = operator.get("/console/deliveries", query_string={"subject": "pet maple"}).text
     assert "No match was found among deliveries received after 20" in page
     assert "the search stopped there to keep this page quick" in page
@@ -182,3 +182,23 @@ def test_the_api_finds_a_provider_whatever_its_case(operator: Any) -> None:
     post_mime(operator, mime())
     found = operator.get("/v1/deliveries", query_string={"provider": "MIME"}, headers=BEARER).json
     assert len(found["deliveries"]) == 1
+
+
+def test_a_prospect_whose_id_has_a_slash_can_be_removed(operator: Any) -> None:
+    operator.put("/v1/prospects/unit%2F4B", json={"emails": ["u4b@example.com"]}, headers=BEARER)
+    token = csrf_token(operator, "/console/directory")
+    operator.post("/console/directory/prospects", data={"csrf_token": token, "prospectId": "unit/4B",
+                                                        "emails": "u4b@example.com"})  # fmt: skip
+    found = operator.get("/console/directory", query_string={"q": "unit/4B"}).text
+    assert "/console/directory/prospects/unit/4B/remove" in found
+    confirm = operator.get("/console/directory/prospects/unit/4B/remove")
+    assert confirm.status_code == 200 and "Remove prospect unit/4B?" in confirm.text
+    done = operator.post("/console/directory/prospects/unit/4B/delete", data={"csrf_token": token},
+                         follow_redirects=True)  # fmt: skip
+    assert "Prospect unit/4B removed." in done.text
+
+
+def test_more_subject_words_than_are_indexed_are_refused_in_the_console(operator: Any) -> None:
+    words = " ".join(f"w{n}" for n in range(41))
+    page = operator.get("/console/deliveries", query_string={"subject": words}).text
+    assert "Subject words: give at most 40 words." in page

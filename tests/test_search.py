@@ -21,7 +21,7 @@ from relay.store import (
     subject_words,
 )
 from relay.store.indexes import SEARCH_BUDGET, address_key, index_keys, provider_key
-from tests.helpers import BEARER
+from tests.helpers import BEARER, post_mime
 from tests.records import DAY_MS, delivery_id_at, month_of_mail
 
 NOISE = SEARCH_BUDGET + 5_000  # more records than a search examines per call, and than any page holds
@@ -170,8 +170,8 @@ def _matches(delivery: Any, search: Search) -> bool:
 def test_a_search_out_of_budget_says_where_it_stopped_and_goes_on_from_there(client: Any, services: Any) -> None:
     now = int(time.time() * 1000)
     target = old_target(now, 9, subject="Pet policy question at Maple Court")
-    services.store.create_many([[target], *([r] for r in month_of_mail(3_000, now, seed=5))])
-    services.store.search_budget = 50
+    services.store.create_many([[target], *([r] for r in month_of_mail(8_000, now, seed=5))])
+    services.store.search_budget = 50  # one batch of ids a call
     query: dict[str, Any] = {"subject": "pet maple"}
     pages = 0
     while True:
@@ -187,7 +187,8 @@ def test_a_search_out_of_budget_says_where_it_stopped_and_goes_on_from_there(cli
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [({"subject": "!!! ..."}, "subject"), ({"since": "garbage"}, "since"), ({"cursor": "12_<script>"}, "cursor")],
+    [({"subject": "!!! ..."}, "subject"), ({"since": "garbage"}, "since"), ({"cursor": "12_<script>"}, "cursor"),
+     ({"cursor": "1796590636176_abc\n"}, "cursor")],
 )  # fmt: skip
 def test_a_search_that_cannot_match_is_refused_with_the_field(client: Any, query: dict[str, str], field: str) -> None:
     answer = client.get("/v1/deliveries", query_string=query, headers=BEARER)
@@ -262,6 +263,7 @@ def test_a_cursor_beyond_the_range_starts_at_the_range_end(services: Any) -> Non
 @pytest.mark.parametrize(
     ("subject", "typed", "found"),
     [("Don’t forget the café tour — Saturday", "don't CAFÉ", True), ("Don’t forget", "dont", False),
+     ("Cafe\u0301 in İstanbul", "café istanbul", True), ("ﬁnal oﬀer", "final offer", True),
      ("Re: «Loft» … 2BR", "loft 2br", True), ("Tour — Saturday", "—", None),
      ("日本語の件名、です", "日本語の件名", True)],
 )  # fmt: skip
@@ -271,3 +273,69 @@ def test_words_are_found_as_people_type_them(subject: str, typed: str, found: bo
         assert wanted == []  # punctuation alone is no word: such a search is refused
     else:
         assert bool(wanted) and (set(wanted) <= set(subject_words(subject))) is found
+
+
+def test_an_email_to_many_prospects_writes_index_entries_in_proportion(client: Any, redis_client: Any) -> None:
+    def address_entries() -> int:
+        return sum(redis_client.zcard(key) for key in redis_client.scan_iter("relay:idx:address:*", count=1000))
+
+    counts = {}
+    for many in (100, 200):
+        redis_client.flushdb()
+        renters = [f"renter{n}.{many}@example.net" for n in range(many)]
+        for n, address in enumerate(renters):
+            client.put(f"/v1/prospects/F{many}-{n}", json={"emails": [address], "agentUsername": "kim"}, headers=BEARER)
+        message = {"from": "kim@acme-living.com", "to": renters, "subject": "Holiday hours", "text": "We close at 3."}
+        sent = client.post("/v1/messages", headers=BEARER, json=message)
+        assert sent.status_code == 202 and len(sent.json["deliveries"]) == many, sent.json
+        counts[many] = address_entries()
+        # Each prospect's delivery is found by that prospect's address, and by the sender.
+        for n in (0, many // 2, many - 1):
+            found = client.get("/v1/deliveries", query_string={"address": renters[n]}, headers=BEARER).json
+            assert [d["prospectId"] for d in found["deliveries"]] == [f"F{many}-{n}"]
+        by_sender = client.get("/v1/deliveries", query_string={"address": "kim@acme-living.com", "limit": 500},
+                               headers=BEARER).json  # fmt: skip
+        assert len(by_sender["deliveries"]) == many
+    assert counts[200] <= 2.2 * counts[100] and counts[200] <= 3 * 200, counts
+
+
+def test_a_search_pays_for_every_lookup_in_its_budget(services: Any) -> None:
+    store: DeliveryStore = services.store
+    now = int(time.time() * 1000)
+    words = " ".join(f"w{n}" for n in range(20))
+    records = [replace(r.delivery, subject=words) for r in month_of_mail(600, now, seed=8)]
+    records += [replace(r.delivery, subject="w19 z") for r in month_of_mail(700, now, seed=9)]
+    store.create_many([NewRecord(d, None, claim=False)] for d in records)
+    # The walk reads w0 (600 ids); each id is in w1 … w19 and not in z: 256 ids cost 256 + 256 × 20
+    # lookups, past a budget of 600 after the first batch.
+    search = Search(words=words + " z")
+    page = store.search(search, limit=10, budget=600)
+    assert page.deliveries == [] and page.stopped_at is not None
+    assert store.search(search, limit=10, budget=100_000).stopped_at is None
+
+
+def test_more_words_than_a_subject_is_found_by_match_nothing(client: Any, services: Any) -> None:
+    words = [f"w{n}" for n in range(41)]
+    services.store.create_many([NewRecord(replace(r.delivery, subject=" ".join(words[:40])), None, claim=False)]
+                               for r in month_of_mail(5, int(time.time() * 1000)))  # fmt: skip
+    forty = client.get("/v1/deliveries", query_string={"subject": " ".join(words[:40])}, headers=BEARER).json
+    assert len(forty["deliveries"]) == 5
+    more = client.get("/v1/deliveries", query_string={"subject": " ".join(words)}, headers=BEARER).json
+    assert more["deliveries"] == []
+
+
+def test_a_delivery_given_another_prospect_is_found_under_that_one_only(services: Any) -> None:
+    store: DeliveryStore = services.store
+    record = next(month_of_mail(1, int(time.time() * 1000), seed=30))
+    record = NewRecord(replace(record.delivery, prospectId="OLD"), None, claim=False)
+    store.create_all([record])
+    store.assign_prospect(record.delivery.id, "NEW")
+    assert store.search(Search(prospect_id="OLD")).deliveries == []
+    assert [d.id for d in store.search(Search(prospect_id="NEW")).deliveries] == [record.delivery.id]
+
+
+def test_a_missing_subject_is_no_words(client: Any) -> None:
+    raw = b"From: renter@example.com\r\nTo: leasing@acme-living.com\r\nMessage-ID: <ns@x>\r\n\r\nHello\r\n"
+    assert post_mime(client, raw).status_code == 200
+    found = client.get("/v1/deliveries", query_string={"subject": "no subject"}, headers=BEARER).json
+    assert found["deliveries"] == []

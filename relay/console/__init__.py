@@ -67,8 +67,8 @@ from relay.store import (
     address_searched,
     ms_from,
     now_ms,
-    subject_words,
 )
+from relay.store.indexes import search_words_problem
 from relay.web import services
 from relay.web.schemas import AgentInput, ProspectInput
 
@@ -244,7 +244,7 @@ def overview() -> str:
 def hourly_chart(series: list[tuple[int, int]], width: int = 720, height: int = 220) -> dict[str, Any]:
     """Bars for an inline SVG: deliveries received per hour, under a y-axis of three ticks. Labels are
     drawn large (the chart shrinks to half its width on a phone)."""
-    left, bottom = 56, 30
+    left, bottom = 96, 30
     plot = height - bottom - 10
     highest = max((count for _, count in series), default=0)
     top = _round_up(highest)
@@ -301,8 +301,9 @@ def _search_from(query: dict[str, str]) -> tuple[Search | None, list[str]]:
     since, until = moments["since"], moments["until"]
     if since is not None and until is not None and since > until:
         problems.append("Received from is after Received until: nothing can match.")
-    if query["subject"] and not subject_words(query["subject"]):
-        problems.append("Subject words: give at least one word (letters or digits).")
+    words_problem = search_words_problem(query["subject"]) if query["subject"] else None
+    if words_problem:
+        problems.append(f"Subject words: {words_problem}.")
     if query["address"] and "@" not in query["address"]:
         problems.append(f"Sender or recipient address: {query['address']!r} is not an address.")
     if query["status"] and query["status"] not in STATUSES:
@@ -530,24 +531,24 @@ def _flatten(messages: Any) -> list[Any]:
     return [messages]
 
 
-@console.get("/directory/prospects/<prospect_id>/remove")
+@console.get("/directory/prospects/<path:prospect_id>/remove")
 def confirm_remove_prospect(prospect_id: str) -> str:
     return render_template("remove.html", kind="prospect", key=prospect_id,
                            action=url_for("console.delete_prospect", prospect_id=prospect_id))  # fmt: skip
 
 
-@console.get("/directory/agents/<username>/remove")
+@console.get("/directory/agents/<path:username>/remove")
 def confirm_remove_agent(username: str) -> str:
     return render_template("remove.html", kind="agent", key=username,
                            action=url_for("console.delete_agent", username=username))  # fmt: skip
 
 
-@console.post("/directory/prospects/<prospect_id>/delete")
+@console.post("/directory/prospects/<path:prospect_id>/delete")
 def delete_prospect(prospect_id: str) -> BaseResponse:
     return _remove_entry("prospect", prospect_id, services().directory.delete_prospect)
 
 
-@console.post("/directory/agents/<username>/delete")
+@console.post("/directory/agents/<path:username>/delete")
 def delete_agent(username: str) -> BaseResponse:
     return _remove_entry("agent", username, services().directory.delete_agent)
 

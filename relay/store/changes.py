@@ -88,7 +88,7 @@ class Changes(ScriptedStore):
             hash_fields = delivery.to_hash()
             if record.payload is not None:
                 hash_fields["payload"] = json.dumps(record.payload)
-            indexes = index_keys(delivery)
+            indexes = index_keys(delivery, record.searched_addresses)
             args += [
                 delivery.id,
                 delivery.receivedAt,
@@ -104,7 +104,10 @@ class Changes(ScriptedStore):
 
     def assign_prospect(self, delivery_id: str, prospect_id: str) -> None:
         score = self.redis.zscore(ALL_KEY, delivery_id) or now_ms()
+        earlier = self.redis.hget(self.record_key(delivery_id), "prospectId")
         pipe = self.redis.pipeline()
+        if earlier and earlier != prospect_id:  # found under the prospect it has, and only that one
+            pipe.zrem(prospect_key(str(earlier)), delivery_id)
         pipe.zadd(prospect_key(prospect_id), {delivery_id: score})
         pipe.expire(prospect_key(prospect_id), self.record_ttl)
         pipe.execute()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 
+from relay.knock.schema import NO_SUBJECT
 from relay.store.records import (
     DELIVERY_FIELDS,
     PREFIX,
@@ -33,11 +35,17 @@ from relay.store.records import (
 from relay.store.scripts import ScriptedStore, run_script_once
 
 ALL_KEY = f"{PREFIX}idx:all"
+#: An index no write ever makes: a search for something no delivery can match.
+NOTHING_KEY = f"{PREFIX}idx:nothing"
 #: Subject words indexed per record, and the characters of a word that count (longer ones are cut).
 MAX_SUBJECT_WORDS = 40
 MAX_WORD_CHARS = 40
-#: Ids a search examines per call before it answers with where it stopped.
+#: Index entries a search reads per call (ids from the index it walks, and lookups of them in the
+#: others) before it answers with where it stopped.
 SEARCH_BUDGET = 10_000
+#: Words a subject search may name: no subject is found by more (the console refuses more, and the
+#: API finds nothing for them).
+MAX_SEARCH_WORDS = MAX_SUBJECT_WORDS
 
 #: A word: a run of characters other than white space, control characters and punctuation (ASCII,
 #: Latin-1's `¡«»¿` and the like, the typographic quotes, dashes and ellipsis of U+2000–U+206F, and
@@ -72,16 +80,32 @@ def word_key(word: str) -> str:
     return f"{PREFIX}idx:word:{word}"
 
 
-def subject_words(text: str) -> list[str]:
-    """The words a subject is found by: runs of letters, digits and other non-ASCII-punctuation
-    characters (WORD_CHARACTER), case-folded, each cut to
-    MAX_WORD_CHARS, without repeats, the first MAX_SUBJECT_WORDS of them."""
+def folded(text: str) -> str:
+    """`text` as words are compared: accents and case set aside (`Café`, `Cafe\u0301` and `cafe`
+    alike, `İstanbul` and `istanbul`), compatibility forms unified (`ﬁ` and `fi`)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def subject_words(text: str, limit: int = MAX_SUBJECT_WORDS) -> list[str]:
+    """The words a subject is found by: runs of WORD_CHARACTER, folded, each cut to MAX_WORD_CHARS,
+    without repeats, the first `limit` of them."""
     words: dict[str, None] = {}
-    for match in _WORD.finditer(text.casefold()):
+    for match in _WORD.finditer(folded(text[: MAX_SUBJECT_WORDS * (MAX_WORD_CHARS + 1) * 4])):
         words[match.group()[:MAX_WORD_CHARS]] = None
-        if len(words) >= MAX_SUBJECT_WORDS:
+        if len(words) >= limit:
             break
     return list(words)
+
+
+def search_words_problem(text: str) -> str | None:
+    """Why a subject search cannot be run, or None."""
+    words = subject_words(text, MAX_SEARCH_WORDS + 1)
+    if not words:
+        return "give at least one word (letters or digits)"
+    if len(words) > MAX_SEARCH_WORDS:
+        return f"give at most {MAX_SEARCH_WORDS} words"
+    return None
 
 
 def address_searched(text: str | None) -> str | None:
@@ -92,15 +116,17 @@ def address_searched(text: str | None) -> str | None:
     return (address or text).strip().lower()
 
 
-def index_keys(delivery: Delivery) -> list[str]:
-    """Every index a new record is entered in."""
+def index_keys(delivery: Delivery, addresses: Sequence[str] | None = None) -> list[str]:
+    """Every index a new record is entered in: by its `addresses` when given, else by all of its own."""
     keys = [status_key(delivery.status), ALL_KEY, message_index_key(delivery.messageId)]
     if delivery.prospectId:
         keys.append(prospect_key(delivery.prospectId))
     if delivery.provider:
         keys.append(provider_key(delivery.provider))
-    keys += dict.fromkeys(address_key(address) for address in delivery.addresses())
-    keys += (word_key(word) for word in subject_words(delivery.subject or ""))
+    wanted = delivery.addresses() if addresses is None else [a.lower() for a in addresses]
+    keys += dict.fromkeys(address_key(address) for address in wanted)
+    if delivery.subject and delivery.subject != NO_SUBJECT:
+        keys += (word_key(word) for word in subject_words(delivery.subject))
     return keys
 
 
@@ -129,7 +155,10 @@ class Search:
             keys.append(provider_key(self.provider))
         if self.address:
             keys.append(address_key(self.address))
-        keys += (word_key(word) for word in subject_words(self.words or ""))
+        words = subject_words(self.words or "", MAX_SEARCH_WORDS + 1)
+        if len(words) > MAX_SEARCH_WORDS:
+            return [NOTHING_KEY]  # more words than any subject is found by
+        keys += (word_key(word) for word in words)
         return keys or [ALL_KEY]
 
 

@@ -54,6 +54,9 @@ class NewRecord:
     payload: dict[str, Any] | None
     claim: bool = True
     enqueue: QueueWrite | None = None
+    #: The addresses it is found by, when not all of the delivery's (see relay.intake: an email
+    #: logged for many prospects is found, per prospect, by its sender and that prospect's addresses).
+    searched_addresses: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ if ARGV[7] ~= "-" and (redis.call("get", KEYS[4]) or "") ~= ARGV[7] then
 end
 local result = {"ok"}
 local held = false
+local trimmed = {}  -- index keys trimmed and renewed by this call: once each, however many records
 local i = 9
 for n = 1, tonumber(ARGV[8]) do
   local id, score = ARGV[i], ARGV[i + 1]
@@ -73,9 +74,12 @@ for n = 1, tonumber(ARGV[8]) do
     -- Its indexes (relay.store.indexes.index_keys): entries older than the record lifetime point
     -- at expired records and are trimmed on every write; a key lives as long as its newest record.
     for k = i + 6, indexes_end do
-      redis.call("zremrangebyscore", ARGV[k], "-inf", cutoff)
       redis.call("zadd", ARGV[k], score, id)
-      redis.call("expire", ARGV[k], record_ttl)
+      if not trimmed[ARGV[k]] then
+        redis.call("zremrangebyscore", ARGV[k], "-inf", cutoff)
+        redis.call("expire", ARGV[k], record_ttl)
+        trimmed[ARGV[k]] = true
+      end
     end
   end
   i = pairs_end + 1
@@ -167,21 +171,29 @@ if score and tonumber(score) == tonumber(ARGV[2]) then redis.call("zrem", KEYS[1
 
 # A search (relay.store.indexes): KEYS are the indexes every match is in. ARGV: the highest and
 # lowest receipt times, the cursor's id (at the highest time only lower ids count; "" for none),
-# how many matches to find, how many ids to examine at most, the record key prefix. Walks the
-# index with the fewest entries in the range newest first, by rank (no scores: the range is a span
-# of ranks), keeping ids every other index holds and whose record exists. Returns {outcome, score,
-# id, match id, match score, ...}: "full" with as many as wanted, "done" when the range ended,
-# "stopped" when the budget ran out at that score and id.
+# how many matches to find, how many index entries to read at most, the record key prefix. Walks
+# the index with the fewest entries in the range newest first, 256 ids at a time by rank (no
+# scores: the range is a span of ranks), keeping the ids every other index holds and whose record
+# exists. Returns {outcome, score, id, match id, match score, ...}: "full" with as many as wanted,
+# "done" when the range ended, "stopped" when the budget ran out with every id down to that score
+# and id examined.
 _SEARCH = """
 local top, bottom, after = ARGV[1], ARGV[2], ARGV[3]
 local want, budget, record = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local driver, smallest = 1, -1
+local counts = {}
+local driver = 1
 for k = 1, #KEYS do
-  local n = redis.call("zcount", KEYS[k], bottom, top)
-  if smallest < 0 or n < smallest then driver, smallest = k, n end
+  counts[k] = redis.call("zcount", KEYS[k], bottom, top)
+  if counts[k] < counts[driver] then driver = k end
 end
 local result = {"done", "", ""}
-if smallest == 0 then return result end
+if counts[driver] == 0 then return result end
+-- The other indexes, smallest first: each is asked only about the ids every smaller one holds.
+local others = {}
+for k = 1, #KEYS do
+  if k ~= driver then others[#others + 1] = k end
+end
+table.sort(others, function(x, y) return counts[x] < counts[y] end)
 local key = KEYS[driver]
 local rank = 0
 if top ~= "+inf" then rank = redis.call("zcount", key, "(" .. top, "+inf") end
@@ -192,26 +204,25 @@ if after ~= "" then
     if id >= after then rank = rank + 1 end
   end
 end
-local examined, found = 0, 0
+local spent, found = 0, 0
 while rank <= last do
   local ids = redis.call("zrevrange", key, rank, math.min(rank + 255, last))
   if #ids == 0 then return result end
   rank = rank + #ids
-  -- Membership in every other index, a batch at a time (false where an id is missing).
-  local held = {}
-  for k = 1, #KEYS do
-    if k ~= driver then held[#held + 1] = redis.call("zmscore", KEYS[k], unpack(ids)) end
-  end
-  for n = 1, #ids do
-    local id = ids[n]
-    local match = true
-    for h = 1, #held do
-      if not held[h][n] then
-        match = false
-        break
-      end
+  spent = spent + #ids
+  local kept = ids
+  for _, k in ipairs(others) do
+    if #kept == 0 then break end
+    spent = spent + #kept
+    local scores = redis.call("zmscore", KEYS[k], unpack(kept))
+    local still = {}
+    for n = 1, #kept do
+      if scores[n] then still[#still + 1] = kept[n] end
     end
-    if match and redis.call("exists", record .. id) == 1 then
+    kept = still
+  end
+  for _, id in ipairs(kept) do
+    if redis.call("exists", record .. id) == 1 then
       result[#result + 1] = id
       result[#result + 1] = redis.call("zscore", key, id)
       found = found + 1
@@ -220,10 +231,10 @@ while rank <= last do
         return result
       end
     end
-    examined = examined + 1
-    if examined >= budget and rank - #ids + n - 1 < last then
-      return {"stopped", redis.call("zscore", key, id), id, unpack(result, 4)}
-    end
+  end
+  if spent >= budget and rank <= last then
+    local id = ids[#ids]
+    return {"stopped", redis.call("zscore", key, id), id, unpack(result, 4)}
   end
 end
 return result

@@ -43,6 +43,15 @@ def _id(*, required: bool = False) -> fields.String:
     return fields.String(load_default=None, allow_none=True, validate=validate_path_id, metadata=_PATH_ID_DOCUMENTED)
 
 
+class WholeMatch(validate.Regexp):
+    """A Regexp that the whole value must match (`$` alone also matches before a final newline)."""
+
+    def __call__(self, value: Any) -> Any:  # type: ignore[override]
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 def _nullable_string(**options: Any) -> fields.String:
     return fields.String(allow_none=True, required=True, **options)
 
@@ -119,7 +128,7 @@ class DeliveryQuery(Schema):
     )
     since = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or after"})
     until = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or before"})
-    cursor = fields.String(validate=validate.Regexp(r"^[0-9]{1,15}_[0-9a-f]{1,64}$"))
+    cursor = fields.String(validate=WholeMatch(r"^[0-9]{1,15}_[0-9a-f]{1,64}$"))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
