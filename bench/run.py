@@ -1,7 +1,7 @@
 """The relay's benchmark: one command, every figure in BENCHMARKS.md.
 
     python3 dev.py bench   (or .venv/bin/python bench/run.py [--seconds 5] [--repeat 3]
-                                   [--only ingest,worker,memory,instructions,hostile])
+                                   [--only ingest,worker,memory,instructions,hostile,search])
 
 Starts everything on free loopback ports (its own redis-server, a fast Knock stub, the relay
 under the shipped gunicorn settings, a bare Flask app and django-anymail's Mailgun view under the
@@ -731,6 +731,10 @@ def main() -> int:
             # Hostile input per endpoint and shape; its own processes and Redis (see bench/hostile.py).
             hostile = subprocess.run([sys.executable, str(Path(__file__).with_name("hostile.py"))], cwd=ROOT)
             report["notes"].append(f"bench/hostile.py exited {hostile.returncode} (0: every shape within target)")
+        if "search" in parts:
+            # Searches over a month of mail; its own Redis (see bench/search.py).
+            search = subprocess.run([sys.executable, str(Path(__file__).with_name("search.py"))], cwd=ROOT)
+            report["notes"].append(f"bench/search.py exited {search.returncode} (0: every request within target)")
     finally:
         redis_proc.terminate()
     print(f"machine: {os.cpu_count()} cores, {platform_line()}; logs in {folder}")
