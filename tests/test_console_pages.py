@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from relay.app import create_app
 from relay.console import hourly_chart
 from tests.helpers import BEARER, mime, post_mime
 from tests.records import month_of_mail
@@ -202,3 +203,18 @@ def test_more_subject_words_than_are_indexed_are_refused_in_the_console(operator
     words = " ".join(f"w{n}" for n in range(41))
     page = operator.get("/console/deliveries", query_string={"subject": words}).text
     assert "Subject words: give at most 40 words." in page
+
+
+def test_the_console_imports_a_csv_larger_than_its_forms(make_settings: Any) -> None:
+    client = create_app(make_settings(RELAY_MAX_REQUEST_BYTES=str(1024 * 1024))).test_client()
+    assert sign_in(client).status_code == 302
+    rows = "".join(f"BIG{n},big{n}@example.com,\n" for n in range(7_000))  # about 170 KB, like a real export
+    csv_text = ("prospectId,email,agentUsername\n" + rows).encode()
+    assert 64 * 1024 < len(csv_text)
+    token = csrf_token(client, "/console/directory")
+    imported = client.post("/console/directory/import", content_type="multipart/form-data",
+                           data={"csrf_token": token, "file": (io.BytesIO(csv_text), "d.csv")})  # fmt: skip
+    assert imported.status_code == 200 and "Imported 7000 prospects." in imported.text
+    # Other console forms stay small: a sign-in form of that size is refused before it is read.
+    large = client.post("/console/sign-in", data={"name": "x" * (80 * 1024), "password": "y"})
+    assert large.status_code == 413

@@ -122,7 +122,10 @@ def require_operator() -> BaseResponse | None:
     this session's pages."""
     if request.endpoint == "console.static":
         return None
-    if request.endpoint != "console.import_directory" and (request.content_length or 0) > FORM_BYTES:
+    if request.endpoint == "console.import_directory":
+        # The upload is read in memory up to the size any request may have (RELAY_MAX_REQUEST_BYTES).
+        request.max_form_memory_size = services().settings.max_request_bytes
+    elif (request.content_length or 0) > FORM_BYTES:
         abort(413)
     relay = services()
     had_session = "id" in session
