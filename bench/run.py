@@ -500,7 +500,7 @@ def bench_worker(folder: Path, redis_port: int, report: dict[str, Any], count: i
 
     from relay.config import load_settings
     from relay.intake import accept_email
-    from relay.message import parse_mime
+    from relay.mime import parse_mime
     from relay.services import Services
 
     for delay_ms, threads_list in ((0, (1, 4, 8)), (50, (1, 4, 8, 16, 32))):

@@ -16,6 +16,17 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from relay.addresses import _PLAIN_MAILBOX, mailbox_addresses
+from relay.headers import (
+    _file_name,
+    boundary_of,
+    charset_of,
+    content_type_of,
+    decode_plain_encoded_words,
+    plain_content_type,
+    unfold,
+    without_surrogates,
+)
 from relay.html_bounds import bound_html
 from relay.knock.schema import (
     _CLEANER,
@@ -23,25 +34,15 @@ from relay.knock.schema import (
     safe_style,
     sanitise_html,
 )
-from relay.message import (
+from relay.message import _WHITESPACE
+from relay.mime import (
     _BOUNDARY_PARAMETER,
-    _PLAIN_MAILBOX,
-    _WHITESPACE,
     SPLIT_MAX_BYTES,
     SPLIT_MAX_DEPTH,
-    _file_name,
     _read_header_block,
-    boundary_of,
-    charset_of,
-    content_type_of,
-    decode_plain_encoded_words,
-    mailbox_addresses,
     mime_boundaries,
     parse_mime,
-    plain_content_type,
     split_message,
-    unfold,
-    without_surrogates,
 )
 from tests.helpers import PAYLOADS
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from relay.errors import MalformedPayload
-from relay.message import build_email, normalise_message_id, parse_date, parse_mime
+from relay.message import build_email, normalise_message_id, parse_date
+from relay.mime import parse_mime
 
 PAYLOADS = Path(__file__).parent / "payloads" / "mime"
 
@@ -81,7 +82,7 @@ def test_fallback_id_ignores_envelope_and_bcc_which_differ_between_copies() -> N
 
 
 def test_attachment_names_in_rfc2231_and_rfc2047_are_decoded() -> None:
-    from relay.message import parse_mime
+    from relay.mime import parse_mime
 
     raw = (
         b'From: a@example.com\r\nTo: b@acme-living.com\r\nSubject: files\r\nContent-Type: multipart/mixed; boundary="b"'

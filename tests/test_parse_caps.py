@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from relay.app import create_app
-from relay.message import ParseLimits, encoded_size, parse_mime
+from relay.headers import encoded_size
+from relay.message import ParseLimits
+from relay.mime import parse_mime
 from tests.helpers import BEARER, authenticated, basic_auth
 
 BIG = str(16 * 1024 * 1024)
@@ -123,7 +125,7 @@ def test_hostile_messages_are_parsed_in_bounded_memory(build: Any, size: int, pe
     path = tmp_path / "hostile.eml"
     path.write_bytes(build(size))
     script = (
-        "import resource, sys; from relay.message import parse_mime; "
+        "import resource, sys; from relay.mime import parse_mime; "
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         "email = parse_mime(open(sys.argv[1], 'rb').read()); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, ','.join(email.truncated))"
@@ -170,7 +172,7 @@ def test_quoted_printable_and_plain_sizes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [64 * 1024 + 1, 300_001, 1_000_000])
 def test_large_attachments_are_sized_exactly_and_never_parsed(size: int) -> None:
-    from relay.message import omit_large_bodies
+    from relay.mime import omit_large_bodies
 
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
@@ -190,7 +192,7 @@ def test_large_attachments_are_sized_exactly_and_never_parsed(size: int) -> None
 
 
 def test_large_text_parts_are_kept() -> None:
-    from relay.message import omit_large_bodies
+    from relay.mime import omit_large_bodies
 
     text = "A long letter. " * 10_000
     raw = header_block(

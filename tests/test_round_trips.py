@@ -20,7 +20,7 @@ import redis
 from relay.app import create_app
 from relay.directory import Directory
 from relay.intake import accept_items
-from relay.message import parse_mime
+from relay.mime import parse_mime
 from relay.services import Services
 from relay.store import DELIVERED, QUEUED
 from relay.store.scripts import _CREATE

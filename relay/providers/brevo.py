@@ -10,9 +10,10 @@ from urllib.parse import quote
 
 from flask import Request
 
+from relay.addresses import format_address
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import Attachment, Email, Ignored, PendingFetch, build_email, format_address
+from relay.message import Attachment, Email, Ignored, PendingFetch, build_email
 from relay.providers.base import (
     JSON_BODY,
     BasicAuthProvider,

@@ -14,17 +14,9 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MAILGUN_CHALLENGE, MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import (
-    TRUNCATED_HEADERS,
-    Attachment,
-    Email,
-    Ignored,
-    Metadata,
-    PendingFetch,
-    build_email,
-    decode_header_pairs,
-    parse_mime,
-)
+from relay.headers import decode_header_pairs
+from relay.message import TRUNCATED_HEADERS, Attachment, Email, Ignored, Metadata, PendingFetch, build_email
+from relay.mime import parse_mime
 from relay.providers.base import (
     FORM_BODY,
     JSON_BODY,

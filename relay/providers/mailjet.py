@@ -9,9 +9,10 @@ from typing import Any
 
 from flask import Request
 
+from relay.addresses import mailbox_addresses
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import Attachment, Email, Ignored, build_email, mailbox_addresses
+from relay.message import Attachment, Email, Ignored, build_email
 from relay.providers.base import (
     JSON_BODY,
     BasicAuthProvider,

@@ -18,9 +18,11 @@ from typing import Any, ClassVar
 
 from flask import Request
 
+from relay.addresses import format_address
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import TRUNCATED_HEADERS, Email, Ignored, PendingFetch, build_email, format_address, parse_mime
+from relay.message import TRUNCATED_HEADERS, Email, Ignored, PendingFetch, build_email
+from relay.mime import parse_mime
 from relay.providers.base import (
     FormPart,
     WebhookProvider,

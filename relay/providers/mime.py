@@ -9,7 +9,8 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import Email, Ignored, parse_mime
+from relay.message import Email, Ignored
+from relay.mime import parse_mime
 from relay.providers.base import BasicAuthProvider
 from relay.sender_auth import from_authentication_results
 

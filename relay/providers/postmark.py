@@ -9,9 +9,10 @@ from typing import Any
 
 from flask import Request
 
+from relay.addresses import format_address
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable
-from relay.message import Attachment, Email, Ignored, PendingFetch, build_email, format_address
+from relay.message import Attachment, Email, Ignored, PendingFetch, build_email
 from relay.providers.base import JSON_BODY, BasicAuthProvider, as_dict, as_list, as_str, body_digest, request_json
 from relay.providers.fetch import api_url, fetch_json
 from relay.sender_auth import NONE, from_authentication_results, from_received_spf, vouched_by

@@ -9,7 +9,9 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload
-from relay.message import TRUNCATED_HEADERS, Attachment, Email, Ignored, build_email, parse_header_block, parse_mime
+from relay.headers import parse_header_block
+from relay.message import TRUNCATED_HEADERS, Attachment, Email, Ignored, build_email
+from relay.mime import parse_mime
 from relay.providers.base import FORM_BODY, BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
 from relay.sender_auth import from_sendgrid
 

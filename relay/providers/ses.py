@@ -29,7 +29,8 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, Unauthorized
-from relay.message import TRUNCATED_HEADERS, Email, Ignored, normalise_message_id, parse_mime
+from relay.message import TRUNCATED_HEADERS, Email, Ignored, normalise_message_id
+from relay.mime import parse_mime
 from relay.providers.base import WebhookProvider, as_dict, as_list, as_str, require_secrets
 from relay.providers.fetch import allowed_fetch_url, fetch
 from relay.sender_auth import SenderAuth, from_ses, from_trusted_headers, strongest

@@ -10,7 +10,8 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, Unauthorized
-from relay.message import Email, Ignored, parse_mime
+from relay.message import Email, Ignored
+from relay.mime import parse_mime
 from relay.providers.base import (
     JSON_BODY,
     WebhookProvider,
