@@ -339,3 +339,9 @@ def test_a_missing_subject_is_no_words(client: Any) -> None:
     assert post_mime(client, raw).status_code == 200
     found = client.get("/v1/deliveries", query_string={"subject": "no subject"}, headers=BEARER).json
     assert found["deliveries"] == []
+
+
+def test_a_subject_filter_without_a_word_left_matches_nothing(services: Any) -> None:
+    services.store.create_many([r] for r in month_of_mail(5, int(time.time() * 1000)))
+    assert services.store.search(Search(words="\u0301\u0301")).deliveries == []  # combining accents alone
+    assert len(services.store.search(Search()).deliveries) == 5

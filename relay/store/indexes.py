@@ -9,7 +9,7 @@ than the newest record in it and a key nobody writes to any more expires with it
 
 A search names one index per filter and a time range; the search script walks the smallest of
 them newest first and keeps the ids that every other index holds too, up to a page or a budget of
-ids examined. A page therefore either holds every match down to its end, or says where the walk
+index reads. A page therefore either holds every match down to its end, or says where the walk
 stopped (`Page.stopped_at`) with a cursor to go on from there.
 """
 
@@ -156,8 +156,8 @@ class Search:
         if self.address:
             keys.append(address_key(self.address))
         words = subject_words(self.words or "", MAX_SEARCH_WORDS + 1)
-        if len(words) > MAX_SEARCH_WORDS:
-            return [NOTHING_KEY]  # more words than any subject is found by
+        if self.words and not 0 < len(words) <= MAX_SEARCH_WORDS:
+            return [NOTHING_KEY]  # no word to look for (only accents, say), or more than any subject has
         keys += (word_key(word) for word in words)
         return keys or [ALL_KEY]
 
