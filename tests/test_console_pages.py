@@ -218,3 +218,8 @@ def test_the_console_imports_a_csv_larger_than_its_forms(make_settings: Any) -> 
     # Other console forms stay small: a sign-in form of that size is refused before it is read.
     large = client.post("/console/sign-in", data={"name": "x" * (80 * 1024), "password": "y"})
     assert large.status_code == 413
+
+
+def test_a_time_given_with_a_zone_stays_in_the_form(operator: Any) -> None:
+    page = operator.get("/console/deliveries", query_string={"since": "2026-12-06T10:00:00+02:00"}).text
+    assert 'name="since" type="datetime-local" step="1" value="2026-12-06T08:00:00"' in page

@@ -326,12 +326,21 @@ def _search_from(query: dict[str, str]) -> tuple[Search | None, list[str]]:
     return search, []
 
 
+#: A moment as a `datetime-local` field writes it (UTC here), to the minute or the second.
+_FIELD_MOMENT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?")
+
+
 @console.get("/deliveries")
 def deliveries() -> str:
     query = {name: request.args.get(name, "").strip() for name in _SEARCH_FIELDS}
     search, problems = _search_from(query)
     page = Page([])
     if search is not None:
+        # A time given otherwise (with a zone, or a date alone) is shown as the fields write one, in UTC,
+        # so that the next search keeps it.
+        for name, ms in (("since", search.since_ms), ("until", search.until_ms)):
+            if ms is not None and not _FIELD_MOMENT.fullmatch(query[name]):
+                query[name] = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         page = services().store.search(search, cursor=request.args.get("cursor") or None, limit=25)
     return render_template(
         "deliveries.html",
