@@ -118,3 +118,16 @@ def test_503_says_when_to_retry(make_settings: Any) -> None:
 def test_form_values_decode_exactly_like_the_standard_library(value: bytes) -> None:  # fmt: skip
     """The fast urlencoded decoder agrees with urllib on every input, valid or not."""
     assert form_unquote(value) == unquote_to_bytes(value.replace(b"+", b" "))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=65_536 - 8, max_value=65_536 + 4),
+    st.lists(st.sampled_from([b"%", b"%4", b"%41", b"%e9", b"%zz", b"=", b"\n", b"a"]), min_size=1, max_size=12).map(
+        b"".join
+    ),
+)
+def test_form_values_with_lone_escapes_decode_alike_across_the_decoders_pieces(padding: int, tail: bytes) -> None:
+    """Past 64 KiB a value with a lone `%` is decoded a piece at a time; no escape is cut in two."""
+    value = b"a" * padding + tail + b"%" + b"b" * 70_000 + tail
+    assert form_unquote(value) == unquote_to_bytes(value)

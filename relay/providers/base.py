@@ -347,8 +347,22 @@ def form_unquote(value: bytes, *, strict: bool = False) -> bytes:
         return decoded
     if strict:
         raise MalformedPayload("a form value holds a `%` that starts no escape")
-    protected = _LONE_PERCENT.sub(b"%25", protected)
-    return binascii.a2b_qp(protected.replace(b"%", b"="))
+    # A piece at a time: the substitution makes objects for each `%`, held only for one piece.
+    pieces = []
+    start = 0
+    while start < len(protected):
+        end = min(start + _UNQUOTE_PIECE_BYTES, len(protected))
+        if end < len(protected):
+            cut = protected.rfind(b"%", end - 2, end)
+            end = cut if cut > start else end  # never between a `%` and its two digits
+        piece = _LONE_PERCENT.sub(b"%25", protected[start:end])
+        pieces.append(binascii.a2b_qp(piece.replace(b"%", b"=")))
+        start = end
+    return b"".join(pieces)
+
+
+#: Bytes of a form value with lone `%`s decoded at a time (see form_unquote).
+_UNQUOTE_PIECE_BYTES = 64 * 1024
 
 
 def form_value(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
