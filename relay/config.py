@@ -61,6 +61,9 @@ class Settings:
     knock_timeout_seconds: float = 10.0
     knock_rate_limit: int = 0
     max_request_bytes: int = 31457280
+    #: Replicas that must hold an email's records before its webhook is answered (Redis WAIT).
+    redis_min_replicas: int = 0
+    redis_replica_timeout_ms: int = 500
     signature_max_age_seconds: int = 86400
     ignore_auto_replies: bool = True
     insecure_webhooks: bool = False
@@ -324,6 +327,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         knock_timeout_seconds=read.number("RELAY_KNOCK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         knock_rate_limit=read.number("RELAY_KNOCK_RATE_LIMIT", 0, integer=True),
         max_request_bytes=read.number("RELAY_MAX_REQUEST_BYTES", 31457280, minimum=1024, integer=True),
+        redis_min_replicas=read.number("RELAY_REDIS_MIN_REPLICAS", 0, integer=True),
+        redis_replica_timeout_ms=read.number("RELAY_REDIS_REPLICA_TIMEOUT_MS", 500, minimum=1, integer=True),
         signature_max_age_seconds=read.number("RELAY_SIGNATURE_MAX_AGE_SECONDS", 86400, minimum=1, integer=True),
         ignore_auto_replies=read.flag("RELAY_IGNORE_AUTO_REPLIES", True),
         insecure_webhooks=read.flag("RELAY_INSECURE_WEBHOOKS", False),

@@ -108,6 +108,14 @@ class StoreUnavailable(RetryLater):
     default_message = "storage unavailable, retry later"
 
 
+class NotReplicated(RetryLater):
+    """Stored on the Redis primary, but not on as many replicas as RELAY_REDIS_MIN_REPLICAS asks
+    within RELAY_REDIS_REPLICA_TIMEOUT_MS: a failover now could lose it, so it is not acknowledged
+    (the provider's retry finds it stored and is answered as a duplicate)."""
+
+    default_message = "stored, but not yet on enough Redis replicas: retry later"
+
+
 class ProviderUnavailable(RetryLater):
     """A provider resource the webhook needs (e.g. a Mailgun stored message) is unreachable for now."""
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import redis
 
-from relay.errors import Conflict, MalformedPayload, NotFound, UpstreamUnavailable
+from relay.errors import Conflict, MalformedPayload, NotFound, NotReplicated, UpstreamUnavailable
 from relay.forwarding import FETCH
 from relay.knock.client import KnockRejected, KnockTransientError
 from relay.knock.schema import remote_images, render_log_email
 from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
+from relay.metrics import REPLICATION_TIMEOUTS
 from relay.routing import DirectoryView, Target, route_email
 from relay.services import Services
 from relay.store import (
@@ -93,13 +94,17 @@ def accept_items(
             services.directory.forget()
             continue
         summaries = [record.delivery.summary() for record in records]
-        stored = services.store.create_all(
-            records,
-            directory_version=None if last_try or not versions else versions.pop(),
-            replay_key=replay_key,
-            replay_answer=json.dumps(Intake(tuple(summaries)).body()) if replay_key else "",
-            replay_ttl=replay_ttl,
-        )
+        try:
+            stored = services.store.create_all(
+                records,
+                directory_version=None if last_try or not versions else versions.pop(),
+                replay_key=replay_key,
+                replay_answer=json.dumps(Intake(tuple(summaries)).body()) if replay_key else "",
+                replay_ttl=replay_ttl,
+            )
+        except NotReplicated:
+            REPLICATION_TIMEOUTS.inc()
+            raise
         if not stored.stale:
             break
         services.directory.forget()

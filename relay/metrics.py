@@ -25,6 +25,10 @@ DELIVERIES = Counter("relay_deliveries_total", "Forwarding steps by outcome.", [
 KNOCK_RESPONSES = Counter(
     "relay_knock_responses_total", "Knock's answers to logged emails by status class.", ["status_class"]
 )
+REPLICATION_TIMEOUTS = Counter(
+    "relay_replication_timeouts_total",
+    "Webhooks answered 503 because their records were not on RELAY_REDIS_MIN_REPLICAS replicas in time.",
+)
 POSSIBLE_DUPLICATES = Counter(
     "relay_possible_duplicates_total", "Deliveries sent again after an attempt whose outcome was never recorded."
 )

@@ -48,6 +48,8 @@ class Services:
             record_ttl=self.settings.record_ttl_seconds,
             dedup_ttl=self.settings.dedup_ttl_seconds,
             sent_body_ttl=self.settings.sent_body_ttl_seconds,
+            min_replicas=self.settings.redis_min_replicas,
+            replica_timeout_ms=self.settings.redis_replica_timeout_ms,
         )
 
     @cached_property

@@ -37,7 +37,15 @@ class Changes(ScriptedStore):
         `replay_key`, nothing is written if an earlier call stored it, and it is stored with
         `replay_answer` for `replay_ttl` seconds when every record was written."""
         keys, args = self._create_call(records, directory_version, replay_key, replay_answer, replay_ttl)
-        reply = run_script_once(self.redis, self._create, keys, args)
+        reply = run_script_once(
+            self.redis,
+            self._create,
+            keys,
+            args,
+            replicas=self.min_replicas,
+            replica_timeout_ms=self.replica_timeout_ms,
+            wrote=lambda reply: reply[0] == "ok",
+        )
         if reply[0] == "replay":
             return Stored(replayed=str(reply[1]))
         if reply[0] == "stale":

@@ -6,13 +6,14 @@ step as the records they point at; see relay.store.indexes for what they are and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 import redis
 from redis.commands.core import Script
 
+from relay.errors import NotReplicated
 from relay.store.records import PREFIX, message_key
 
 # Stores what one call brought, in one step. KEYS: the queue list and hash (declared, so that Redis
@@ -243,31 +244,70 @@ return result
 _RELEASE = 'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
 
 
-def run_script_once(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+def run_script_once(
+    client: redis.Redis,
+    script: Script,
+    keys: Sequence[str],
+    args: Sequence[Any],
+    *,
+    replicas: int = 0,
+    replica_timeout_ms: int = 0,
+    wrote: Callable[[Any], bool] = lambda reply: True,
+) -> Any:
     """`script(keys=keys, args=args)` through one pooled connection, the command packed by hiredis
     in one call: redis-py's command layer (its argument checks, retry wrapper and observability
     hooks) costs about as many instructions as packing, sending and reading the reply, and the
     webhook's one round trip would pay it for every email, the worker for each of its steps. A
     connection that fails is dropped by redis-py and the error raised, as its own call does (the
-    relay's clients do not retry); a script Redis does not have (it restarted) goes the full way,
-    which loads it."""
+    relay's clients do not retry); a script Redis does not have (it restarted) is loaded on the same
+    connection and run again.
+
+    With `replicas`, when the reply says the script `wrote`, it then waits (Redis WAIT, on the same
+    connection: WAIT counts the replicas that have this connection's writes) up to
+    `replica_timeout_ms` for that many replicas to hold the writes, and raises NotReplicated if fewer do."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
-        return connection.read_response()
-    except redis.exceptions.NoScriptError:
-        pass
+        try:
+            reply = _evalsha(connection, script, keys, args)
+        except redis.exceptions.NoScriptError:
+            connection.send_command("SCRIPT", "LOAD", script.script)
+            connection.read_response()
+            reply = _evalsha(connection, script, keys, args)
+        if replicas and wrote(reply):
+            connection.send_command("WAIT", replicas, replica_timeout_ms)
+            acknowledged = int(connection.read_response())
+            if acknowledged < replicas:
+                raise NotReplicated(
+                    f"stored, but on {acknowledged} of the {replicas} Redis replicas required: retry later"
+                )
+        return reply
     finally:
         pool.release(connection)
-    return script(keys=keys, args=args)
+
+
+def _evalsha(connection: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+    return connection.read_response()
 
 
 class ScriptedStore:
     """The Redis client, the store's lifetimes and its registered scripts."""
 
-    def __init__(self, client: redis.Redis, *, record_ttl: int, dedup_ttl: int, sent_body_ttl: int = 0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        record_ttl: int,
+        dedup_ttl: int,
+        sent_body_ttl: int = 0,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 500,
+    ) -> None:
         self.redis = client
+        #: Replicas that must hold a new email's records before create_all returns (see run_script_once).
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
         self.record_ttl = record_ttl
         self.dedup_ttl = dedup_ttl
         #: How long the body Knock was sent stays readable after delivery (for people checking it).
