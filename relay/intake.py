@@ -159,6 +159,7 @@ def _email_records(
     # Found by every address, unless that makes too many index entries for one step: an email to
     # a thousand prospects is found, per prospect, by its sender and that prospect's addresses.
     every_address = len(targets) * len(addresses) <= MAX_ADDRESS_ENTRIES_PER_EMAIL
+    own = {} if every_address else _recipients_by_prospect(email.recipients, view)
     for target in targets:
         # Always a body the schema accepts, bar a pending agent (a property test holds it); the
         # worker checks it, complete, before sending.
@@ -193,7 +194,9 @@ def _email_records(
             agentFoundBy=target.agent_found_by or None,
         )
         write = services.queue.write_for(delivery.id) if status == QUEUED else None
-        searched = None if every_address else _own_addresses(addresses, target.prospect_id, view)
+        searched = None
+        if not every_address:
+            searched = tuple(a for a in (email.sender, *own.get(target.prospect_id or "", ())) if a)
         records.append(NewRecord(delivery, payload, enqueue=write, searched_addresses=searched))
     return records
 
@@ -202,10 +205,13 @@ def _email_records(
 MAX_ADDRESS_ENTRIES_PER_EMAIL = 1000
 
 
-def _own_addresses(addresses: Sequence[str], prospect_id: str | None, view: DirectoryView) -> tuple[str, ...]:
-    """The sender and the addresses the directory gives to `prospect_id`."""
-    own = [a for a in addresses[1:] if prospect_id and prospect_id in view.prospects_by_email.get(a.lower(), ())]
-    return tuple(a for a in (addresses[0], *own) if a)
+def _recipients_by_prospect(recipients: Sequence[str], view: DirectoryView) -> dict[str, list[str]]:
+    """The recipients the directory gives to each prospect, read once for all of an email's deliveries."""
+    found: dict[str, list[str]] = {}
+    for address in recipients:
+        for prospect_id in view.prospects_by_email.get(address.lower(), ()):
+            found.setdefault(prospect_id, []).append(address)
+    return found
 
 
 def _duplicate_of(services: Services, holder: str, record: NewRecord) -> dict[str, Any]:
