@@ -23,7 +23,9 @@ worker_class = "gthread"
 # Behind a buffering proxy (the chart's ingress) bodies arrive whole and fast.
 timeout = 60
 graceful_timeout = 30
-keepalive = 5
+# Longer than the upstream keep-alive of the ingress controller (ingress-nginx: 60 s): the proxy
+# must be the side that closes an idle connection, or a request it sends as gunicorn closes is a 502.
+keepalive = 75
 # The app logs one JSON line per request (with its duration); gunicorn's own lines are JSON too.
 accesslog = None
 errorlog = "-"

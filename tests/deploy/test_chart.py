@@ -106,7 +106,9 @@ def test_web_and_worker_run_their_commands_with_their_probes() -> None:
     health_port = {p["name"]: p["containerPort"] for p in worker["ports"]}["health"]
     assert {"name": "RELAY_WORKER_PORT", "value": str(health_port)} in worker["env"]
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert "readinessProbe" not in worker  # a worker takes no traffic
+    # A worker takes no traffic, but a rollout waits for the new ones to run before replacing more.
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert worker_deployment["spec"]["minReadySeconds"] >= 10
 
 
 def test_a_grace_period_below_the_worker_shutdown_grace_is_refused() -> None:
@@ -158,17 +160,37 @@ def test_disruption_budgets_select_their_own_pods() -> None:
                 and m["kind"] == "PodDisruptionBudget"]  # fmt: skip
 
 
+def named(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
+    for manifest in manifests:
+        if manifest["kind"] == kind and manifest["metadata"]["name"] == name:
+            return manifest.get("data") or manifest.get("stringData") or {}
+    return {}
+
+
+def mounted_secrets(manifests: list[dict[str, Any]], component: str) -> dict[str, str]:
+    """The files of the Secret mounted at RELAY_SECRETS_DIR, as {name: contents}."""
+    deployment = one(manifests, "Deployment", component)
+    spec = container(deployment)
+    folder = {item["name"]: item["value"] for item in spec.get("env", [])}.get("RELAY_SECRETS_DIR")
+    if not folder:
+        return {}
+    (mount,) = [m for m in spec["volumeMounts"] if m["mountPath"] == folder]
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    return named(manifests, "Secret", volume["secret"]["secretName"])
+
+
 def environment(manifests: list[dict[str, Any]], component: str) -> dict[str, str]:
-    """What the component's container sees: ConfigMap and Secret through envFrom, then its own env."""
+    """What the component's process reads: ConfigMap and Secret through envFrom, then its own env,
+    then (as the relay does with RELAY_SECRETS_DIR) what the mounted Secret holds for unset names."""
     spec = container(one(manifests, "Deployment", component))
     env: dict[str, str] = {}
     for source in spec["envFrom"]:
         ref = source.get("configMapRef") or source.get("secretRef")
-        for manifest in manifests:
-            if manifest["metadata"]["name"] != ref["name"] or manifest["kind"] not in ("ConfigMap", "Secret"):
-                continue
-            env.update(manifest.get("data") or manifest.get("stringData") or {})
+        env.update(named(manifests, "ConfigMap" if "configMapRef" in source else "Secret", ref["name"]))
     env.update({item["name"]: item["value"] for item in spec.get("env", [])})
+    for name, value in mounted_secrets(manifests, component).items():
+        env.setdefault(name, value)
+    env.pop("RELAY_SECRETS_DIR", None)
     return env
 
 
@@ -180,7 +202,6 @@ def test_rendered_environment_is_a_valid_relay_configuration() -> None:
         assert settings.redis_url == "rediss://:redis-password@redis.leasing.svc:6380/0"
         assert settings.mailbox_domains == {"acme-living.com", "reply.acme-living.com"}
         assert settings.knock_rate_limit == 20 and settings.require_durable_redis is True
-        assert settings.webhook_basic_auth == (("relay", "first-secret"), ("relay2", "second-secret"))
         # Staging: the sandbox is on, so Knock is the in-cluster sandbox with its key.
         sandbox_service = one(manifests, "Service", "sandbox")
         assert settings.knock_base_url == f"http://{sandbox_service['metadata']['name']}:8081"
@@ -192,17 +213,58 @@ def test_rendered_environment_is_a_valid_relay_configuration() -> None:
         settings = load_settings(environment(production, component))
         assert settings.knock_base_url == "https://stage-syndication.knockrentals.com"
         assert settings.knock_api_key == "knock-api-key"
-        assert settings.api_token == "relay-api-token" and settings.mailgun_api_key == "mailgun-api-key"
-        assert settings.mailgun_webhook_signing_key == "mailgun-signing-key"
+    # Each tier holds only the credentials it uses: the web the webhooks' and the API's, the worker
+    # the providers' API keys.
+    web, worker = (load_settings(environment(production, tier)) for tier in ("web", "worker"))
+    assert web.webhook_basic_auth == (("relay", "first-secret"), ("relay2", "second-secret"))
+    assert web.api_token == "relay-api-token" and web.mailgun_webhook_signing_key == "mailgun-signing-key"
+    assert web.mailgun_api_key is None
+    assert worker.mailgun_api_key == "mailgun-api-key"
+    assert worker.api_token is None and worker.webhook_basic_auth == () and worker.mailgun_webhook_signing_key is None
+
+
+def test_credentials_are_files_not_environment_variables() -> None:
+    manifests = render(ci_values("all-on-values.yaml"))
+    for tier in ("web", "worker"):
+        deployment = one(manifests, "Deployment", tier)
+        spec = container(deployment)
+        assert all("secretRef" not in source for source in spec["envFrom"])
+        assert all("valueFrom" not in item for item in spec["env"])
+        assert mounted_secrets(manifests, tier)["REDIS_URL"].startswith("rediss://")
+    # Without the split, the one Secret is environment again (for images that predate RELAY_SECRETS_DIR).
+    flat = render({**ci_values("all-on-values.yaml"), "secrets": {**ci_values("all-on-values.yaml")["secrets"],
+                                                                   "mountAsFiles": False}})  # fmt: skip
+    assert any("secretRef" in source for source in container(one(flat, "Deployment", "web"))["envFrom"])
+
+
+def test_sentinel_and_replica_values_reach_both_tiers() -> None:
+    values = ci_values("all-on-values.yaml")
+    values["config"] |= {"redisSentinels": "s1.redis:26379,s2.redis:26379,s3.redis", "redisSentinelMaster": "relay",
+                         "redisSentinelTls": True, "redisMinReplicas": 1, "redisReplicaTimeoutMs": 800}  # fmt: skip
+    values["secrets"]["redisSentinelPassword"] = "sentinel-password"
+    manifests = render(values)
+    for component in ("web", "worker"):
+        settings = load_settings(environment(manifests, component))
+        assert settings.redis_sentinels == (("s1.redis", 26379), ("s2.redis", 26379), ("s3.redis", 26379))
+        assert (settings.redis_sentinel_master, settings.redis_sentinel_tls) == ("relay", True)
+        assert settings.redis_sentinel_password == "sentinel-password"
+        assert (settings.redis_min_replicas, settings.redis_replica_timeout_ms) == (1, 800)
+    values["config"]["redisSentinelMaster"] = ""
+    with pytest.raises(Exception, match="redisSentinelMaster is required"):
+        render(values)
 
 
 def test_existing_secret_replaces_the_charts_secret() -> None:
     manifests = render(ci_values("existing-secret-values.yaml"))
     assert not [m for m in manifests if m["kind"] == "Secret"]
     for component in ("web", "worker"):
-        sources = container(one(manifests, "Deployment", component))["envFrom"]
-        refs = [source.get("secretRef", {}).get("name") for source in sources]
-        assert "knock-relay-credentials" in refs
+        volumes = one(manifests, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
+        assert {"secretName": "knock-relay-credentials", "defaultMode": 0o440} in [v.get("secret") for v in volumes]
+    # The worker may have a Secret of its own, holding only its keys.
+    secrets = {"existingSecret": "knock-relay-credentials", "existingWorkerSecret": "worker-keys"}
+    split = render({**ci_values("existing-secret-values.yaml"), "secrets": secrets})
+    worker_volumes = one(split, "Deployment", "worker")["spec"]["template"]["spec"]["volumes"]
+    assert "worker-keys" in [v.get("secret", {}).get("secretName") for v in worker_volumes]
 
 
 def test_ingress_buffers_whole_bodies_up_to_the_relay_limit() -> None:
@@ -318,10 +380,29 @@ def test_alert_rules_use_metrics_the_relay_exports() -> None:
 
     exported = {family.name for family in REGISTRY.collect()}  # counters and histograms, without _total
     exported |= {family.name for family in RedisGauges(redis.Redis.from_url(REDIS_URL), "relay-queue:x").collect()}
-    rule = one(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    runbook = "https://wiki.example.com/relay/README"
+    rule = one(render({"metrics": {"prometheusRule": {"enabled": True, "runbookUrl": runbook}}}), "PrometheusRule")
     rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
     assert {r["alert"] for r in rules} >= {"KnockRelayDeadDeliveriesGrowing", "KnockRelayKnockErrorRatioHigh",
-                                           "KnockRelayQueueOld"}  # fmt: skip
+                                           "KnockRelayQueueOld", "KnockRelayWebhooksFailing",
+                                           "KnockRelayWebhooksFailingForSES", "KnockRelayWebPodsUnready",
+                                           "KnockRelayKnockDown"}  # fmt: skip
     for r in rules:
         for name in re.findall(r"\b(relay_[a-z_]+)", r["expr"]):
             assert name.removesuffix("_total") in exported or name in exported, name
+        # Two releases in two namespaces alert apart: every aggregation keeps the namespace.
+        aggregations = re.findall(r"\b(sum|max|min|avg|count)\s*(by\s*\([^)]*\))?\s*\(", r["expr"])
+        assert aggregations and all("namespace" in by for _, by in aggregations), r["alert"]
+        assert r["annotations"]["runbook_url"] == f"{runbook}#{r['alert'].lower()}"
+    # SNS gives up after about a minute (3 tries, 20 s apart): its alert must fire within it.
+    (ses,) = [r for r in rules if r["alert"] == "KnockRelayWebhooksFailingForSES"]
+    assert "[1m]" in ses["expr"] and "for" not in ses
+    with pytest.raises(Exception, match="runbookUrl is required"):
+        render({"metrics": {"prometheusRule": {"enabled": True}}})
+
+
+def test_runbook_has_a_section_for_every_alert() -> None:
+    rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    readme = (CHART.parent.parent / "README.md").read_text()
+    for r in rules["groups"][0]["rules"]:
+        assert f'<a id="{r["alert"].lower()}"></a>' in readme, r["alert"]

@@ -88,7 +88,11 @@ Create the name of the service account to use
 The relay image.
 */}}
 {{- define "knock-relay.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -96,6 +100,55 @@ The Secret holding the credentials: the existing one, or the chart's.
 */}}
 {{- define "knock-relay.secretName" -}}
 {{- default (include "knock-relay.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/*
+The Secret one tier reads (list . "web"|"worker"): with secrets.mountAsFiles and the chart's own
+Secrets, each tier has a Secret holding only the keys it uses.
+*/}}
+{{- define "knock-relay.tierSecretName" -}}
+{{- $root := index . 0 }}{{- $tier := index . 1 }}
+{{- if and (eq $tier "worker") $root.Values.secrets.existingWorkerSecret }}
+{{- $root.Values.secrets.existingWorkerSecret }}
+{{- else if $root.Values.secrets.existingSecret }}
+{{- $root.Values.secrets.existingSecret }}
+{{- else if $root.Values.secrets.mountAsFiles }}
+{{- include "knock-relay.componentName" (list $root $tier) }}
+{{- else }}
+{{- include "knock-relay.fullname" $root }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where a tier's Secret is mounted when secrets.mountAsFiles is on (RELAY_SECRETS_DIR).
+*/}}
+{{- define "knock-relay.secretsDir" -}}/var/run/secrets/knock-relay{{- end }}
+
+{{/*
+The pod-level settings both tiers share: priority class and spreading over nodes and zones
+(list . "web"|"worker").
+*/}}
+{{- define "knock-relay.podPlacement" -}}
+{{- $root := index . 0 }}{{- $tier := index . 1 }}{{- $values := index $root.Values $tier }}
+{{- with $root.Values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- if or $root.Values.topologySpread.enabled $values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- if $root.Values.topologySpread.enabled }}
+  {{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "knock-relay.componentSelectorLabels" (list $root $tier) | nindent 8 }}
+  {{- end }}
+  {{- end }}
+  {{- with $values.topologySpreadConstraints }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -109,10 +162,41 @@ The in-cluster URL of the Knock sandbox.
 What every relay container shares: settings and credentials as environment, a writable /tmp.
 */}}
 {{- define "knock-relay.envFrom" -}}
+{{- $root := index . 0 }}{{- $tier := index . 1 }}
 - configMapRef:
-    name: {{ include "knock-relay.fullname" . }}
+    name: {{ include "knock-relay.fullname" $root }}
+{{- if not $root.Values.secrets.mountAsFiles }}
 - secretRef:
-    name: {{ include "knock-relay.secretName" . }}
+    name: {{ include "knock-relay.tierSecretName" (list $root $tier) }}
+{{- end }}
+{{- end }}
+
+{{/*
+With secrets.mountAsFiles: the tier's Secret as files (one per key) and RELAY_SECRETS_DIR naming them.
+*/}}
+{{- define "knock-relay.secretEnv" -}}
+{{- if .Values.secrets.mountAsFiles }}
+- name: RELAY_SECRETS_DIR
+  value: {{ include "knock-relay.secretsDir" . | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "knock-relay.secretMount" -}}
+{{- if .Values.secrets.mountAsFiles }}
+- name: secrets
+  mountPath: {{ include "knock-relay.secretsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "knock-relay.secretVolume" -}}
+{{- $root := index . 0 }}{{- $tier := index . 1 }}
+{{- if $root.Values.secrets.mountAsFiles }}
+- name: secrets
+  secret:
+    secretName: {{ include "knock-relay.tierSecretName" (list $root $tier) }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{- define "knock-relay.tmpVolume" -}}
