@@ -16,6 +16,7 @@ from relay import __version__
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.logs import configure_logging
+from relay.redis_connection import read_topology
 from relay.services import Services
 from relay.store import DEAD, STATUSES, Search
 
@@ -314,6 +315,10 @@ def check() -> None:
         persistence = services.persistence.report()
         durable = "durable" if persistence.durable else "NOT durable: " + "; ".join(persistence.problems)
         report(services.persistence.acceptable(persistence), f"redis reachable, {durable}")
+        topology = read_topology(services.redis)
+        enough = sum(r["state"] == "online" for r in topology.replicas) >= settings.redis_min_replicas
+        wanted = f"; RELAY_REDIS_MIN_REPLICAS is {settings.redis_min_replicas}" if settings.redis_min_replicas else ""
+        report(enough, f"redis {topology.line()}{wanted}")
     except redis.RedisError as error:
         report(False, f"redis unreachable: {error}")
     try:

@@ -41,6 +41,11 @@ class ConfigError(Exception):
 class Settings:
     environment: str = DEVELOPMENT
     redis_url: str = "redis://localhost:6379/0"
+    #: Sentinel: (host, port) of each sentinel and the name of the primary they watch.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = None
+    redis_sentinel_tls: bool = False
     knock_base_url: str = DEV_KNOCK_BASE_URL
     knock_api_key: str = DEV_KNOCK_API_KEY
     knock_default_agent_username: str | None = None
@@ -60,6 +65,9 @@ class Settings:
     retry_max_age_seconds: float = 259200.0
     knock_timeout_seconds: float = 10.0
     knock_rate_limit: int = 0
+    #: The Knock circuit: calls failing in a row that open it, and seconds between probes while open.
+    knock_circuit_failures: int = 5
+    knock_probe_seconds: float = 30.0
     max_request_bytes: int = 31457280
     #: Replicas that must hold an email's records before its webhook is answered (Redis WAIT).
     redis_min_replicas: int = 0
@@ -121,8 +129,24 @@ class _Reader:
         self.problems: list[str] = []
 
     def text(self, name: str) -> str | None:
+        """The variable's value; when it is unset, the contents of the file `<name>_FILE` names, else
+        of the file `<name>` in the folder RELAY_SECRETS_DIR names (a mounted Secret), so that no
+        secret need be an environment variable."""
         value = self.env.get(name, "").strip()
-        return value or None
+        if value:
+            return value
+        path = self.env.get(f"{name}_FILE", "").strip()
+        folder = self.env.get("RELAY_SECRETS_DIR", "").strip()
+        if not path and folder and name != "RELAY_SECRETS_DIR" and os.path.isfile(os.path.join(folder, name)):
+            path = os.path.join(folder, name)
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as file:
+                return file.read(65536).strip() or None
+        except (OSError, UnicodeDecodeError) as error:
+            self.problems.append(f"{name}_FILE: cannot read {path!r} ({type(error).__name__})")
+            return None
 
     def number(
         self, name: str, default: float, *, minimum: float = 0, maximum: float | None = None, integer: bool = False
@@ -165,6 +189,25 @@ class _Reader:
         if parts.scheme not in schemes or not parts.netloc:
             self.problems.append(f"{name}: must be a {'/'.join(schemes)} URL, got {value!r}")
         return value
+
+
+def _sentinels(reader: _Reader) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS: `host:port,host:port,…` (port 26379 when left out)."""
+    sentinels = []
+    for item in reader.items("REDIS_SENTINELS"):
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, "26379"
+        host = host.strip("[]")  # [::1]:26379
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            reader.problems.append(f"REDIS_SENTINELS: each entry must be host:port, got {item!r}")
+            continue
+        sentinels.append((host, int(port)))
+    if sentinels and not reader.text("REDIS_SENTINEL_MASTER"):
+        reader.problems.append("REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS (the name the sentinels monitor)")
+    elif reader.text("REDIS_SENTINEL_MASTER") and not sentinels:
+        reader.problems.append("REDIS_SENTINELS: required with REDIS_SENTINEL_MASTER")
+    return tuple(sentinels)
 
 
 def _basic_auth_pairs(reader: _Reader) -> tuple[tuple[str, str], ...]:
@@ -307,6 +350,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
     settings = Settings(
         environment=environment,
         redis_url=redis_url,
+        redis_sentinels=_sentinels(read),
+        redis_sentinel_master=read.text("REDIS_SENTINEL_MASTER"),
+        redis_sentinel_password=read.text("REDIS_SENTINEL_PASSWORD"),
+        redis_sentinel_tls=read.flag("REDIS_SENTINEL_TLS", False),
         knock_base_url=knock_base_url,
         knock_api_key=knock_api_key,
         knock_default_agent_username=read.text("KNOCK_DEFAULT_AGENT_USERNAME"),
@@ -326,6 +373,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         retry_max_age_seconds=read.number("RELAY_RETRY_MAX_AGE_SECONDS", 259200.0, minimum=1),
         knock_timeout_seconds=read.number("RELAY_KNOCK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         knock_rate_limit=read.number("RELAY_KNOCK_RATE_LIMIT", 0, integer=True),
+        knock_circuit_failures=read.number("RELAY_KNOCK_CIRCUIT_FAILURES", 5, minimum=1, integer=True),
+        knock_probe_seconds=read.number("RELAY_KNOCK_PROBE_SECONDS", 30.0, minimum=0.1),
         max_request_bytes=read.number("RELAY_MAX_REQUEST_BYTES", 31457280, minimum=1024, integer=True),
         redis_min_replicas=read.number("RELAY_REDIS_MIN_REPLICAS", 0, integer=True),
         redis_replica_timeout_ms=read.number("RELAY_REDIS_REPLICA_TIMEOUT_MS", 500, minimum=1, integer=True),

@@ -114,6 +114,8 @@ class NotReplicated(RetryLater):
     (the provider's retry finds it stored and is answered as a duplicate)."""
 
     default_message = "stored, but not yet on enough Redis replicas: retry later"
+    #: What the write answered on the primary.
+    reply: Any = None
 
 
 class ProviderUnavailable(RetryLater):

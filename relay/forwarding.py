@@ -12,11 +12,21 @@ from typing import Any, TypeVar
 
 import redis
 
+from relay.circuit import KnockCircuit
 from relay.directory import Directory
-from relay.errors import MalformedPayload, ProviderUnavailable
+from relay.errors import MalformedPayload, NotReplicated, ProviderUnavailable
 from relay.knock.client import KnockClient, KnockRejected, KnockTransientError
 from relay.knock.schema import validate_log_email
-from relay.metrics import DELIVERIES, DELIVERY_LATENCY, KNOCK_RESPONSES, POSSIBLE_DUPLICATES, status_class
+from relay.metrics import (
+    DELIVERIES,
+    DELIVERY_LATENCY,
+    KNOCK_CIRCUIT_OPENED,
+    KNOCK_LOOKUPS,
+    KNOCK_RESPONSES,
+    OUTCOME_REPLICATION_WAITS,
+    POSSIBLE_DUPLICATES,
+    status_class,
+)
 from relay.outbound import deadline
 from relay.providers.fetch import FETCH_DEADLINE_SECONDS
 from relay.store import (
@@ -111,6 +121,7 @@ class Forwarder:
         redis_wait: Callable[[int], None] | None = None,
         complete_fetch: Callable[[Delivery, dict[str, Any]], list[str]] | None = None,
         fetch_step_seconds: float = FETCH_STEP_SECONDS,
+        circuit: KnockCircuit | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -122,18 +133,22 @@ class Forwarder:
         self.redis_wait = redis_wait or wait_for_redis
         self.complete_fetch = complete_fetch
         self.fetch_step_seconds = fetch_step_seconds
+        self.circuit = circuit
 
     def forward(self, delivery_id: str) -> str | None:
         """Try once; the resulting status (RETRYING when a retry was scheduled)."""
         lock = HeldLock(self.store.lock_key(delivery_id), uuid.uuid4().hex)
         # Two messages for one delivery (a re-enqueue after a lost acknowledgement) must not both send.
-        held_for, delivery, payload = self.store.lock_and_read(delivery_id, lock.token, int(self.lock_seconds * 1000))
+        probe_ms = self.circuit.probe_ms if self.circuit else 30_000
+        held_for, delivery, payload, knock = self.store.lock_and_read(
+            delivery_id, lock.token, int(self.lock_seconds * 1000), probe_ms
+        )
         if held_for is not None:
             # Held by a worker sending it now, or by one that died while sending: try when it lapses.
             self.store.schedule(delivery_id, now_ms() + held_for + 500)
             return None
         try:
-            return self._forward_locked(delivery, payload, lock)
+            return self._forward_locked(delivery, payload, lock, knock)
         finally:
             if not lock.released:
                 try:
@@ -141,29 +156,33 @@ class Forwarder:
                 except redis.RedisError:
                     pass  # the lock lapses by itself
 
-    def _forward_locked(self, delivery: Delivery | None, payload: dict[str, Any] | None, lock: HeldLock) -> str | None:
+    def _forward_locked(
+        self, delivery: Delivery | None, payload: dict[str, Any] | None, lock: HeldLock, knock: str = "send"
+    ) -> str | None:
+        """`knock` is what the Knock circuit allows (see Locked)."""
         if delivery is None or delivery.status not in PENDING:
             return delivery.status if delivery else None
         if payload is not None and FETCH in payload:
             return self._fetch(delivery, payload[FETCH])
         if payload is None or not delivery.prospectId:
             return self._give_up(delivery, "nothing to send: payload or prospect missing")
-        if delivery.inFlight is not None and not delivery.possibleDuplicate:
-            # The attempt before this one was sent (or about to be) and its outcome never recorded.
-            self.store.mark_possible_duplicate(delivery.id)
-            POSSIBLE_DUPLICATES.inc()
-            log.warning(
-                "possible duplicate: an earlier attempt may have reached Knock",
-                extra={"delivery_id": delivery.id, "attempt": delivery.inFlight},
-            )
 
+        if self.circuit is not None and knock.isdigit():  # Knock is down: no call until a probe succeeds
+            self.store.schedule(delivery.id, self.circuit.wait_until(int(knock)))
+            return None
+        if delivery.inFlight is not None:
+            # The attempt before this one was sent (or about to be) and its outcome never recorded:
+            # Knock may hold the email already.
+            if self._found_in_knock(delivery, payload, lock):
+                return DELIVERED
         if "agent" not in payload:
             try:
                 agent, found_by = self._resolve_agent(delivery.prospectId)
             except KnockTransientError as exc:
+                self._knock_failed(exc)
                 return self._retry_later(delivery, f"agent lookup: {exc.message}", exc.retry_after)
             if agent is None:
-                self.store.transition(delivery.id, UNMATCHED, allowed_from=PENDING, reason="no agent")
+                self._transition(delivery.id, UNMATCHED, allowed_from=PENDING, reason="no agent")
                 log.info("delivery unmatched: no agent", extra={"delivery_id": delivery.id})
                 DELIVERIES.labels(UNMATCHED).inc()
                 return UNMATCHED
@@ -181,6 +200,7 @@ class Forwarder:
         try:
             communication_id = self.knock.log_email(delivery.prospectId, payload)
         except KnockTransientError as exc:
+            self._knock_failed(exc)
             call = self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             error, retry_after = exc.message, exc.retry_after
             return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt, call))
@@ -189,8 +209,10 @@ class Forwarder:
             rejection = exc.message
             return self._record(lambda: self._give_up(delivery, rejection, call))
         call = self._log_attempt(delivery, attempt, 200, started, communication_id or None)
+        if knock != "send":  # a success after failures resets them, a probe's closes the circuit
+            self._knock_answered()
         self._record(
-            lambda: self.store.transition(
+            lambda: self._transition(
                 delivery.id,
                 DELIVERED,
                 allowed_from=PENDING,
@@ -222,7 +244,7 @@ class Forwarder:
             return self._retry_later(delivery, exc.message, None, delivery.attempts + 1)
         except MalformedPayload as exc:
             return self._give_up(delivery, exc.message)
-        self.store.transition(
+        self._transition(
             delivery.id, FETCHED, allowed_from=PENDING, drop_payload=True, lastError=None,
             reason="logged as " + (", ".join(created) or "nothing"),
         )  # fmt: skip
@@ -243,6 +265,94 @@ class Forwarder:
                     extra={"error": type(exc).__name__, "failures": failures},
                 )
                 self.redis_wait(failures)
+
+    def _transition(self, delivery_id: str, status: str, **changes: Any) -> None:
+        """`store.transition`; when RELAY_REDIS_MIN_REPLICAS replicas did not confirm it in time, the
+        change stands on the primary and this waits until they do (a failover meanwhile could lose
+        it): the delivery is not done with until its outcome would survive one."""
+        try:
+            self.store.transition(delivery_id, status, **changes)
+        except NotReplicated as unconfirmed:
+            self._await_replicas(delivery_id, unconfirmed.message)
+
+    def _await_replicas(self, delivery_id: str, reason: str) -> None:
+        failures = 0
+        while True:
+            failures += 1
+            OUTCOME_REPLICATION_WAITS.inc()
+            log.warning(
+                "outcome not yet on enough Redis replicas; waiting",
+                extra={"delivery_id": delivery_id, "error": reason, "failures": failures},
+            )
+            self.redis_wait(failures)
+            try:
+                self.store.replication_barrier(self.store.outcome_replicas)
+                return
+            except NotReplicated as unconfirmed:
+                reason = unconfirmed.message
+            except redis.RedisError as exc:
+                reason = type(exc).__name__
+
+    def _found_in_knock(self, delivery: Delivery, payload: dict[str, Any], lock: HeldLock) -> bool:
+        """Look for the email among the prospect's events in Knock; when it is there, record the
+        delivery delivered (nothing is sent again). When the list cannot be read, the email is
+        sent again and flagged possibleDuplicate."""
+        assert delivery.prospectId
+        try:
+            communication_id = self.knock.find_logged_email(delivery.prospectId, payload)
+        except (KnockTransientError, KnockRejected) as exc:
+            KNOCK_LOOKUPS.labels("unreadable").inc()
+            if not delivery.possibleDuplicate:
+                self.store.mark_possible_duplicate(delivery.id)
+                POSSIBLE_DUPLICATES.inc()
+            log.warning(
+                "possible duplicate: an earlier attempt may have reached Knock and its events could not be read",
+                extra={"delivery_id": delivery.id, "attempt": delivery.inFlight, "error": exc.message},
+            )
+            return False
+        if communication_id is None:
+            KNOCK_LOOKUPS.labels("absent").inc()
+            log.info("the earlier attempt did not reach Knock: sending", extra={"delivery_id": delivery.id})
+            return False
+        KNOCK_LOOKUPS.labels("found").inc()
+        self._transition(
+            delivery.id,
+            DELIVERED,
+            allowed_from=PENDING,
+            drop_payload=True,
+            release_lock=(lock.key, lock.token),
+            communicationId=communication_id,
+            deliveredAt=now_ms(),
+            lastError=None,
+            inFlight=None,
+            reason="found among the prospect's events in Knock: the earlier attempt had logged it",
+        )
+        lock.released = True
+        DELIVERIES.labels(DELIVERED).inc()
+        log.info("already in Knock: recorded delivered, not sent again", extra={"delivery_id": delivery.id})
+        return True
+
+    def _knock_failed(self, error: KnockTransientError) -> None:
+        """An outage's failure (5xx, timeout, no connection; 429 is pacing) counts toward the circuit."""
+        if self.circuit is None or (error.status is not None and error.status < 500):
+            return
+        try:
+            if self.circuit.failed():
+                KNOCK_CIRCUIT_OPENED.inc()
+                log.warning(
+                    "Knock circuit opened: sending stops until a probe succeeds", extra={"error": error.message}
+                )
+        except redis.RedisError:
+            pass  # the delivery's own retry is what matters; the count resumes with Redis
+
+    def _knock_answered(self) -> None:
+        if self.circuit is None:
+            return
+        try:
+            if self.circuit.succeeded():
+                log.info("Knock circuit closed: a probe succeeded, waiting deliveries drain")
+        except redis.RedisError:
+            pass
 
     def _log_attempt(
         self, delivery: Delivery, attempt: int, status: int | None, started: float, answer: str | None
@@ -266,7 +376,7 @@ class Forwarder:
         return self.default_agent, "KNOCK_DEFAULT_AGENT_USERNAME"
 
     def _give_up(self, delivery: Delivery, error: str, call: dict[str, Any] | None = None) -> str:
-        self.store.transition(delivery.id, DEAD, allowed_from=PENDING, attempt=call, lastError=error, inFlight=None)
+        self._transition(delivery.id, DEAD, allowed_from=PENDING, attempt=call, lastError=error, inFlight=None)
         DELIVERIES.labels(DEAD).inc()
         log.warning("delivery dead", extra={"delivery_id": delivery.id})
         return DEAD
@@ -282,14 +392,17 @@ class Forwarder:
         """Schedule the next try, or mark the delivery dead once it is older than the maximum age.
         `call` is the Knock call that led here, for the delivery's timeline."""
         attempts = attempts if attempts is not None else delivery.attempts
-        remaining = self.policy.remaining(delivery.retryFrom or delivery.receivedAt)
+        started_ms = delivery.retryFrom or delivery.receivedAt
+        remaining = self.policy.remaining(started_ms)
+        if remaining <= 0 and self.circuit is not None:
+            remaining += self.circuit.open_seconds_since(started_ms)  # Knock's outages do not count
         if remaining <= 0:
             return self._give_up(delivery, error, call)
         delay = min(self.policy.delay_for(max(1, attempts), retry_after), remaining)
         # Never sooner than Retry-After, even when the maximum age comes first: then it goes dead later.
         if retry_after is not None:
             delay = max(delay, retry_after)
-        self.store.transition(
+        self._transition(
             delivery.id,
             RETRYING,
             allowed_from=PENDING,

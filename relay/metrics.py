@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from relay.circuit import STATE_KEY as CIRCUIT_KEY
 from relay.store import DEAD, POSSIBLE_DUPLICATES_KEY, PREFIX, QUEUED, RETRYING, UNMATCHED
 
 WEBHOOKS = Counter("relay_webhooks_total", "Webhook calls by provider and outcome.", ["provider", "outcome"])
@@ -28,6 +29,19 @@ KNOCK_RESPONSES = Counter(
 REPLICATION_TIMEOUTS = Counter(
     "relay_replication_timeouts_total",
     "Webhooks answered 503 because their records were not on RELAY_REDIS_MIN_REPLICAS replicas in time.",
+)
+OUTCOME_REPLICATION_WAITS = Counter(
+    "relay_outcome_replication_waits_total",
+    "Times the worker waited for a delivery's recorded outcome to reach RELAY_REDIS_MIN_REPLICAS replicas.",
+)
+KNOCK_CIRCUIT_OPENED = Counter(
+    "relay_knock_circuit_opened_total", "Times Knock failed every call and the workers stopped sending."
+)
+KNOCK_LOOKUPS = Counter(
+    "relay_knock_lookups_total",
+    "Looks in Knock's events for an email an interrupted attempt may have logged, by outcome "
+    "(found: recorded delivered; absent: sent; unreadable: sent and flagged possibleDuplicate).",
+    ["outcome"],
 )
 POSSIBLE_DUPLICATES = Counter(
     "relay_possible_duplicates_total", "Deliveries sent again after an attempt whose outcome was never recorded."
@@ -54,6 +68,8 @@ class Backlog:
     dead: int
     unmatched: int
     possible_duplicates: int
+    #: Since when (ms) the Knock circuit has been open, None when it is closed.
+    knock_circuit_opened_at: int | None = None
 
 
 def read_backlog(client: redis.Redis, queue_key: str) -> Backlog:
@@ -64,9 +80,11 @@ def read_backlog(client: redis.Redis, queue_key: str) -> Backlog:
     for status in (RETRYING, DEAD, UNMATCHED):
         pipe.zcard(f"{PREFIX}idx:status:{status}")
     pipe.zcard(POSSIBLE_DUPLICATES_KEY)
-    depth, oldest, retrying, dead, unmatched, doubles = pipe.execute()
+    pipe.hmget(CIRCUIT_KEY, "state", "openedAt")
+    depth, oldest, retrying, dead, unmatched, doubles, (circuit, opened_at) = pipe.execute()
     age = max(0.0, time.time() - oldest[0][1] / 1000) if oldest else 0.0
-    return Backlog(int(depth), age, int(retrying), int(dead), int(unmatched), int(doubles))
+    opened = int(opened_at) if circuit in ("open", b"open") and opened_at else None
+    return Backlog(int(depth), age, int(retrying), int(dead), int(unmatched), int(doubles), opened)
 
 
 class RedisGauges(Collector):
@@ -91,6 +109,11 @@ class RedisGauges(Collector):
         yield GaugeMetricFamily("relay_deliveries_dead", "Dead deliveries (kept for replay).", value=backlog.dead)
         yield GaugeMetricFamily(
             "relay_deliveries_unmatched", "Deliveries waiting for a prospect.", value=backlog.unmatched
+        )
+        yield GaugeMetricFamily(
+            "relay_knock_circuit_open",
+            "1 while Knock fails every call and the workers only probe it, else 0.",
+            value=int(backlog.knock_circuit_opened_at is not None),
         )
         yield GaugeMetricFamily(
             "relay_deliveries_possible_duplicate",

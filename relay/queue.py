@@ -7,12 +7,12 @@ import socket
 import time
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.middleware import Retries
 
 from relay.config import Settings
 from relay.forwarding import Forwarder, forward_once
+from relay.redis_connection import connect
 from relay.store import QueueWrite
 
 QUEUE_NAME = "deliveries"
@@ -51,8 +51,8 @@ def build_broker(settings: Settings, *, patient: bool = False) -> RedisBroker:
     reply given up on can leave a fetched message stranded with the worker (the retry scheduler's
     sweep queues such messages again)."""
     if patient:
-        client = redis.Redis.from_url(
-            settings.redis_url,
+        client = connect(
+            settings,
             socket_timeout=PATIENT_READ_TIMEOUT_SECONDS,  # None would mean redis-py's default of 5 s
             socket_connect_timeout=5,
             socket_keepalive=True,
@@ -60,7 +60,7 @@ def build_broker(settings: Settings, *, patient: bool = False) -> RedisBroker:
         )
     else:
         # Dramatiq decodes message bytes itself, so neither client decodes responses.
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+        client = connect(settings, socket_connect_timeout=2, socket_timeout=10)
     broker = RedisBroker(
         client=client,
         namespace=NAMESPACE,

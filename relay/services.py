@@ -12,6 +12,7 @@ from relay.directory import Directory
 from relay.knock.client import KnockClient
 from relay.persistence import PersistenceCheck
 from relay.queue import DeliveryQueue, build_broker
+from relay.redis_connection import connect
 from relay.routing import RoutingRules
 from relay.store import DeliveryStore
 
@@ -25,8 +26,8 @@ class Services:
     @cached_property
     def redis(self) -> redis.Redis:
         # Short timeouts: a webhook should answer 503 quickly when Redis is away.
-        return redis.Redis.from_url(
-            self.settings.redis_url,
+        return connect(
+            self.settings,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
@@ -50,6 +51,8 @@ class Services:
             sent_body_ttl=self.settings.sent_body_ttl_seconds,
             min_replicas=self.settings.redis_min_replicas,
             replica_timeout_ms=self.settings.redis_replica_timeout_ms,
+            # The worker (patient) records outcomes only once they would survive a failover.
+            outcome_replicas=self.settings.redis_min_replicas if self.patient else 0,
         )
 
     @cached_property

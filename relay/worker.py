@@ -17,6 +17,7 @@ from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from relay.circuit import KnockCircuit
 from relay.config import ConfigError
 from relay.forwarding import FETCH_STEP_SECONDS, Forwarder, RetryPolicy, delivery_lock_seconds
 from relay.intake import complete_fetch
@@ -61,6 +62,12 @@ def build_forwarder(services: Services) -> Forwarder:
         lock_seconds=delivery_lock_seconds(s.knock_timeout_seconds, FETCH_STEP_SECONDS),
         fetch_step_seconds=FETCH_STEP_SECONDS,
         complete_fetch=lambda delivery, fetch: complete_fetch(services, delivery, fetch),
+        circuit=KnockCircuit(
+            services.redis,
+            threshold=s.knock_circuit_failures,
+            probe_seconds=s.knock_probe_seconds,
+            keep_seconds=s.record_ttl_seconds,
+        ),
     )
 
 

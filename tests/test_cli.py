@@ -192,10 +192,21 @@ def test_check_reports_configuration_redis_and_knock(sandbox: Sandbox, own_redis
     durable = own_redis("--appendonly", "yes", "--maxmemory-policy", "noeviction")
     good = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL=durable))
     assert good.exit_code == 0, good.output
-    assert [line.split()[0] for line in good.output.splitlines()] == ["ok", "ok", "ok"]
+    assert [line.split()[0] for line in good.output.splitlines()] == ["ok", "ok", "ok", "ok"]
     assert "key accepted" in good.output and "durable" in good.output
+    port = durable.rsplit(":", 1)[1].split("/")[0]
+    assert f"ok   redis primary 127.0.0.1:{port} (direct), 0 replica(s) online" in good.output
     wrong_key = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL=durable, KNOCK_API_KEY="no"))
-    assert wrong_key.exit_code == 1 and wrong_key.output.splitlines()[2].startswith("FAIL knock")
+    assert wrong_key.exit_code == 1 and wrong_key.output.splitlines()[3].startswith("FAIL knock")
+    # A replica minimum no replica meets is a failure: every webhook would answer 503.
+    alone = CliRunner().invoke(
+        cli, ["check"], env=relay_env(sandbox.url, REDIS_URL=durable, RELAY_REDIS_MIN_REPLICAS="1")
+    )
+    assert (
+        alone.exit_code == 1
+        and "FAIL redis primary" in alone.output
+        and "RELAY_REDIS_MIN_REPLICAS is 1" in alone.output
+    )
     down = CliRunner().invoke(cli, ["check"], env=relay_env(sandbox.url, REDIS_URL="redis://127.0.0.1:1/0"))
     assert down.exit_code == 1 and "FAIL redis unreachable" in down.output
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,55 @@ def test_trusted_proxies_is_a_small_count() -> None:
     assert load_settings({**PRODUCTION_BASE, "RELAY_TRUSTED_PROXIES": "1"}).trusted_proxies == 1
     with pytest.raises(ConfigError, match="RELAY_TRUSTED_PROXIES"):
         load_settings({**PRODUCTION_BASE, "RELAY_TRUSTED_PROXIES": "-1"})
+
+
+KNOCK = {"KNOCK_BASE_URL": "https://stage-syndication.knockrentals.com", "KNOCK_API_KEY": "k"}
+
+
+def test_sentinels_are_read_as_addresses_with_the_primarys_name() -> None:
+    s = load_settings({**KNOCK, "REDIS_SENTINELS": "s1.internal:26379, s2.internal,[::1]:26380",
+                       "REDIS_SENTINEL_MASTER": "relay", "REDIS_SENTINEL_PASSWORD": "pw",
+                       "REDIS_SENTINEL_TLS": "true"})  # fmt: skip
+    assert s.redis_sentinels == (("s1.internal", 26379), ("s2.internal", 26379), ("::1", 26380))
+    assert (s.redis_sentinel_master, s.redis_sentinel_password, s.redis_sentinel_tls) == ("relay", "pw", True)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS"),
+        ({"REDIS_SENTINEL_MASTER": "relay"}, "REDIS_SENTINELS: required with REDIS_SENTINEL_MASTER"),
+        ({"REDIS_SENTINELS": "s1:port", "REDIS_SENTINEL_MASTER": "r"}, "REDIS_SENTINELS: each entry must be host:port"),
+        (
+            {"REDIS_SENTINELS": "s1:70000", "REDIS_SENTINEL_MASTER": "r"},
+            "REDIS_SENTINELS: each entry must be host:port",
+        ),
+    ],
+)
+def test_a_sentinel_setting_without_its_partner_or_with_a_bad_address_is_refused(
+    env: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**KNOCK, **env})
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_a_secret_may_come_from_the_file_its_FILE_variable_names(tmp_path: Any) -> None:
+    (tmp_path / "key").write_text("from-a-file\n")
+    s = load_settings({**KNOCK, "KNOCK_API_KEY": "", "KNOCK_API_KEY_FILE": str(tmp_path / "key"),
+                       "REDIS_URL_FILE": str(tmp_path / "key")} | {"REDIS_URL": "redis://r:6379/0"})  # fmt: skip
+    assert s.knock_api_key == "from-a-file"
+    assert s.redis_url == "redis://r:6379/0"  # the variable itself wins over its _FILE
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**KNOCK, "RELAY_API_TOKEN_FILE": str(tmp_path / "missing")})
+    assert caught.value.problems == [
+        f"RELAY_API_TOKEN_FILE: cannot read {str(tmp_path / 'missing')!r} (FileNotFoundError)"
+    ]
+
+
+def test_secrets_may_come_from_a_mounted_folder_one_file_per_setting(tmp_path: Any) -> None:
+    (tmp_path / "KNOCK_API_KEY").write_text("mounted-key")
+    (tmp_path / "RELAY_API_TOKEN").write_text("mounted-token\n")
+    s = load_settings({**KNOCK, "KNOCK_API_KEY": "", "RELAY_SECRETS_DIR": str(tmp_path)})
+    assert (s.knock_api_key, s.api_token) == ("mounted-key", "mounted-token")
+    assert s.mailgun_api_key is None  # no file, no value: as if unset

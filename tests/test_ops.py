@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from relay.app import create_app
 from relay.logs import JsonFormatter
@@ -16,7 +17,13 @@ def test_healthz_needs_no_dependency(make_settings: Any) -> None:
 
 
 def test_readyz_follows_redis(client: Any, make_settings: Any) -> None:
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    # It names where the data lives: the primary it reached, and that primary's replicas.
+    assert ready.json["topology"]["mode"] == "direct"
+    port = urlsplit(client.application.extensions["relay"].settings.redis_url).port or 6379
+    assert ready.json["topology"]["primary"].endswith(f":{port}")
+    assert isinstance(ready.json["topology"]["replicas"], list)
     down = create_app(make_settings(REDIS_URL="redis://127.0.0.1:1/0")).test_client()
     response = down.get("/readyz")
     assert response.status_code == 503 and response.json["redis"] == "unreachable"

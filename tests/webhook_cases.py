@@ -81,6 +81,22 @@ class WebhookCases:
         response = down.post(self.path, **self.request())
         assert response.status_code == 503 and response.json["error"]
 
+    def test_redis_stopped_under_a_running_relay_is_503_for_every_post(
+        self, make_settings: Any, own_redis: Any
+    ) -> None:
+        """Redis stops while the relay holds connections to it: each post (readable or not) is
+        answered 503, which every provider retries, never a 4xx some providers drop at once."""
+        url = own_redis("--appendonly", "yes")
+        client = create_app(make_settings(REDIS_URL=url)).test_client()
+        assert client.post(self.path, **self.request()).status_code == 200
+        try:
+            redis.Redis.from_url(url).shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # it went down while answering, as SHUTDOWN does
+        for request in (self.request(), self.malformed_request()):
+            response = client.post(self.path, **request)
+            assert response.status_code == 503 and response.headers["Retry-After"], response.json
+
     def test_unreadable_post_while_redis_is_down_is_503(self, make_settings: Any) -> None:
         """It cannot be quarantined, so the provider is asked to retry rather than told to give up."""
         down = create_app(make_settings(REDIS_URL="redis://127.0.0.1:1/0")).test_client()

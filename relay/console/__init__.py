@@ -231,6 +231,7 @@ def overview() -> str:
         week=week,
         chart=hourly_chart(relay.store.received_per_hour(24)),
         backlog=read_backlog(relay.redis, QUEUE_KEY),
+        probe_seconds=f"{relay.settings.knock_probe_seconds:g}",
         knock=(ok, errors, errors / (ok + errors) if ok + errors else None),
         unmatched=unmatched,
         dead=dead,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -17,6 +18,8 @@ from relay.outbound import DeadlineAdapter, deadline
 
 #: Statuses worth another try later (SPEC §6); every other 4xx is final.
 TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+#: Pages of a prospect's events read, at most, to find an email an earlier attempt may have logged.
+EVENT_PAGES = 20
 
 
 class KnockError(Exception):
@@ -124,6 +127,34 @@ class KnockClient:
         """POST /prospect/{id}/email; Knock's communicationId."""
         result = self._call("POST", prospect_path(prospect_id, "email"), body)
         return result.get("communicationId") if isinstance(result, dict) else None
+
+    def find_logged_email(
+        self, prospect_id: str, body: dict[str, Any], *, max_pages: int = EVENT_PAGES, page_size: int = 200
+    ) -> str | None:
+        """Whether Knock already holds the email `body` would log (same type, subject and sentTime)
+        on the prospect's card: its communicationId ("" when Knock gave none), or None when it is not
+        there. Reads `GET /prospect/{id}/events` page by page, at most `max_pages` pages and twice
+        the request timeout in all; KnockTransientError when the list could not be read to its end."""
+        wanted = (body.get("type"), body.get("subject"), body.get("sentTime"))
+        cursor: str | None = "0"
+        started = time.monotonic()
+        for _ in range(max_pages):
+            if time.monotonic() - started > 2 * self.timeout:
+                break
+            query = urlencode({"cursor": cursor, "limit": page_size})
+            page = self._call("GET", f"{prospect_path(prospect_id, 'events')}?{query}")
+            events = page.get("events") if isinstance(page, dict) else None
+            if not isinstance(events, list):
+                raise KnockTransientError("Knock's event list has no events")
+            for event in events:
+                if not isinstance(event, dict):
+                    continue
+                if (event.get("type"), event.get("subject"), event.get("sentTime")) == wanted:
+                    return str(event.get("communicationId") or "")
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return None
+        raise KnockTransientError(f"Knock's event list is longer than {max_pages} pages or too slow to read")
 
     def get_prospect(self, prospect_id: str) -> dict[str, Any]:
         result = self._call("GET", prospect_path(prospect_id))

@@ -248,6 +248,9 @@ def create_sandbox(api_key: str = DEFAULT_API_KEY, id_field: str = "id") -> Flas
     def list_events(prospect_id: str) -> tuple[Response, int]:
         if not authorised():
             return _error(401, "invalid api key")
+        faulted = apply_fault("events", prospect_id, None)
+        if faulted:
+            return faulted
         prospect = state.prospects.get(prospect_id)
         if prospect is None:
             return _error(404, "prospect not found")

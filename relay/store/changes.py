@@ -157,7 +157,12 @@ class Changes(ScriptedStore):
             if name == "payload":
                 value = json.dumps(value)
             args += [name, "" if value is None else str(value)]
-        old = run_script_once(self.redis, self._transition, [self.record_key(delivery_id)], args)
+        # With outcome replicas, WAIT even when the change was refused: it follows a change this
+        # process made before (when an earlier WAIT timed out) and covers it too.
+        old = run_script_once(
+            self.redis, self._transition, [self.record_key(delivery_id)], args,
+            replicas=self.outcome_replicas, replica_timeout_ms=self.replica_timeout_ms,
+        )  # fmt: skip
         return None if old is None else str(old)
 
     def update_fields(self, delivery_id: str, **changes: Any) -> None:

@@ -3,10 +3,21 @@ and retries are leased to whoever queues them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from relay.store.records import DUE_KEY, PENDING, PREFIX, Delivery, now_ms, with_payload
+from relay.store.records import DUE_KEY, KNOCK_CIRCUIT_KEY, PENDING, PREFIX, Delivery, now_ms, with_payload
 from relay.store.scripts import ScriptedStore, run_script_once
+
+
+class Locked(NamedTuple):
+    """A delivery taken by a worker: milliseconds left on another's lock (and nothing else), or
+    the record, its Knock body, and what the Knock circuit allows: "send", "recovering" (sending,
+    failures counted), "probe", or the time (ms) of the next probe to wait for."""
+
+    held_for: int | None
+    delivery: Delivery | None
+    payload: dict[str, Any] | None
+    knock: str = "send"
 
 
 class Claims(ScriptedStore):
@@ -23,16 +34,15 @@ class Claims(ScriptedStore):
             return None
         return holder_id
 
-    def lock_and_read(
-        self, delivery_id: str, token: str, lock_ms: int
-    ) -> tuple[int | None, Delivery | None, dict[str, Any] | None]:
-        """Take the lock on a delivery with `token` and read it with its Knock body, in one step:
-        (None, record, body); or (milliseconds left, None, None) when another holds the lock."""
-        keys = [self.lock_key(delivery_id), self.record_key(delivery_id)]
-        reply = run_script_once(self.redis, self._lock_and_read, keys, [token, lock_ms])
+    def lock_and_read(self, delivery_id: str, token: str, lock_ms: int, probe_ms: int = 30_000) -> Locked:
+        """Take the lock on a delivery with `token` and read it with its Knock body and what the
+        Knock circuit allows (taking the probe when one is due; the next `probe_ms` later), in one step."""
+        keys = [self.lock_key(delivery_id), self.record_key(delivery_id), KNOCK_CIRCUIT_KEY]
+        reply = run_script_once(self.redis, self._lock_and_read, keys, [token, lock_ms, now_ms(), probe_ms])
         if reply[0] == "locked":
-            return max(int(reply[1]), 0), None, None
-        return None, *with_payload(dict(zip(reply[1::2], reply[2::2], strict=True)))
+            return Locked(max(int(reply[1]), 0), None, None)
+        delivery, payload = with_payload(dict(zip(reply[2::2], reply[3::2], strict=True)))
+        return Locked(None, delivery, payload, str(reply[1]))
 
     def release_lock(self, key: str, token: str) -> None:
         """Delete a lock only if it is still ours, in one step."""

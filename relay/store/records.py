@@ -29,6 +29,8 @@ STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD, UNMATCHED, IGNORED, FETCHED)
 PENDING = (QUEUED, RETRYING)
 
 DUE_KEY = f"{PREFIX}due"
+#: The Knock circuit's state (relay.circuit), read with each delivery a worker takes.
+KNOCK_CIRCUIT_KEY = f"{PREFIX}knock-circuit"
 #: Written with every change of the directory (see relay.directory).
 DIRECTORY_VERSION_KEY = f"{PREFIX}directory-version"
 POSSIBLE_DUPLICATES_KEY = f"{PREFIX}idx:possible-duplicate"

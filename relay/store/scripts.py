@@ -14,7 +14,7 @@ import redis
 from redis.commands.core import Script
 
 from relay.errors import NotReplicated
-from relay.store.records import PREFIX, message_key
+from relay.store.records import PREFIX, message_key, now_ms
 
 # Stores what one call brought, in one step. KEYS: the queue list and hash (declared, so that Redis
 # checks access to them before anything is written: a script stopped by an error halfway keeps its
@@ -147,11 +147,30 @@ return old
 
 # Takes the worker's lock on a delivery (KEYS[1], token ARGV[1], for ARGV[2] ms) and reads the
 # record (KEYS[2]): {"read", field, value, ...}; or, when another holds the lock, {"locked", its ms left}.
+# Takes a delivery's lock (KEYS[1], token ARGV[1] for ARGV[2] ms) and reads its record (KEYS[2])
+# with what the Knock circuit (KEYS[3], relay.circuit) allows, in one step: "send" (closed, no
+# failure counted), "recovering" (closed, failures counted: a success resets them), "probe" (open,
+# and this caller takes the probe due by ARGV[3]; the next is ARGV[4] ms later) or the time (ms)
+# of the next probe to wait for. {"read", allowed, field, value, ...} or {"locked", ms left}.
 _LOCK_AND_READ = """
 if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
   return {"locked", redis.call("pttl", KEYS[1])}
 end
+local state, failures, probe_at = unpack(redis.call("hmget", KEYS[3], "state", "failures", "probeAt"))
+local allowed = "send"
+if state == "open" then
+  local now = tonumber(ARGV[3])
+  if tonumber(probe_at or 0) <= now then
+    redis.call("hset", KEYS[3], "probeAt", now + tonumber(ARGV[4]))
+    allowed = "probe"
+  else
+    allowed = probe_at
+  end
+elseif failures and failures ~= "0" then
+  allowed = "recovering"
+end
 local found = redis.call("hgetall", KEYS[2])
+table.insert(found, 1, allowed)
 table.insert(found, 1, "read")
 return found
 """
@@ -278,10 +297,15 @@ def run_script_once(
             connection.send_command("WAIT", replicas, replica_timeout_ms)
             acknowledged = int(connection.read_response())
             if acknowledged < replicas:
-                raise NotReplicated(
+                error = NotReplicated(
                     f"stored, but on {acknowledged} of the {replicas} Redis replicas required: retry later"
                 )
+                error.reply = reply
+                raise error
         return reply
+    except (redis.ConnectionError, redis.TimeoutError):
+        connection.disconnect()  # half-read or to a primary that is gone: never handed out again
+        raise
     finally:
         pool.release(connection)
 
@@ -289,6 +313,11 @@ def run_script_once(
 def _evalsha(connection: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
     connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
     return connection.read_response()
+
+
+#: The key a replication barrier writes: replicas apply writes in order, so one that holds this
+#: write holds every write the primary took before it.
+BARRIER_KEY = f"{PREFIX}replication-barrier"
 
 
 class ScriptedStore:
@@ -303,8 +332,11 @@ class ScriptedStore:
         sent_body_ttl: int = 0,
         min_replicas: int = 0,
         replica_timeout_ms: int = 500,
+        outcome_replicas: int = 0,
     ) -> None:
         self.redis = client
+        #: Replicas that must hold a status change before `transition` returns (the worker's outcomes).
+        self.outcome_replicas = outcome_replicas
         #: Replicas that must hold a new email's records before create_all returns (see run_script_once).
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
@@ -319,6 +351,15 @@ class ScriptedStore:
         self._release_due = client.register_script(_RELEASE_DUE)
         self._lock_and_read = client.register_script(_LOCK_AND_READ)
         self._search = client.register_script(_SEARCH)
+        self._barrier = client.register_script('return redis.call("set", KEYS[1], ARGV[1])')
+
+    def replication_barrier(self, replicas: int) -> None:
+        """Write the barrier key and wait (WAIT, up to the replica timeout) until `replicas` replicas
+        hold it, and so every earlier write; NotReplicated when fewer do."""
+        run_script_once(
+            self.redis, self._barrier, [BARRIER_KEY], [now_ms()],
+            replicas=replicas, replica_timeout_ms=self.replica_timeout_ms,
+        )  # fmt: skip
 
     @staticmethod
     def record_key(delivery_id: str) -> str:

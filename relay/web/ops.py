@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.metrics import exposition
 from relay.queue import QUEUE_KEY
+from relay.redis_connection import read_topology
 from relay.web import services
 from relay.web.contract import Answer, operation
 from relay.web.schemas import Health, Readiness
@@ -26,7 +27,8 @@ def healthz() -> dict[str, Any]:
 
 @ops.get("/readyz")
 @operation(
-    "Readiness: Redis answers and, when RELAY_REQUIRE_DURABLE_REDIS is on, keeps its data",
+    "Readiness: Redis answers and, when RELAY_REQUIRE_DURABLE_REDIS is on, keeps its data; "
+    "names the Redis primary and its replicas",
     answers={200: Answer("Ready", Readiness), 503: Answer("Not ready: Redis unreachable or not durable", Readiness)},
     uses_redis=False,
 )
@@ -36,11 +38,13 @@ def readyz() -> tuple[dict[str, Any], int]:
     try:
         services().redis.ping()
         report = check.report()
+        topology = read_topology(services().redis).public()
     except redis.RedisError:
         return {"status": "unavailable", "redis": "unreachable"}, 503
     if not check.acceptable(report):
-        return {"status": "unavailable", "redis": "not durable", "persistence": report.public()}, 503
-    return {"status": "ok", "redis": "ok", "persistence": report.public()}, 200
+        answer = {"status": "unavailable", "redis": "not durable", "persistence": report.public()}
+        return {**answer, "topology": topology}, 503
+    return {"status": "ok", "redis": "ok", "persistence": report.public(), "topology": topology}, 200
 
 
 @ops.get("/metrics")

@@ -228,3 +228,9 @@ class Readiness(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     redis = fields.String(required=True)
     persistence = fields.Dict(metadata={"description": "What Redis says about keeping its data"})
+    topology = fields.Dict(
+        metadata={
+            "description": "Where the data lives now: mode (direct or sentinel), the primary's address "
+            "and each replica's address, state and lag in seconds"
+        }
+    )

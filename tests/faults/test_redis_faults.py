@@ -84,18 +84,36 @@ def test_a_failed_status_write_after_knock_answered_is_retried_not_resent(
     assert shown["attempts"] == 1 and shown["possibleDuplicate"] is False
 
 
-def test_a_worker_killed_between_send_and_record_is_marked_possible_duplicate(fault_stack: FaultStack) -> None:
-    """The one window where a double is possible: it is visible on the record."""
+def killed_between_send_and_record(fault_stack: FaultStack, message_id: str) -> dict[str, Any]:
+    """Knock takes two seconds to answer the first send; its sender is SIGKILLed meanwhile and a
+    new worker takes the delivery over. The delivery once it is delivered."""
     seeded(fault_stack)
     fault_stack.sandbox.fault(status=0, count=1, delay=2)
     first = fault_stack.start_worker()
-    delivery_id = post_one(fault_stack, "killed@example.com")
+    delivery_id = post_one(fault_stack, message_id)
     wait_until(lambda: fault_stack.sandbox.started(), timeout=20)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     fault_stack.start_worker()
-    shown = wait_until(lambda: (d := fault_stack.delivery(delivery_id))["status"] == "delivered" and d, timeout=60)
+    return wait_until(lambda: (d := fault_stack.delivery(delivery_id))["status"] == "delivered" and d, timeout=60)
+
+
+def test_a_worker_killed_between_send_and_record_finds_the_email_in_knock_and_sends_nothing_again(
+    fault_stack: FaultStack,
+) -> None:
+    """Knock finished the first request although its sender died: the next attempt finds it among
+    the prospect's events and records it delivered."""
+    shown = killed_between_send_and_record(fault_stack, "killed@example.com")
+    assert len(logged(fault_stack)) == 1, "sent again although Knock had it"
+    assert shown["possibleDuplicate"] is False and shown["attempts"] == 1
+    assert shown["communicationId"] == logged(fault_stack)[0]["communicationId"]
+
+
+def test_when_knocks_events_cannot_be_read_the_email_is_sent_again_and_flagged(fault_stack: FaultStack) -> None:
+    """The one window where a double is possible: it is visible on the record."""
+    fault_stack.sandbox.fault(status=503, count=1, path="events")
+    shown = killed_between_send_and_record(fault_stack, "unreadable@example.com")
     assert shown["possibleDuplicate"] is True and shown["attempts"] == 2
-    assert len(logged(fault_stack)) == 2  # Knock finished the first request although its sender died
+    assert len(logged(fault_stack)) == 2
     flagged = fault_stack.api("GET", "/v1/deliveries", params={"status": "delivered"}).json()["deliveries"]
-    assert [d["id"] for d in flagged if d["possibleDuplicate"]] == [delivery_id]
+    assert [d["id"] for d in flagged if d["possibleDuplicate"]] == [shown["id"]]

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from relay.app import create_app
-from tests.helpers import mime, post_mime, wait_until
+from relay.services import Services
+from relay.worker import build_forwarder
+from tests.helpers import API_TOKEN, mime, post_mime, wait_until
+
+
+def bearer() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 pytestmark = pytest.mark.fault
 
@@ -62,3 +71,37 @@ def test_without_a_replica_minimum_the_answer_does_not_wait(own_redis: Any, make
         assert post_mime(client, mime(message_id="<r3@example.com>")).status_code == 200
     finally:
         os.kill(replica_pid, signal.SIGCONT)
+
+
+def test_the_worker_records_an_outcome_only_once_a_replica_holds_it(
+    own_redis: Any, make_settings: Any, sandbox: Any
+) -> None:
+    """The worker's outcome write waits for RELAY_REDIS_MIN_REPLICAS replicas; with the replica
+    paused it keeps the delivery (and waits) instead of calling it done, and finishes when the
+    replica resumes."""
+    primary = own_redis("--appendonly", "yes")
+    _, replica_pid = replica_of(own_redis, primary)
+    settings = make_settings(REDIS_URL=primary, RELAY_REDIS_MIN_REPLICAS="1", RELAY_REDIS_REPLICA_TIMEOUT_MS="200")
+    sandbox.seed("P1", agent="pat")
+    client = create_app(settings).test_client()
+    known = client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=bearer())
+    assert known.status_code in (200, 201), known.json
+    (queued,) = post_mime(client, mime(message_id="<w1@example.com>")).json["deliveries"]
+    worker = Services(settings, patient=True)
+    forwarder = build_forwarder(worker)
+    assert worker.store.outcome_replicas == 1
+    waits_before = REGISTRY.get_sample_value("relay_outcome_replication_waits_total") or 0.0
+
+    os.kill(replica_pid, signal.SIGSTOP)
+    outcome: list[str | None] = []
+    forwarding = threading.Thread(target=lambda: outcome.append(forwarder.forward(queued["id"])))
+    try:
+        forwarding.start()
+        wait_until(lambda: len(sandbox.events("P1")) == 1, timeout=10)  # Knock has it
+        forwarding.join(timeout=2)
+        assert forwarding.is_alive(), "the outcome is not on a replica yet: the worker must still hold it"
+        assert (REGISTRY.get_sample_value("relay_outcome_replication_waits_total") or 0.0) > waits_before
+    finally:
+        os.kill(replica_pid, signal.SIGCONT)
+    forwarding.join(timeout=30)
+    assert outcome == ["delivered"]
