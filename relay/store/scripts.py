@@ -145,8 +145,6 @@ return old
 """
 
 
-# Takes the worker's lock on a delivery (KEYS[1], token ARGV[1], for ARGV[2] ms) and reads the
-# record (KEYS[2]): {"read", field, value, ...}; or, when another holds the lock, {"locked", its ms left}.
 # Takes a delivery's lock (KEYS[1], token ARGV[1] for ARGV[2] ms) and reads its record (KEYS[2])
 # with what the Knock circuit (KEYS[3], relay.circuit) allows, in one step: "send" (closed, no
 # failure counted), "recovering" (closed, failures counted: a success resets them), "probe" (open,
