@@ -29,11 +29,17 @@ from tests.helpers import SANDBOX_KEY, basic_auth, free_port, redis_server_binar
 class RedisServer:
     """A redis-server with AOF (everysec) on a fixed port and folder, so it can restart with its data."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *settings: str) -> None:
         self.binary = binary
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="relay-fault-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        #: Further redis-server settings (`--replicaof host port`, …).
+        self.settings = settings
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -42,7 +48,7 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"],
+             "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction", *self.settings],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis(port=self.port, socket_timeout=1)
@@ -60,6 +66,12 @@ class RedisServer:
         assert self.process is not None
         self.process.terminate()
         self.process.wait(timeout=20)
+
+    def kill(self) -> None:
+        """SIGKILL: the host is gone, with whatever it had not yet written or sent to a replica."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
 
     def hang(self) -> None:
         assert self.process is not None

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -12,57 +11,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.faults.conftest import RedisServer
 from tests.helpers import free_port, redis_server_binary, wait_until
 
 MASTER_NAME = "relay-primary"
 
 
-class DataNode:
-    """A redis-server with AOF on a fixed port and folder: killed, it restarts with what it had."""
-
-    def __init__(self, binary: str, folder: Path, replica_of: int | None = None) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.folder = folder
-        self.replica_of = replica_of
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+class DataNode(RedisServer):
+    """A primary or replica of the set: AOF on, killed it restarts with what it had."""
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-                "--maxmemory-policy", "noeviction"]  # fmt: skip
-        if self.replica_of:
-            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        wait_until(lambda: _answers(self.client()), timeout=20)
-
-    def kill(self) -> None:
-        """SIGKILL: the host is gone, with whatever it had not yet sent its replica."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 class SentinelSet:
@@ -73,8 +32,8 @@ class SentinelSet:
         if server is None:
             pytest.skip("no redis-server binary: run the tests with `python3 dev.py test`")
         self.folder = Path(tempfile.mkdtemp(prefix="relay-sentinel-"))
-        self.primary = DataNode(server, self.folder / "a")
-        self.replica = DataNode(server, self.folder / "b", replica_of=self.primary.port)
+        self.primary = DataNode(server)
+        self.replica = DataNode(server, "--replicaof", "127.0.0.1", str(self.primary.port))
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
         try:

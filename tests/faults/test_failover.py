@@ -84,7 +84,7 @@ def run_failover(tmp_path: Path, cluster: SentinelSet, min_replicas: str) -> tup
             # The replica falls behind (it stops reading for a second), then the primary dies: what
             # the primary took meanwhile is on no replica when the sentinels promote this one.
             times["lag"] = time.monotonic()
-            cluster.replica.pause()
+            cluster.replica.hang()
             time.sleep(1)
             times["kill"] = time.monotonic()
             cluster.primary.kill()
