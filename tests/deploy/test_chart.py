@@ -86,6 +86,7 @@ def test_ci_values_turn_every_option_on() -> None:
     assert kinds.count("HorizontalPodAutoscaler") == 2 and kinds.count("PodDisruptionBudget") == 2
     assert "Ingress" in kinds and "ServiceAccount" in kinds and kinds.count("Service") == 3  # web, worker, sandbox
     assert "ServiceMonitor" in kinds and "PrometheusRule" in kinds
+    assert kinds.count("NetworkPolicy") == 2 and kinds.count("Secret") == 2  # a Secret per tier
 
 
 def test_web_and_worker_run_their_commands_with_their_probes() -> None:
@@ -406,3 +407,82 @@ def test_runbook_has_a_section_for_every_alert() -> None:
     readme = (CHART.parent.parent / "README.md").read_text()
     for r in rules["groups"][0]["rules"]:
         assert f'<a id="{r["alert"].lower()}"></a>' in readme, r["alert"]
+
+
+def test_web_pods_stop_only_after_leaving_the_endpoints_and_outlive_a_redis_stall() -> None:
+    deployment = one(render(), "Deployment", "web")
+    web, spec = container(deployment), deployment["spec"]["template"]["spec"]
+    sleep = int(web["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert web["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep" and sleep >= 5
+    assert spec["terminationGracePeriodSeconds"] > sleep + 30  # gunicorn's graceful timeout after it
+    assert deployment["spec"]["minReadySeconds"] > 0
+    redis_socket_timeout = 5  # relay.services: a webhook waits this long for a stalled Redis
+    for probe in (web["livenessProbe"], web["readinessProbe"]):
+        assert probe["timeoutSeconds"] > redis_socket_timeout
+    liveness = web["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 6 * redis_socket_timeout
+    with pytest.raises(helm_python.HelmRenderError, match="preStopSleepSeconds \\+ 30"):
+        render({"web": {"preStopSleepSeconds": 20, "terminationGracePeriodSeconds": 45}})
+    custom = container(
+        one(render({"web": {"lifecycle": {"preStop": {"exec": {"command": ["true"]}}}}}), "Deployment", "web")
+    )
+    assert custom["lifecycle"] == {"preStop": {"exec": {"command": ["true"]}}}
+
+
+def policy(manifests: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    return one(manifests, "NetworkPolicy", component)["spec"]  # type: ignore[no-any-return]
+
+
+def test_network_policies_let_in_only_the_ingress_and_prometheus_and_out_only_dns_redis_and_https() -> None:
+    manifests = render()
+    web, worker = policy(manifests, "web"), policy(manifests, "worker")
+    assert web["policyTypes"] == ["Ingress", "Egress"] and worker["policyTypes"] == ["Ingress", "Egress"]
+    (web_in,) = web["ingress"]
+    assert web_in["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    sources = [
+        s.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") for s in web_in["from"]
+    ]
+    assert sources[:2] == ["ingress-nginx", "monitoring"]
+    (worker_in,) = worker["ingress"]
+    assert worker_in["ports"] == [{"port": 8001, "protocol": "TCP"}]
+    assert "ingress-nginx" not in str(worker_in["from"]) and "monitoring" in str(worker_in["from"])
+    for spec in (web, worker):
+        ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+        assert {(53, "UDP"), (53, "TCP"), (6379, "TCP"), (26379, "TCP"), (443, "TCP")} <= ports
+        assert all("to" not in rule for rule in spec["egress"])  # any address: Redis and Knock are outside
+    staging = policy(render({"sandbox": {"enabled": True}}), "worker")
+    assert any(rule.get("to") and rule["ports"] == [{"port": 8081, "protocol": "TCP"}] for rule in staging["egress"])
+    assert not [m for m in render({"networkPolicy": {"enabled": False}}) if m["kind"] == "NetworkPolicy"]
+
+
+def test_pods_spread_over_nodes_and_zones_and_take_the_usual_extension_points() -> None:
+    for tier in ("web", "worker"):
+        spread = one(render(), "Deployment", tier)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+        assert all(c["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == tier for c in spread)
+    ca = {"name": "redis-ca", "configMap": {"name": "redis-ca"}}
+    mount = {"name": "redis-ca", "mountPath": "/etc/redis-ca", "readOnly": True}
+    digest = "sha256:" + "a" * 64
+    rack = {"maxSkew": 2, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"tier": "edge"}}}  # fmt: skip
+    values = {
+        "image": {"digest": digest},
+        "priorityClassName": "leasing-critical",
+        "topologySpread": {"enabled": False},
+        "web": {"extraVolumes": [ca], "extraVolumeMounts": [mount], "topologySpreadConstraints": [rack]},
+        "worker": {"extraVolumes": [ca], "extraVolumeMounts": [mount]},
+    }
+    manifests = render(values)
+    for tier in ("web", "worker"):
+        spec = one(manifests, "Deployment", tier)["spec"]["template"]["spec"]
+        assert spec["priorityClassName"] == "leasing-critical"
+        assert ca in spec["volumes"] and mount in container(one(manifests, "Deployment", tier))["volumeMounts"]
+        assert container(one(manifests, "Deployment", tier))["image"].endswith(f"@{digest}")
+    assert [
+        c["topologyKey"]
+        for c in one(manifests, "Deployment", "web")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    ] == ["rack"]
+    assert "topologySpreadConstraints" not in one(manifests, "Deployment", "worker")["spec"]["template"]["spec"]
+    for manifest in manifests:
+        if not manifest["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
