@@ -46,8 +46,9 @@ class RelayCommands(click.Group):
         try:
             return super().invoke(ctx)
         except redis.RedisError as error:
+            sentinels = os.environ.get("REDIS_SENTINELS")
             url = os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-            shown = url.split("@")[-1]  # never the password
+            shown = f"the primary the sentinels {sentinels} name" if sentinels else url.split("@")[-1]  # no password
             raise click.ClickException(f"Redis at {shown}: {error}") from error
 
 

@@ -119,6 +119,13 @@ def test_an_unreachable_redis_is_one_line(sandbox: Sandbox) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: Redis at 127.0.0.1:1/0")
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+    # With sentinels, the line names them (REDIS_URL's address is not the one asked).
+    env |= {"REDIS_SENTINELS": "127.0.0.1:1", "REDIS_SENTINEL_MASTER": "relay", "REDIS_SENTINEL_PASSWORD": "s3cret"}
+    result = subprocess.run([sys.executable, "-m", "relay", "deliveries", "list"], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: Redis at the primary the sentinels 127.0.0.1:1 name: No master found")
+    assert "s3cret" not in result.stderr and "secret" not in result.stderr
 
 
 def test_show_and_resolve_a_delivery(run: Any, client: Any, sandbox: Sandbox, worker: Any) -> None:
