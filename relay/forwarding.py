@@ -171,10 +171,15 @@ class Forwarder:
             self.store.schedule(delivery.id, self.circuit.wait_until(int(knock)))
             return None
         if delivery.inFlight is not None:
-            # The attempt before this one was sent (or about to be) and its outcome never recorded:
-            # Knock may hold the email already.
-            if self._found_in_knock(delivery, payload, lock):
-                return DELIVERED
+            # The attempt before this one was sent (or about to be) and its outcome never recorded,
+            # or it failed in a way that may come after Knock stored it: Knock may hold the email.
+            try:
+                if self._found_in_knock(delivery, payload, lock):
+                    return DELIVERED
+            except KnockTransientError as exc:  # Knock cannot say now: ask again later, send nothing
+                self._knock_failed(exc)
+                error = f"looking in Knock for an earlier attempt: {exc.message}"
+                return self._retry_later(delivery, error, exc.retry_after, maybe_stored=True)
         if "agent" not in payload:
             try:
                 agent, found_by = self._resolve_agent(delivery.prospectId)
@@ -203,7 +208,12 @@ class Forwarder:
             self._knock_failed(exc)
             call = self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             error, retry_after = exc.message, exc.retry_after
-            return self._record(lambda: self._retry_later(delivery, error, retry_after, attempt, call))
+            # A timeout, a broken connection or a 5xx (a proxy's, say) may come after Knock stored the
+            # email: the attempt stays marked in flight, so the next one looks in Knock first.
+            maybe_stored = exc.status is None or exc.status >= 500
+            return self._record(
+                lambda: self._retry_later(delivery, error, retry_after, attempt, call, maybe_stored=maybe_stored)
+            )
         except KnockRejected as exc:
             call = self._log_attempt(delivery, attempt, exc.status, started, exc.message)
             rejection = exc.message
@@ -295,12 +305,13 @@ class Forwarder:
 
     def _found_in_knock(self, delivery: Delivery, payload: dict[str, Any], lock: HeldLock) -> bool:
         """Look for the email among the prospect's events in Knock; when it is there, record the
-        delivery delivered (nothing is sent again). When the list cannot be read, the email is
-        sent again and flagged possibleDuplicate."""
+        delivery delivered (nothing is sent again). When Knock will not list them (a 4xx, a card
+        longer than the lookup reads), the email is sent again and flagged possibleDuplicate;
+        KnockTransientError when Knock cannot answer now."""
         assert delivery.prospectId
         try:
             communication_id = self.knock.find_logged_email(delivery.prospectId, payload)
-        except (KnockTransientError, KnockRejected) as exc:
+        except KnockRejected as exc:
             KNOCK_LOOKUPS.labels("unreadable").inc()
             if not delivery.possibleDuplicate:
                 self.store.mark_possible_duplicate(delivery.id)
@@ -375,8 +386,11 @@ class Forwarder:
             return agent, "the prospect's agent in Knock"
         return self.default_agent, "KNOCK_DEFAULT_AGENT_USERNAME"
 
-    def _give_up(self, delivery: Delivery, error: str, call: dict[str, Any] | None = None) -> str:
-        self._transition(delivery.id, DEAD, allowed_from=PENDING, attempt=call, lastError=error, inFlight=None)
+    def _give_up(
+        self, delivery: Delivery, error: str, call: dict[str, Any] | None = None, *, in_flight: int | None = None
+    ) -> str:
+        """Dead; `in_flight` keeps the last attempt marked (Knock may hold it: a replay looks first)."""
+        self._transition(delivery.id, DEAD, allowed_from=PENDING, attempt=call, lastError=error, inFlight=in_flight)
         DELIVERIES.labels(DEAD).inc()
         log.warning("delivery dead", extra={"delivery_id": delivery.id})
         return DEAD
@@ -388,26 +402,31 @@ class Forwarder:
         retry_after: float | None,
         attempts: int | None = None,
         call: dict[str, Any] | None = None,
+        *,
+        maybe_stored: bool = False,
     ) -> str:
         """Schedule the next try, or mark the delivery dead once it is older than the maximum age.
-        `call` is the Knock call that led here, for the delivery's timeline."""
+        `call` is the Knock call that led here, for the delivery's timeline; `maybe_stored` keeps the
+        attempt marked in flight (Knock may hold the email)."""
         attempts = attempts if attempts is not None else delivery.attempts
         started_ms = delivery.retryFrom or delivery.receivedAt
         remaining = self.policy.remaining(started_ms)
         if remaining <= 0 and self.circuit is not None:
             remaining += self.circuit.open_seconds_since(started_ms)  # Knock's outages do not count
         if remaining <= 0:
-            return self._give_up(delivery, error, call)
+            return self._give_up(delivery, error, call, in_flight=attempts if maybe_stored else None)
         delay = min(self.policy.delay_for(max(1, attempts), retry_after), remaining)
         # Never sooner than Retry-After, even when the maximum age comes first: then it goes dead later.
         if retry_after is not None:
             delay = max(delay, retry_after)
+        if maybe_stored:  # Knock may still be storing what it stopped answering: look once it is done
+            delay = max(delay, self.knock.timeout)
         self._transition(
             delivery.id,
             RETRYING,
             allowed_from=PENDING,
             lastError=error,
-            inFlight=None,
+            inFlight=attempts if maybe_stored else None,
             schedule_at=now_ms() + max(1, int(delay * 1000)),
             attempt=call,
         )

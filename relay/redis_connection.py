@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from relay.config import Settings
@@ -30,8 +32,13 @@ def connect(settings: Settings, **options: Any) -> redis.Redis:
 
 def sentinel_for(settings: Settings) -> Sentinel:
     """The sentinels, with their own password and, with REDIS_SENTINEL_TLS, TLS (REDIS_URL's options)."""
-    # Sentinels answer at once or not at all: a short wait, then the next sentinel is asked.
-    sentinel_options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    # Sentinels answer at once or not at all: one short try each, then the next sentinel is asked
+    # (a hung sentinel costs each new connection, and each readiness probe, one second).
+    sentinel_options: dict[str, Any] = {
+        "socket_connect_timeout": 1,
+        "socket_timeout": 1,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if settings.redis_sentinel_password:
         sentinel_options["password"] = settings.redis_sentinel_password
     if settings.redis_sentinel_tls:

@@ -236,6 +236,20 @@ def test_knock_503_is_retried_until_delivered(client: Any, sandbox: Sandbox, wor
     assert [r["status"] for r in sandbox.requests()] == [503, 503, 200]
 
 
+def test_a_send_that_timed_out_after_knock_stored_it_is_found_there_not_sent_again(
+    client: Any, sandbox: Sandbox, start_worker: Any, make_settings: Any
+) -> None:
+    sandbox.seed("P1")
+    register(client, "P1", "renter@example.com", agent="pat")
+    sandbox.fault(status=0, delay=1.5)  # Knock stores it, but answers after the worker gave up
+    sandbox.fault(status=503, count=1, path="events")  # and the first look at its events fails
+    start_worker(make_settings(RELAY_KNOCK_TIMEOUT_SECONDS="1"))
+    summary = only_delivery(post_mime(client, mime()))
+    done = wait_for_status(client, summary["id"], "delivered", timeout=30)
+    (logged,) = sandbox.events("P1")
+    assert done["possibleDuplicate"] is False and done["communicationId"] == logged["communicationId"]
+
+
 def test_429_waits_at_least_retry_after(client: Any, sandbox: Sandbox, worker: Any) -> None:
     """Backoff here is at most 1 s, so a gap of 2 s can only come from Retry-After."""
     sandbox.seed("P1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,6 +45,18 @@ class KnockTransientError(KnockError):
 
 class KnockRejected(KnockError):
     """Any other 4xx: Knock will not accept this request as it is."""
+
+
+def same_moment(value: Any) -> Any:
+    """A sentTime as a comparable moment (ISO 8601 written with Z or an offset, with or without
+    fractions, reads the same); what cannot be read is compared as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.timestamp() if moment.tzinfo else value
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -134,8 +147,9 @@ class KnockClient:
         """Whether Knock already holds the email `body` would log (same type, subject and sentTime)
         on the prospect's card: its communicationId ("" when Knock gave none), or None when it is not
         there. Reads `GET /prospect/{id}/events` page by page, at most `max_pages` pages and twice
-        the request timeout in all; KnockTransientError when the list could not be read to its end."""
-        wanted = (body.get("type"), body.get("subject"), body.get("sentTime"))
+        the request timeout before the last page asked; KnockTransientError when Knock cannot answer
+        now, KnockRejected when it will not list them (or not within those bounds)."""
+        wanted = (body.get("type"), body.get("subject"), same_moment(body.get("sentTime")))
         cursor: str | None = "0"
         started = time.monotonic()
         for _ in range(max_pages):
@@ -145,16 +159,16 @@ class KnockClient:
             page = self._call("GET", f"{prospect_path(prospect_id, 'events')}?{query}")
             events = page.get("events") if isinstance(page, dict) else None
             if not isinstance(events, list):
-                raise KnockTransientError("Knock's event list has no events")
+                raise KnockRejected("Knock's event list has no events")
             for event in events:
                 if not isinstance(event, dict):
                     continue
-                if (event.get("type"), event.get("subject"), event.get("sentTime")) == wanted:
+                if (event.get("type"), event.get("subject"), same_moment(event.get("sentTime"))) == wanted:
                     return str(event.get("communicationId") or "")
             cursor = page.get("nextCursor")
             if not cursor:
                 return None
-        raise KnockTransientError(f"Knock's event list is longer than {max_pages} pages or too slow to read")
+        raise KnockRejected(f"Knock's event list is longer than {max_pages} pages or too slow to read")
 
     def get_prospect(self, prospect_id: str) -> dict[str, Any]:
         result = self._call("GET", prospect_path(prospect_id))

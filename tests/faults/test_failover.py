@@ -10,6 +10,7 @@ replication drops when the promoted replica was behind."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -17,10 +18,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from relay.app import create_app
 from tests.e2e.conftest import stop
 from tests.faults.conftest import FaultStack, start_fault_stack
 from tests.faults.sentinel import SentinelSet
@@ -30,6 +33,8 @@ from tests.helpers import mime, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 LANES = 4
+#: web.readinessProbe.timeoutSeconds in the chart's values.
+READINESS_TIMEOUT_SECONDS = 8
 
 
 @dataclass
@@ -169,3 +174,20 @@ def test_a_failover_without_replicas_required_reports_what_it_lost(tmp_path: Pat
         assert stack.api("GET", "/readyz").json()["topology"]["primary"] == sentinel_set.replica.address
     finally:
         stop_stack(stack)
+
+
+def test_hung_sentinels_keep_readiness_within_its_probe_timeout(sentinel_set: SentinelSet, make_settings: Any) -> None:
+    """A sentinel that stops answering costs a new connection (and /readyz, which asks where the
+    primary is) a second, not the chart's whole readiness timeout (8 s): pods stay ready while
+    Redis is fine. With every sentinel hung, readiness fails within that timeout too."""
+    client = create_app(make_settings(REDIS_URL="", **sentinel_set.env)).test_client()
+    assert client.get("/readyz").status_code == 200
+    for index, sentinel in enumerate(sentinel_set.sentinels):
+        sentinel.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        answer = client.get("/readyz")
+        took = time.monotonic() - started
+        assert took < READINESS_TIMEOUT_SECONDS, (index, took)
+        assert answer.status_code == (200 if index < 2 else 503), (index, answer.json)
+    for sentinel in sentinel_set.sentinels:
+        sentinel.send_signal(signal.SIGCONT)
