@@ -11,6 +11,7 @@ from typing import NoReturn, TextIO
 
 import click
 import redis
+from redis.sentinel import MasterNotFoundError
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
@@ -46,10 +47,23 @@ class RelayCommands(click.Group):
         try:
             return super().invoke(ctx)
         except redis.RedisError as error:
-            sentinels = os.environ.get("REDIS_SENTINELS")
-            url = os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-            shown = f"the primary the sentinels {sentinels} name" if sentinels else url.split("@")[-1]  # no password
-            raise click.ClickException(f"Redis at {shown}: {error}") from error
+            raise click.ClickException(redis_problem(error)) from error
+
+
+def redis_problem(error: redis.RedisError) -> str:
+    """One line: which Redis (never its password) and what went wrong."""
+    try:
+        settings = load_settings(needs_knock=False)
+    except ConfigError:
+        settings = Settings(redis_url=os.environ.get("REDIS_URL") or Settings.redis_url)
+    if settings.redis_sentinels:
+        sentinels = ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        where = f"the primary the sentinels {sentinels} name {settings.redis_sentinel_master!r}"
+        if isinstance(error, MasterNotFoundError):
+            return (f"Redis at {where}: no sentinel named one (all unreachable, or a wrong REDIS_SENTINEL_PASSWORD, "
+                    "REDIS_SENTINEL_TLS or REDIS_SENTINEL_MASTER)")  # fmt: skip
+        return f"Redis at {where}: {error}"
+    return f"Redis at {settings.redis_url.split('@')[-1]}: {error}"
 
 
 @click.group(cls=RelayCommands)

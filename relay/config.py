@@ -135,17 +135,17 @@ class _Reader:
         value = self.env.get(name, "").strip()
         if value:
             return value
-        path = self.env.get(f"{name}_FILE", "").strip()
+        path, origin = self.env.get(f"{name}_FILE", "").strip(), f"{name}_FILE"
         folder = self.env.get("RELAY_SECRETS_DIR", "").strip()
         if not path and folder and name != "RELAY_SECRETS_DIR" and os.path.isfile(os.path.join(folder, name)):
-            path = os.path.join(folder, name)
+            path, origin = os.path.join(folder, name), f"{name} (from RELAY_SECRETS_DIR)"
         if not path:
             return None
         try:
             with open(path, encoding="utf-8") as file:
                 return file.read(65536).strip() or None
         except (OSError, UnicodeDecodeError) as error:
-            self.problems.append(f"{name}_FILE: cannot read {path!r} ({type(error).__name__})")
+            self.problems.append(f"{origin}: cannot read {path!r} ({type(error).__name__})")
             return None
 
     def number(
@@ -169,7 +169,7 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name)
+        raw = self.env[name] if name in self.env else self.text(name)  # set but empty means false
         if raw is None:
             return default
         lowered = raw.strip().lower()
@@ -320,6 +320,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
     env = os.environ if env is None else env
     read = _Reader(env)
 
+    secrets_dir = read.text("RELAY_SECRETS_DIR")
+    if secrets_dir and not os.path.isdir(secrets_dir):
+        read.problems.append(f"RELAY_SECRETS_DIR: {secrets_dir!r} is not a folder")
     environment = (read.text("RELAY_ENV") or PRODUCTION).lower()
     if environment not in (PRODUCTION, DEVELOPMENT):
         read.problems.append(f"RELAY_ENV: must be {PRODUCTION} or {DEVELOPMENT}, got {environment!r}")
@@ -430,7 +433,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
 def whole_number_or(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
     """A positive whole number from the environment, else `default`: for gunicorn's settings and the
     worker's options, read before the settings check, which then reports a bad value in its one line."""
-    value = (os.environ if env is None else env).get(name, "").strip()
+    value = _Reader(os.environ if env is None else env).text(name) or ""  # a mounted file counts too
     return int(value) if value.isdigit() and int(value) > 0 else default
 
 

@@ -102,8 +102,11 @@ def accept_items(
                 replay_answer=json.dumps(Intake(tuple(summaries)).body()) if replay_key else "",
                 replay_ttl=replay_ttl,
             )
-        except NotReplicated:
+        except NotReplicated as unconfirmed:
             REPLICATION_TIMEOUTS.inc()
+            log.warning(
+                "stored, but not yet on enough Redis replicas: answered 503", extra={"error": unconfirmed.message}
+            )
             raise
         if not stored.stale:
             break

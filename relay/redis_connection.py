@@ -76,9 +76,10 @@ class Topology:
         return {"mode": self.mode, "primary": self.primary, "replicas": list(self.replicas)}
 
     def line(self) -> str:
-        online = [r["address"] for r in self.replicas if r.get("state") == "online"]
-        replicas = f"{len(online)} replica(s) online" + (f" ({', '.join(online)})" if online else "")
-        return f"primary {self.primary} ({self.mode}), {replicas}"
+        """`primary host:port (mode), N replica(s) online (host:port online, lag 0 s; …)`."""
+        online = sum(r.get("state") == "online" for r in self.replicas)
+        each = "; ".join(f"{r['address']} {r['state']}, lag {r['lagSeconds']} s" for r in self.replicas)
+        return f"primary {self.primary} ({self.mode}), {online} replica(s) online" + (f" ({each})" if each else "")
 
 
 def read_topology(client: redis.Redis) -> Topology:

@@ -109,7 +109,7 @@ def test_read_only_commands_need_only_redis(sandbox: Sandbox) -> None:
         assert result.exit_code == 0, result.output
 
 
-def test_an_unreachable_redis_is_one_line(sandbox: Sandbox) -> None:
+def test_an_unreachable_redis_is_one_line(sandbox: Sandbox, tmp_path: Any) -> None:
     import subprocess
     import sys
 
@@ -119,12 +119,19 @@ def test_an_unreachable_redis_is_one_line(sandbox: Sandbox) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: Redis at 127.0.0.1:1/0")
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+    # A REDIS_URL from a mounted file is the one named.
+    url_file = tmp_path / "url"
+    url_file.write_text("redis://:secret@127.0.0.1:2/3")
+    from_file = {**env, "REDIS_URL": "", "REDIS_URL_FILE": str(url_file)}
+    result = subprocess.run([sys.executable, "-m", "relay", "deliveries", "list"], env=from_file, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.stderr.startswith("Error: Redis at 127.0.0.1:2/3:") and "secret" not in result.stderr
     # With sentinels, the line names them (REDIS_URL's address is not the one asked).
     env |= {"REDIS_SENTINELS": "127.0.0.1:1", "REDIS_SENTINEL_MASTER": "relay", "REDIS_SENTINEL_PASSWORD": "s3cret"}
     result = subprocess.run([sys.executable, "-m", "relay", "deliveries", "list"], env=env, capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("Error: Redis at the primary the sentinels 127.0.0.1:1 name: No master found")
+    assert result.stderr.startswith("Error: Redis at the primary the sentinels 127.0.0.1:1 name 'relay': no sentinel")
     assert "s3cret" not in result.stderr and "secret" not in result.stderr
 
 

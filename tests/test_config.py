@@ -156,3 +156,21 @@ def test_secrets_may_come_from_a_mounted_folder_one_file_per_setting(tmp_path: A
     s = load_settings({**KNOCK, "KNOCK_API_KEY": "", "RELAY_SECRETS_DIR": str(tmp_path)})
     assert (s.knock_api_key, s.api_token) == ("mounted-key", "mounted-token")
     assert s.mailgun_api_key is None  # no file, no value: as if unset
+
+
+def test_every_kind_of_setting_may_come_from_the_folder_and_a_missing_folder_is_named(tmp_path: Any) -> None:
+    (tmp_path / "RELAY_REQUIRE_DURABLE_REDIS").write_text("true")
+    (tmp_path / "RELAY_KNOCK_PROBE_SECONDS").write_text("12")
+    (tmp_path / "REDIS_SENTINEL_TLS").write_text("yes")
+    s = load_settings({**KNOCK, "RELAY_SECRETS_DIR": str(tmp_path)})
+    assert s.require_durable_redis is True and s.knock_probe_seconds == 12 and s.redis_sentinel_tls is True
+    (tmp_path / "RELAY_API_TOKEN").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**KNOCK, "RELAY_SECRETS_DIR": str(tmp_path)})
+    token = str(tmp_path / "RELAY_API_TOKEN")
+    assert caught.value.problems == [
+        f"RELAY_API_TOKEN (from RELAY_SECRETS_DIR): cannot read {token!r} (UnicodeDecodeError)"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**KNOCK, "RELAY_SECRETS_DIR": str(tmp_path / "nowhere")})
+    assert caught.value.problems == [f"RELAY_SECRETS_DIR: {str(tmp_path / 'nowhere')!r} is not a folder"]

@@ -27,8 +27,8 @@ def healthz() -> dict[str, Any]:
 
 @ops.get("/readyz")
 @operation(
-    "Readiness: Redis answers and, when RELAY_REQUIRE_DURABLE_REDIS is on, keeps its data; "
-    "names the Redis primary and its replicas",
+    "Readiness: Redis answers, has the replicas RELAY_REDIS_MIN_REPLICAS asks and, when "
+    "RELAY_REQUIRE_DURABLE_REDIS is on, keeps its data; names the Redis primary and its replicas",
     answers={200: Answer("Ready", Readiness), 503: Answer("Not ready: Redis unreachable or not durable", Readiness)},
     uses_redis=False,
 )
@@ -43,6 +43,15 @@ def readyz() -> tuple[dict[str, Any], int]:
         return {"status": "unavailable", "redis": "unreachable"}, 503
     if not check.acceptable(report):
         answer = {"status": "unavailable", "redis": "not durable", "persistence": report.public()}
+        return {**answer, "topology": topology}, 503
+    wanted = services().settings.redis_min_replicas
+    if sum(replica["state"] == "online" for replica in topology["replicas"]) < wanted:
+        # Every webhook would answer 503 (RELAY_REDIS_MIN_REPLICAS): not ready, so that it shows.
+        answer = {
+            "status": "unavailable",
+            "redis": f"fewer than {wanted} replicas online",
+            "persistence": report.public(),
+        }
         return {**answer, "topology": topology}, 503
     return {"status": "ok", "redis": "ok", "persistence": report.public(), "topology": topology}, 200
 

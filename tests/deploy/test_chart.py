@@ -395,9 +395,13 @@ def test_alert_rules_use_metrics_the_relay_exports() -> None:
         aggregations = re.findall(r"\b(sum|max|min|avg|count)\s*(by\s*\([^)]*\))?\s*\(", r["expr"])
         assert aggregations and all("namespace" in by for _, by in aggregations), r["alert"]
         assert r["annotations"]["runbook_url"] == f"{runbook}#{r['alert'].lower()}"
-    # SNS gives up after about a minute (3 tries, 20 s apart): its alert must fire within it.
+    # SNS gives up after about a minute (3 tries, 20 s apart): its alerts must fire within it, also
+    # when no web pod is ready and the ingress refuses webhooks without the relay counting them.
     (ses,) = [r for r in rules if r["alert"] == "KnockRelayWebhooksFailingForSES"]
     assert "[1m]" in ses["expr"] and "for" not in ses
+    (none_ready,) = [r for r in rules if r["alert"] == "KnockRelayNoWebPodReady"]
+    web = one(render(), "Deployment", "web")["metadata"]["name"]
+    assert f'deployment="{web}"' in none_ready["expr"] and none_ready["for"] == "30s"
     with pytest.raises(Exception, match="runbookUrl is required"):
         render({"metrics": {"prometheusRule": {"enabled": True}}})
 

@@ -62,6 +62,18 @@ def test_an_email_is_acknowledged_only_once_a_replica_holds_it(own_redis: Any, m
     assert [d["status"] for d in retried.json["deliveries"]] == ["duplicate"]
 
 
+def test_readiness_fails_while_fewer_replicas_are_online_than_required(own_redis: Any, make_settings: Any) -> None:
+    primary = own_redis("--appendonly", "yes")
+    settings = make_settings(REDIS_URL=primary, RELAY_REDIS_MIN_REPLICAS="1")
+    client = create_app(settings).test_client()
+    alone = client.get("/readyz")
+    assert alone.status_code == 503 and alone.json["redis"] == "fewer than 1 replicas online"
+    replica_url, _ = replica_of(own_redis, primary)
+    ready = client.get("/readyz").json
+    assert ready["status"] == "ok" and ready["topology"]["replicas"][0]["state"] == "online"
+    assert ready["topology"]["replicas"][0]["address"].endswith(replica_url.rsplit(":", 1)[1].split("/")[0])
+
+
 def test_without_a_replica_minimum_the_answer_does_not_wait(own_redis: Any, make_settings: Any) -> None:
     primary = own_redis("--appendonly", "yes")
     _, replica_pid = replica_of(own_redis, primary)
