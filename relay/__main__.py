@@ -97,7 +97,7 @@ def worker(threads: int, shutdown_grace: float) -> None:
     from relay.worker import run_worker
 
     services = Services(settings_or_exit(), patient=True)
-    for warning in production_warnings(services.settings):
+    for warning in production_warnings(services.settings, role="worker"):
         logging.getLogger("relay.worker").warning("configuration: %s", warning)
     refusals = services.persistence.check_at_start()
     if refusals:

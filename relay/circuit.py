@@ -48,7 +48,7 @@ _SUCCEEDED = """
 local state, failures, opened = unpack(redis.call("hmget", KEYS[1], "state", "failures", "openedAt"))
 if state == "open" then
   local now = tonumber(ARGV[1])
-  redis.call("zadd", KEYS[2], now, opened .. ":" .. now)
+  redis.call("zadd", KEYS[2], now, (tonumber(opened) or now) .. ":" .. now)
   redis.call("zremrangebyscore", KEYS[2], "-inf", now - tonumber(ARGV[2]))
   redis.call("pexpire", KEYS[2], tonumber(ARGV[2]))
   redis.call("hset", KEYS[1], "state", "closed", "failures", 0)

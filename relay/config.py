@@ -29,6 +29,10 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9-]+\.)+[a-z0-9-]+$")
 _ORIGIN = re.compile(r"^https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?$")
 
 
+#: The longest setting read from a file (a list of tokens fits many times over).
+SETTING_FILE_MAX_CHARS = 65536
+
+
 class ConfigError(Exception):
     """The environment does not describe a runnable relay."""
 
@@ -141,12 +145,19 @@ class _Reader:
             path, origin = os.path.join(folder, name), f"{name} (from RELAY_SECRETS_DIR)"
         if not path:
             return None
+        if os.path.exists(path) and not os.path.isfile(path):  # a folder, a FIFO (it would block), a device
+            self.problems.append(f"{origin}: {path!r} is not a file")
+            return None
         try:
             with open(path, encoding="utf-8") as file:
-                return file.read(65536).strip() or None
+                contents = file.read(SETTING_FILE_MAX_CHARS + 1)
         except (OSError, UnicodeDecodeError) as error:
             self.problems.append(f"{origin}: cannot read {path!r} ({type(error).__name__})")
             return None
+        if len(contents) > SETTING_FILE_MAX_CHARS:
+            self.problems.append(f"{origin}: {path!r} is longer than {SETTING_FILE_MAX_CHARS} characters")
+            return None
+        return contents.strip() or None
 
     def number(
         self, name: str, default: float, *, minimum: float = 0, maximum: float | None = None, integer: bool = False
@@ -187,7 +198,8 @@ class _Reader:
     def url(self, name: str, value: str, schemes: tuple[str, ...]) -> str:
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.netloc:
-            self.problems.append(f"{name}: must be a {'/'.join(schemes)} URL, got {value!r}")
+            shown = value.replace(parts.netloc, parts.netloc.rpartition("@")[2]) if "@" in parts.netloc else value
+            self.problems.append(f"{name}: must be a {'/'.join(schemes)} URL, got {shown!r} (credentials not shown)")
         return value
 
 
@@ -437,11 +449,18 @@ def whole_number_or(name: str, default: int, env: Mapping[str, str] | None = Non
     return int(value) if value.isdigit() and int(value) > 0 else default
 
 
-def production_warnings(settings: Settings) -> list[str]:
-    """Settings that are valid but leave a production relay unable to do its job."""
+def production_warnings(settings: Settings, *, role: str = "web") -> list[str]:
+    """Settings that are valid but leave a production relay unable to do its job. The worker
+    (`role="worker"`) serves no webhook and no API: their credentials are not its concern."""
     if settings.environment != PRODUCTION:
         return []
     warnings = []
+    if settings.redis_sentinels and not settings.redis_min_replicas:
+        warnings.append(
+            "RELAY_REDIS_MIN_REPLICAS: 0 with Sentinel, so a failover can lose emails already answered 200 (use 1)"
+        )
+    if role == "worker":
+        return warnings
     if not settings.api_token:
         warnings.append("RELAY_API_TOKEN: not set, so the /v1 API answers 404")
     credentials = (

@@ -48,8 +48,9 @@ FETCH = "fetch"
 #: Seconds the worker gives one pending fetch in all, however many calls its provider needs (Brevo
 #: lists, then reads: two calls of at most FETCH_DEADLINE_SECONDS each).
 FETCH_STEP_SECONDS = 2 * FETCH_DEADLINE_SECONDS
-#: Knock calls one attempt may make: the agent lookup, then the log call.
-KNOCK_CALLS_PER_ATTEMPT = 2
+#: Knock's deadlines one attempt may spend: the look at its events for an earlier attempt (no page
+#: asked after one deadline, so two at most), the agent lookup, then the log call.
+KNOCK_CALLS_PER_ATTEMPT = 4
 #: What the delivery lock outlasts the network time of an attempt by: the Redis steps around it.
 LOCK_MARGIN_SECONDS = 5.0
 
@@ -143,6 +144,9 @@ class Forwarder:
         held_for, delivery, payload, knock = self.store.lock_and_read(
             delivery_id, lock.token, int(self.lock_seconds * 1000), probe_ms
         )
+        if knock.isdigit():  # Knock is down: nothing was locked or read; it waits for the probe
+            self.store.schedule(delivery_id, self.circuit.wait_until(int(knock)) if self.circuit else int(knock))
+            return None
         if held_for is not None:
             # Held by a worker sending it now, or by one that died while sending: try when it lapses.
             self.store.schedule(delivery_id, now_ms() + held_for + 500)
@@ -167,9 +171,6 @@ class Forwarder:
         if payload is None or not delivery.prospectId:
             return self._give_up(delivery, "nothing to send: payload or prospect missing")
 
-        if self.circuit is not None and knock.isdigit():  # Knock is down: no call until a probe succeeds
-            self.store.schedule(delivery.id, self.circuit.wait_until(int(knock)))
-            return None
         if delivery.inFlight is not None:
             # The attempt before this one was sent (or about to be) and its outcome never recorded,
             # or it failed in a way that may come after Knock stored it: Knock may hold the email.
@@ -353,8 +354,8 @@ class Forwarder:
                 log.warning(
                     "Knock circuit opened: sending stops until a probe succeeds", extra={"error": error.message}
                 )
-        except redis.RedisError:
-            pass  # the delivery's own retry is what matters; the count resumes with Redis
+        except redis.RedisError as exc:  # the delivery's own retry is what matters
+            log.warning("Knock circuit not updated", extra={"error": type(exc).__name__})
 
     def _knock_answered(self) -> None:
         if self.circuit is None:
@@ -362,8 +363,8 @@ class Forwarder:
         try:
             if self.circuit.succeeded():
                 log.info("Knock circuit closed: a probe succeeded, waiting deliveries drain")
-        except redis.RedisError:
-            pass
+        except redis.RedisError as exc:
+            log.warning("Knock circuit not updated", extra={"error": type(exc).__name__})
 
     def _log_attempt(
         self, delivery: Delivery, attempt: int, status: int | None, started: float, answer: str | None

@@ -68,7 +68,7 @@ class Backlog:
     dead: int
     unmatched: int
     possible_duplicates: int
-    #: Since when (ms) the Knock circuit has been open, None when it is closed.
+    #: Since when (ms) the Knock circuit has been open (0: not known), None when it is closed.
     knock_circuit_opened_at: int | None = None
 
 
@@ -83,7 +83,12 @@ def read_backlog(client: redis.Redis, queue_key: str) -> Backlog:
     pipe.hmget(CIRCUIT_KEY, "state", "openedAt")
     depth, oldest, retrying, dead, unmatched, doubles, (circuit, opened_at) = pipe.execute()
     age = max(0.0, time.time() - oldest[0][1] / 1000) if oldest else 0.0
-    opened = int(opened_at) if circuit in ("open", b"open") and opened_at else None
+    opened = None
+    if circuit in ("open", b"open"):
+        try:
+            opened = int(opened_at)
+        except (TypeError, ValueError):
+            opened = 0  # open, since a time no one wrote down
     return Backlog(int(depth), age, int(retrying), int(dead), int(unmatched), int(doubles), opened)
 
 

@@ -174,3 +174,31 @@ def test_every_kind_of_setting_may_come_from_the_folder_and_a_missing_folder_is_
     with pytest.raises(ConfigError) as caught:
         load_settings({**KNOCK, "RELAY_SECRETS_DIR": str(tmp_path / "nowhere")})
     assert caught.value.problems == [f"RELAY_SECRETS_DIR: {str(tmp_path / 'nowhere')!r} is not a folder"]
+
+
+def test_setting_files_that_are_not_plain_small_text_and_urls_with_passwords_are_refused_plainly(tmp_path: Any) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_text("t" * 70_000)
+    with pytest.raises(ConfigError) as caught:
+        files = {"RELAY_API_TOKEN_FILE": str(tmp_path / "fifo"), "KNOCK_API_KEY_FILE": str(tmp_path / "big")}
+        load_settings({**KNOCK, **files, "KNOCK_API_KEY": "", "REDIS_URL": "http://:hunter2@redis:6379/0"})
+    problems = "\n".join(caught.value.problems)
+    assert f"RELAY_API_TOKEN_FILE: {str(tmp_path / 'fifo')!r} is not a file" in problems
+    assert "KNOCK_API_KEY_FILE: " in problems and "is longer than 65536 characters" in problems
+    assert "REDIS_URL: must be a redis/rediss/unix URL, got 'http://redis:6379/0'" in problems
+    assert "hunter2" not in problems
+
+
+def test_warnings_name_an_unguarded_sentinel_setup_and_spare_the_worker_the_webhooks_concerns() -> None:
+    from relay.config import production_warnings
+
+    s = load_settings({**KNOCK, "REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": "relay"})
+    web, worker = production_warnings(s), production_warnings(s, role="worker")
+    assert any(w.startswith("RELAY_REDIS_MIN_REPLICAS: 0 with Sentinel") for w in web)
+    assert worker == [w for w in web if w.startswith("RELAY_REDIS_MIN_REPLICAS")]
+    guarded = load_settings(
+        {**KNOCK, "REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "r", "RELAY_REDIS_MIN_REPLICAS": "1"}
+    )
+    assert production_warnings(guarded, role="worker") == []

@@ -47,6 +47,14 @@ class KnockRejected(KnockError):
     """Any other 4xx: Knock will not accept this request as it is."""
 
 
+def logged_as(email: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells one logged email from another on a card: type, subject, sentTime (as a moment) and
+    body (its words: whitespace aside). A stranger may match the first three at will, not the body."""
+    body = email.get("body")
+    words = " ".join(body.split()) if isinstance(body, str) else body
+    return (email.get("type"), email.get("subject"), same_moment(email.get("sentTime")), words)
+
+
 def same_moment(value: Any) -> Any:
     """A sentTime as a comparable moment (ISO 8601 written with Z or an offset, with or without
     fractions, reads the same); what cannot be read is compared as it is."""
@@ -144,16 +152,16 @@ class KnockClient:
     def find_logged_email(
         self, prospect_id: str, body: dict[str, Any], *, max_pages: int = EVENT_PAGES, page_size: int = 200
     ) -> str | None:
-        """Whether Knock already holds the email `body` would log (same type, subject and sentTime)
+        """Whether Knock already holds the email `body` would log (same type, subject, sentTime and body)
         on the prospect's card: its communicationId ("" when Knock gave none), or None when it is not
-        there. Reads `GET /prospect/{id}/events` page by page, at most `max_pages` pages and twice
-        the request timeout before the last page asked; KnockTransientError when Knock cannot answer
+        there. Reads `GET /prospect/{id}/events` page by page, at most `max_pages` pages, none asked
+        once one request timeout has passed; KnockTransientError when Knock cannot answer
         now, KnockRejected when it will not list them (or not within those bounds)."""
-        wanted = (body.get("type"), body.get("subject"), same_moment(body.get("sentTime")))
+        wanted = logged_as(body)
         cursor: str | None = "0"
         started = time.monotonic()
         for _ in range(max_pages):
-            if time.monotonic() - started > 2 * self.timeout:
+            if time.monotonic() - started > self.timeout:
                 break
             query = urlencode({"cursor": cursor, "limit": page_size})
             page = self._call("GET", f"{prospect_path(prospect_id, 'events')}?{query}")
@@ -163,7 +171,7 @@ class KnockClient:
             for event in events:
                 if not isinstance(event, dict):
                     continue
-                if (event.get("type"), event.get("subject"), same_moment(event.get("sentTime"))) == wanted:
+                if logged_as(event) == wanted:
                     return str(event.get("communicationId") or "")
             cursor = page.get("nextCursor")
             if not cursor:

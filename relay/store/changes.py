@@ -44,7 +44,6 @@ class Changes(ScriptedStore):
             args,
             replicas=self.min_replicas,
             replica_timeout_ms=self.replica_timeout_ms,
-            wrote=lambda reply: reply[0] == "ok",
         )
         if reply[0] == "replay":
             return Stored(replayed=str(reply[1]))
@@ -157,8 +156,6 @@ class Changes(ScriptedStore):
             if name == "payload":
                 value = json.dumps(value)
             args += [name, "" if value is None else str(value)]
-        # With outcome replicas, WAIT even when the change was refused: it follows a change this
-        # process made before (when an earlier WAIT timed out) and covers it too.
         old = run_script_once(
             self.redis, self._transition, [self.record_key(delivery_id)], args,
             replicas=self.outcome_replicas, replica_timeout_ms=self.replica_timeout_ms,

@@ -10,9 +10,10 @@ from relay.store.scripts import ScriptedStore, run_script_once
 
 
 class Locked(NamedTuple):
-    """A delivery taken by a worker: milliseconds left on another's lock (and nothing else), or
-    the record, its Knock body, and what the Knock circuit allows: "send", "recovering" (sending,
-    failures counted), "probe", or the time (ms) of the next probe to wait for."""
+    """A delivery taken by a worker: milliseconds left on another's lock (and nothing else); or only
+    `knock`, the time (ms) of the next probe to wait for (Knock is down: nothing was locked or read);
+    or the record, its Knock body, and what the Knock circuit allows: "send", "recovering"
+    (sending, failures counted) or "probe"."""
 
     held_for: int | None
     delivery: Delivery | None
@@ -39,6 +40,8 @@ class Claims(ScriptedStore):
         Knock circuit allows (taking the probe when one is due; the next `probe_ms` later), in one step."""
         keys = [self.lock_key(delivery_id), self.record_key(delivery_id), KNOCK_CIRCUIT_KEY]
         reply = run_script_once(self.redis, self._lock_and_read, keys, [token, lock_ms, now_ms(), probe_ms])
+        if reply[0] == "wait":
+            return Locked(None, None, None, str(int(reply[1])))
         if reply[0] == "locked":
             return Locked(max(int(reply[1]), 0), None, None)
         delivery, payload = with_payload(dict(zip(reply[2::2], reply[3::2], strict=True)))

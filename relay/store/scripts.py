@@ -6,7 +6,7 @@ step as the records they point at; see relay.store.indexes for what they are and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -145,27 +145,28 @@ return old
 """
 
 
-# Takes a delivery's lock (KEYS[1], token ARGV[1] for ARGV[2] ms) and reads its record (KEYS[2])
-# with what the Knock circuit (KEYS[3], relay.circuit) allows, in one step: "send" (closed, no
-# failure counted), "recovering" (closed, failures counted: a success resets them), "probe" (open,
-# and this caller takes the probe due by ARGV[3]; the next is ARGV[4] ms later) or the time (ms)
-# of the next probe to wait for. {"read", allowed, field, value, ...} or {"locked", ms left}.
+# What the Knock circuit (KEYS[3], relay.circuit) allows, then a delivery's lock (KEYS[1], token
+# ARGV[1] for ARGV[2] ms) and its record (KEYS[2]), in one step. While the circuit is open and no
+# probe is due (ARGV[3] is now), {"wait", the time of the next probe}: nothing is locked or read.
+# A due probe is taken (the next one ARGV[4] ms later). Else {"locked", ms left} when another holds
+# the lock, or {"read", allowed, field, value, ...}, allowed being "send" (closed, no failure
+# counted), "recovering" (closed, failures counted: a success resets them) or "probe".
 _LOCK_AND_READ = """
-if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-  return {"locked", redis.call("pttl", KEYS[1])}
-end
 local state, failures, probe_at = unpack(redis.call("hmget", KEYS[3], "state", "failures", "probeAt"))
 local allowed = "send"
 if state == "open" then
   local now = tonumber(ARGV[3])
-  if tonumber(probe_at or 0) <= now then
-    redis.call("hset", KEYS[3], "probeAt", now + tonumber(ARGV[4]))
-    allowed = "probe"
-  else
-    allowed = probe_at
+  local due = tonumber(probe_at) or 0
+  if due > now then
+    return {"wait", due}
   end
+  redis.call("hset", KEYS[3], "probeAt", now + tonumber(ARGV[4]))
+  allowed = "probe"
 elseif failures and failures ~= "0" then
   allowed = "recovering"
+end
+if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+  return {"locked", redis.call("pttl", KEYS[1])}
 end
 local found = redis.call("hgetall", KEYS[2])
 table.insert(found, 1, allowed)
@@ -261,6 +262,11 @@ return result
 _RELEASE = 'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0'
 
 
+#: The key a replication barrier writes: replicas apply writes in order, so one that holds this
+#: write holds every write the primary took before it.
+BARRIER_KEY = f"{PREFIX}replication-barrier"
+
+
 def run_script_once(
     client: redis.Redis,
     script: Script,
@@ -269,7 +275,6 @@ def run_script_once(
     *,
     replicas: int = 0,
     replica_timeout_ms: int = 0,
-    wrote: Callable[[Any], bool] = lambda reply: True,
 ) -> Any:
     """`script(keys=keys, args=args)` through one pooled connection, the command packed by hiredis
     in one call: redis-py's command layer (its argument checks, retry wrapper and observability
@@ -279,9 +284,11 @@ def run_script_once(
     relay's clients do not retry); a script Redis does not have (it restarted) is loaded on the same
     connection and run again.
 
-    With `replicas`, when the reply says the script `wrote`, it then waits (Redis WAIT, on the same
-    connection: WAIT counts the replicas that have this connection's writes) up to
-    `replica_timeout_ms` for that many replicas to hold the writes, and raises NotReplicated if fewer do."""
+    With `replicas`, it then writes the replication barrier and waits (Redis WAIT, on the same
+    connection, in the same round trip) up to `replica_timeout_ms` for that many replicas to hold
+    it, and so everything the primary took before it: what the script wrote, and what an earlier
+    call wrote that this one found (a provider's retry answered as a duplicate). NotReplicated
+    (with the script's reply) if fewer do."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
@@ -291,8 +298,14 @@ def run_script_once(
             connection.send_command("SCRIPT", "LOAD", script.script)
             connection.read_response()
             reply = _evalsha(connection, script, keys, args)
-        if replicas and wrote(reply):
-            connection.send_command("WAIT", replicas, replica_timeout_ms)
+        if replicas:
+            connection.send_packed_command(
+                [
+                    _packed("SET", BARRIER_KEY, now_ms()),
+                    _packed("WAIT", replicas, replica_timeout_ms),
+                ]
+            )
+            connection.read_response()
             acknowledged = int(connection.read_response())
             if acknowledged < replicas:
                 error = NotReplicated(
@@ -309,13 +322,13 @@ def run_script_once(
 
 
 def _evalsha(connection: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+    connection.send_packed_command([_packed("EVALSHA", script.sha, len(keys), *keys, *args)])
     return connection.read_response()
 
 
-#: The key a replication barrier writes: replicas apply writes in order, so one that holds this
-#: write holds every write the primary took before it.
-BARRIER_KEY = f"{PREFIX}replication-barrier"
+def _packed(*parts: Any) -> bytes:
+    """One command as Redis reads it, packed by hiredis in one call."""
+    return hiredis.pack_command(parts)  # type: ignore[no-any-return]
 
 
 class ScriptedStore:
@@ -349,15 +362,12 @@ class ScriptedStore:
         self._release_due = client.register_script(_RELEASE_DUE)
         self._lock_and_read = client.register_script(_LOCK_AND_READ)
         self._search = client.register_script(_SEARCH)
-        self._barrier = client.register_script('return redis.call("set", KEYS[1], ARGV[1])')
+        self._noop = client.register_script("return 1")
 
     def replication_barrier(self, replicas: int) -> None:
-        """Write the barrier key and wait (WAIT, up to the replica timeout) until `replicas` replicas
-        hold it, and so every earlier write; NotReplicated when fewer do."""
-        run_script_once(
-            self.redis, self._barrier, [BARRIER_KEY], [now_ms()],
-            replicas=replicas, replica_timeout_ms=self.replica_timeout_ms,
-        )  # fmt: skip
+        """Wait (up to the replica timeout) until `replicas` replicas hold every write the primary
+        took so far; NotReplicated when fewer do."""
+        run_script_once(self.redis, self._noop, [], [], replicas=replicas, replica_timeout_ms=self.replica_timeout_ms)
 
     @staticmethod
     def record_key(delivery_id: str) -> str:

@@ -51,6 +51,9 @@ def test_an_email_is_acknowledged_only_once_a_replica_holds_it(own_redis: Any, m
         assert "stored, but on 0 of the 1 Redis replicas required" in waiting.json["error"]
         metrics = client.get("/metrics").text
         assert "relay_replication_timeouts_total 1.0" in metrics
+        # A provider's retry of an email stored before is not acknowledged either until a replica
+        # confirms everything the primary holds: it could be the one write the replica lacks.
+        assert post_mime(client, mime(message_id="<r1@example.com>")).status_code == 503
     finally:
         os.kill(replica_pid, signal.SIGCONT)
     # The provider's retry: the email was stored on the primary, so it is answered as a duplicate
