@@ -202,3 +202,14 @@ def test_warnings_name_an_unguarded_sentinel_setup_and_spare_the_worker_the_webh
         {**KNOCK, "REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "r", "RELAY_REDIS_MIN_REPLICAS": "1"}
     )
     assert production_warnings(guarded, role="worker") == []
+
+
+def test_with_sentinels_redis_urls_database_password_and_tls_still_apply_its_address_does_not() -> None:
+    from relay.redis_connection import connect
+
+    s = load_settings({**KNOCK, "REDIS_URL": "rediss://:data-pw@ignored.example:6380/5?ssl_ca_certs=/ca.pem",
+                       "REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": "relay"})  # fmt: skip
+    client = connect(s, socket_timeout=1)  # nothing is contacted until a command is sent
+    options = client.connection_pool.connection_kwargs
+    assert (options["db"], options["password"], options["ssl_ca_certs"]) == (5, "data-pw", "/ca.pem")
+    assert "host" not in options and client.connection_pool.connection_class.__name__ == "SentinelManagedSSLConnection"
