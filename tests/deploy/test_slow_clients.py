@@ -30,12 +30,12 @@ NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p
 SLOW_CLIENTS = 16  # twice the threads of the shipped gunicorn settings
 SLOW_BODY_BYTES = 4000
 
-# What the chart's `ingress.bufferRequests` annotations turn on in ingress-nginx.
-NGINX_CONF = """
+#: An nginx of the test's own, every file under {prefix}; the `http` block follows.
+NGINX_PRELUDE = """
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections 512; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/body;
@@ -43,6 +43,12 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
+"""
+
+# What the chart's `ingress.bufferRequests` annotations turn on in ingress-nginx.
+NGINX_CONF = (
+    NGINX_PRELUDE
+    + """
     server {{
         listen 127.0.0.1:{port};
         client_max_body_size 31m;            # proxy-body-size
@@ -57,6 +63,7 @@ http {{
     }}
 }}
 """
+)
 
 
 @pytest.fixture
