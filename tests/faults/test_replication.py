@@ -72,8 +72,9 @@ def test_readiness_fails_while_fewer_replicas_are_online_than_required(own_redis
     alone = client.get("/readyz")
     assert alone.status_code == 503 and alone.json["redis"] == "fewer than 1 replicas online"
     replica_url, _ = replica_of(own_redis, primary)
-    ready = client.get("/readyz").json
-    assert ready["status"] == "ok" and ready["topology"]["replicas"][0]["state"] == "online"
+    # The primary counts the replica online once it has sent its copy (a moment after the link is up).
+    ready = wait_until(lambda: (answer := client.get("/readyz").json)["status"] == "ok" and answer, timeout=20)
+    assert ready["topology"]["replicas"][0]["state"] == "online"
     assert ready["topology"]["replicas"][0]["address"].endswith(replica_url.rsplit(":", 1)[1].split("/")[0])
 
 
