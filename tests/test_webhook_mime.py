@@ -103,3 +103,16 @@ def test_remote_images_are_listed_on_the_record(client: Any) -> None:
     response = post_mime(client, raw)
     shown = delivery(client, response.json["deliveries"][0]["id"])
     assert shown["remoteImages"] == ["https://cdn.example.com/banner.png"]
+
+
+def test_a_utf8_envelope_recipient_is_read_as_utf8(client: Any) -> None:
+    """An MTA passes `jörg+prospect-…` as its UTF-8 bytes (RFC 6531); the server reads header bytes
+    as Latin-1, and the relay reads them back as UTF-8: the reply tag routes the email."""
+    recipient = "jörg+prospect-4WXU6U2J@reply.acme-living.com"
+    as_sent = recipient.encode("utf-8").decode("latin-1")  # what the WSGI server hands the app
+    headers = {**basic_auth(), "X-Envelope-To": as_sent}
+    answer = post_mime(client, mime(sender="new@example.com", message_id="<utf8-envelope@example.com>"), headers)
+    assert answer.status_code == 200, answer.json
+    (first,) = answer.json["deliveries"]
+    assert first["prospectId"] == "4WXU6U2J"
+    assert recipient in delivery(client, first["id"])["recipients"]

@@ -17,6 +17,14 @@ from relay.sender_auth import from_authentication_results
 ACCEPTED_CONTENT_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
 
 
+def utf8_header(value: str) -> str:
+    """A header value as the UTF-8 its client sent; as read when it is not UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 class RawMimeProvider(BasicAuthProvider):
     name = "mime"
     path = "/webhooks/mime"
@@ -28,9 +36,11 @@ class RawMimeProvider(BasicAuthProvider):
     def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
         if request.mimetype and request.mimetype not in ACCEPTED_CONTENT_TYPES:
             raise MalformedPayload(f"expected Content-Type message/rfc822, got {request.mimetype}")
-        # Envelope recipients, when the MTA passes them (e.g. Postfix's ${recipient}), as headers.
-        envelope_to = [v for v in request.headers.getlist("X-Envelope-To") if v]
+        # Envelope recipients, when the MTA passes them (e.g. Postfix's ${recipient}), as headers;
+        # UTF-8 addresses (RFC 6531) arrive as their bytes, which the server reads as Latin-1.
+        envelope_to = [utf8_header(v) for v in request.headers.getlist("X-Envelope-To") if v]
         envelope_from = request.headers.get("X-Envelope-From")
+        envelope_from = utf8_header(envelope_from) if envelope_from else None
         email = parse_mime(
             request.get_data(cache=True),
             limits=settings.parse_limits,
