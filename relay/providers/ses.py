@@ -187,7 +187,8 @@ class SesSnsProvider(WebhookProvider):
         if kind == "SubscriptionConfirmation":
             url = sns_url(as_str(message.get("SubscribeURL")) or "", settings, certificate=False)
             if url is None:
-                raise MalformedPayload("SubscribeURL is not on an SNS host")
+                # Part of the check, as the certificate's host is: a failed check is 401, nothing stored.
+                raise Unauthorized("SubscribeURL is not on an SNS host", challenge=CHALLENGE)
             fetch(url, what="SNS subscription confirmation", limit=_CERTIFICATE_LIMIT)
             return [Ignored(f"sns subscription confirmed for {topic[-80:]}")]
         if kind != "Notification":

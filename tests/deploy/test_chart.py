@@ -490,3 +490,11 @@ def test_pods_spread_over_nodes_and_zones_and_take_the_usual_extension_points() 
     for manifest in manifests:
         if not manifest["apiVersion"].startswith("monitoring.coreos.com/"):
             kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+
+
+def test_the_readme_names_every_credential_the_charts_secret_holds() -> None:
+    keys = set(re.findall(r'"([A-Z][A-Z0-9_]+)" \.', (CHART / "templates" / "secret.yaml").read_text()))
+    assert {"REDIS_URL", "KNOCK_API_KEY", "POSTMARK_SERVER_TOKEN", "REDIS_SENTINEL_PASSWORD"} <= keys
+    readme = (CHART.parent.parent / "README.md").read_text()
+    listed = readme[readme.index("Rather than putting credentials in values") :][:1500]
+    assert not [key for key in keys if f"`{key}`" not in listed]
