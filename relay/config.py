@@ -107,6 +107,9 @@ class Settings:
     postmark_server_token: str | None = None
     postmark_api_url: str = "https://api.postmarkapp.com"
     ses_topic_arns: tuple[str, ...] = ()
+    #: Buckets the worker may read SES's stored messages from, and an S3 endpoint other than AWS's.
+    ses_s3_buckets: tuple[str, ...] = ()
+    ses_s3_endpoint_url: str | None = None
     sns_certificate_origins: tuple[str, ...] = ()
     #: Operator console: named accounts (`name`, password hash) and the key that signs its cookies.
     console_users: tuple[tuple[str, str], ...] = ()
@@ -424,6 +427,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         postmark_server_token=read.text("POSTMARK_SERVER_TOKEN"),
         postmark_api_url=_api_url(read, "RELAY_POSTMARK_API_URL", "https://api.postmarkapp.com", https_only=not local),
         ses_topic_arns=tuple(read.items("RELAY_SES_TOPIC_ARNS")),
+        ses_s3_buckets=tuple(read.items("RELAY_SES_S3_BUCKETS")),
+        ses_s3_endpoint_url=_api_url(read, "RELAY_SES_S3_ENDPOINT_URL", "", https_only=not local)
+        if read.text("RELAY_SES_S3_ENDPOINT_URL")
+        else None,
         sns_certificate_origins=_origins(read, "RELAY_SNS_CERTIFICATE_ORIGINS", https_only=True),
         console_users=_console_users(read),
         console_secret_key=read.text("RELAY_CONSOLE_SECRET_KEY"),

@@ -8,7 +8,7 @@ from typing import Any
 
 from relay.config import Settings
 from relay.message import Email
-from relay.providers import brevo, mailgun, mandrill, postmark, resend
+from relay.providers import brevo, mailgun, mandrill, postmark, resend, ses, ses_s3
 from relay.providers.base import WebhookProvider
 from relay.providers.brevo import BrevoEventProvider, BrevoInboundProvider
 from relay.providers.mailersend import MailerSendInboundProvider
@@ -46,5 +46,6 @@ FETCHERS: dict[str, Callable[[dict[str, Any], Settings], Email]] = {
     resend.RECEIVED_EMAIL: resend.email_from_resend_received,
     resend.SENT_EMAIL: resend.email_from_resend_sent,
     mandrill.SENT_MESSAGE: mandrill.email_from_mandrill,
+    ses_s3.STORED_IN_S3: ses.email_from_s3,
     brevo.SENT_EMAIL: brevo.email_from_brevo,
 }

@@ -29,10 +29,11 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, Unauthorized
-from relay.message import TRUNCATED_HEADERS, Email, Ignored, normalise_message_id
+from relay.message import TRUNCATED_HEADERS, Email, Ignored, PendingFetch, normalise_message_id
 from relay.mime import parse_mime
 from relay.providers.base import WebhookProvider, as_dict, as_list, as_str, require_secrets
 from relay.providers.fetch import allowed_fetch_url, fetch
+from relay.providers.ses_s3 import STORED_IN_S3, read_stored_message
 from relay.sender_auth import SenderAuth, from_ses, from_trusted_headers, strongest
 from relay.untrusted_json import loads
 
@@ -180,7 +181,7 @@ class SesSnsProvider(WebhookProvider):
             return None
         return hashlib.sha256(string_to_sign(message)).hexdigest()
 
-    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored]:
+    def parse_request(self, request: Request, settings: Settings) -> list[Email | Ignored | PendingFetch]:
         message = sns_message(request)
         kind = message.get("Type")
         topic = as_str(message.get("TopicArn")) or ""
@@ -200,7 +201,7 @@ class SesSnsProvider(WebhookProvider):
         return [_ses_notification(notification, settings)]
 
 
-def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email | Ignored:
+def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email | Ignored | PendingFetch:
     kind = as_str(notification.get("notificationType")) or as_str(notification.get("eventType")) or ""
     mail = as_dict(notification.get("mail"))
     common = as_dict(mail.get("commonHeaders"))
@@ -212,8 +213,22 @@ def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email
     content = as_str(notification.get("content"))
     if content is None:
         if action.get("type") == "S3":
-            # The message is in the bucket, not here: a person must look (or an S3 fetch be added).
-            return Ignored("content in S3", message_id, subject, unmatched=True)
+            # The message is in the bucket: the worker fetches it (relay.providers.ses_s3).
+            bucket, key = as_str(action.get("bucketName")), as_str(action.get("objectKey"))
+            if not bucket or not key:
+                raise MalformedPayload("an S3 action without bucketName and objectKey")
+            receipt = as_dict(notification.get("receipt"))
+            spec: dict[str, object] = {
+                "bucket": bucket,
+                "key": key,
+                "recipients": [r for r in map(as_str, as_list(receipt.get("recipients"))) if r],
+                "source": as_str(mail.get("source")),
+                "verdicts": {
+                    name: as_str(as_dict(receipt.get(name)).get("status"))
+                    for name in ("spfVerdict", "dkimVerdict", "dmarcVerdict")
+                },  # fmt: skip
+            }
+            return PendingFetch(STORED_IN_S3, spec, message_id, subject)
         raise MalformedPayload("a Received notification without content")
     if action.get("encoding") == "BASE64":
         try:
@@ -228,6 +243,16 @@ def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email
         raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=as_str(mail.get("source"))
     )
     return replace(email, sender_auth=_verdict(email, as_dict(notification.get("receipt")), settings))
+
+
+def email_from_s3(spec: dict[str, Any], settings: Settings) -> Email:
+    """The worker's half of an S3 action: the stored message, with the notification's envelope and
+    SES's verdicts."""
+    raw = read_stored_message(str(spec.get("bucket") or ""), str(spec.get("key") or ""), settings)
+    recipients = [str(r) for r in spec.get("recipients") or []]
+    email = parse_mime(raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=spec.get("source"))
+    verdicts = {name: {"status": status} for name, status in dict(spec.get("verdicts") or {}).items()}
+    return replace(email, sender_auth=_verdict(email, verdicts, settings))
 
 
 def _verdict(email: Email, receipt: dict[str, Any], settings: Settings) -> SenderAuth:

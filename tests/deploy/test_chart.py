@@ -203,6 +203,7 @@ def test_rendered_environment_is_a_valid_relay_configuration() -> None:
         assert settings.redis_url == "rediss://:redis-password@redis.leasing.svc:6380/0"
         assert settings.mailbox_domains == {"acme-living.com", "reply.acme-living.com"}
         assert settings.knock_rate_limit == 20 and settings.require_durable_redis is True
+        assert settings.ses_s3_buckets == ("acme-relay-inbound",)
         # Staging: the sandbox is on, so Knock is the in-cluster sandbox with its key.
         sandbox_service = one(manifests, "Service", "sandbox")
         assert settings.knock_base_url == f"http://{sandbox_service['metadata']['name']}:8081"

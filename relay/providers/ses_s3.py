@@ -1,0 +1,101 @@
+"""Amazon SES messages stored in S3: a receipt rule's S3 action keeps the message in a bucket and
+notifies through SNS (SNS itself carries at most 150 KB). The webhook stores the notification as a
+pending fetch; the worker reads the object here, from a bucket listed in RELAY_SES_S3_BUCKETS only,
+with the credentials of the standard AWS chain (IRSA, instance role, environment).
+
+boto3 is imported by the worker when it first fetches: the web process never needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from relay.config import Settings
+from relay.errors import MalformedPayload, ProviderUnavailable
+from relay.providers.fetch import FETCH_DEADLINE_SECONDS
+
+#: The kind of PendingFetch for a message in S3.
+STORED_IN_S3 = "ses-s3-message"
+#: Metadata SES writes on an object it encrypted client-side with a KMS key.
+_CLIENT_SIDE_ENCRYPTION = ("x-amz-key-v2", "x-amz-cek-alg", "x-amz-wrap-alg")
+_READ_CHUNK = 1 << 20
+
+_clients: dict[str | None, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(endpoint_url: str | None) -> Any:
+    """One S3 client per endpoint and process (making one costs tens of milliseconds)."""
+    with _clients_lock:
+        if endpoint_url not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=5,
+                read_timeout=FETCH_DEADLINE_SECONDS,
+                retries={"max_attempts": 1, "mode": "standard"},  # the delivery's retry policy retries
+            )
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            _clients[endpoint_url] = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        return _clients[endpoint_url]
+
+
+def read_stored_message(bucket: str, key: str, settings: Settings) -> bytes:
+    """The object's bytes. MalformedPayload (the delivery goes dead, with the reason) for a bucket
+    not allowed, a missing object, access refused, client-side encryption or an object over
+    RELAY_MAX_REQUEST_BYTES; ProviderUnavailable (retried) when S3 cannot answer now."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if bucket not in settings.ses_s3_buckets:
+        raise MalformedPayload(f"S3 bucket {bucket!r} is not in RELAY_SES_S3_BUCKETS: the message was not fetched")
+    started = time.monotonic()
+    try:
+        found = _client(settings.ses_s3_endpoint_url).get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(exc.response.get("Error", {}).get("Code") or status)
+        if status == 404 or code in ("NoSuchKey", "NoSuchBucket"):
+            raise MalformedPayload(f"the message is not in S3 (s3://{bucket}/{key}: {code})") from exc
+        if status == 403 or code == "AccessDenied":
+            raise MalformedPayload(
+                f"S3 refused to give the message (s3://{bucket}/{key}: {code}); grant s3:GetObject on the bucket"
+            ) from exc
+        raise ProviderUnavailable(f"S3 answered {status or code}") from exc
+    except BotoCoreError as exc:
+        raise ProviderUnavailable(f"S3 unreachable: {type(exc).__name__}") from exc
+    metadata = {str(name).lower() for name in (found.get("Metadata") or {})}
+    if metadata & set(_CLIENT_SIDE_ENCRYPTION):
+        found["Body"].close()
+        raise MalformedPayload(
+            "the message is encrypted with SES's client-side KMS encryption, which the relay does not read: "
+            "turn encryption off in the receipt rule's S3 action (S3's own server-side encryption is fine)"
+        )
+    if int(found.get("ContentLength") or 0) > settings.max_request_bytes:
+        found["Body"].close()
+        raise MalformedPayload(f"the message is larger than RELAY_MAX_REQUEST_BYTES ({settings.max_request_bytes})")
+    return _read_within(found["Body"], settings.max_request_bytes, started)
+
+
+def _read_within(body: Any, limit: int, started: float) -> bytes:
+    """Read the object's stream, at most `limit` bytes and FETCH_DEADLINE_SECONDS in all."""
+    from botocore.exceptions import BotoCoreError
+
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := body.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise MalformedPayload(f"the message is larger than RELAY_MAX_REQUEST_BYTES ({limit})")
+            if time.monotonic() - started > FETCH_DEADLINE_SECONDS:
+                raise ProviderUnavailable(f"S3 took more than {FETCH_DEADLINE_SECONDS:g} s to send the message")
+            chunks.append(chunk)
+    except (BotoCoreError, OSError) as exc:
+        raise ProviderUnavailable(f"S3 broke off: {type(exc).__name__}") from exc
+    finally:
+        body.close()
+    return b"".join(chunks)

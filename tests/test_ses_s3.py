@@ -1,0 +1,171 @@
+"""Amazon SES through S3: a receipt rule's S3 action stores the message and notifies through SNS;
+the worker fetches the object from a real S3 API server (moto's standalone server on a loopback
+port, spoken to by boto3 over HTTP with real signatures) and logs the email."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from relay.app import create_app
+from tests.conftest import SnsSigner
+from tests.e2e.conftest import BIN
+from tests.helpers import BEARER, free_port, wait_for_status, wait_until
+from tests.test_webhook_more_providers import SES, fixture, logged_as, ses_notification, ses_post
+
+BUCKET = "relay-inbound"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def start_s3(*, authenticated_after: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server; with `authenticated_after`, requests after that many are checked against
+    its own IAM, where the test's credentials do not exist (S3 answers 403)."""
+    port = free_port()
+    env = {**CREDENTIALS, "PATH": "/usr/bin:/bin"}
+    if authenticated_after is not None:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(authenticated_after)
+    process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            boto3.client("s3", endpoint_url=url, **_client_credentials()).list_buckets()
+            return True
+        except Exception:  # noqa: BLE001 - not up yet
+            return process.poll() is None and False
+
+    wait_until(answers, timeout=30, interval=0.2)
+    return process, url
+
+
+def _client_credentials() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)  # the standard chain the worker reads
+    process, url = start_s3()
+    client = boto3.client("s3", endpoint_url=url, **_client_credentials())
+    client.create_bucket(Bucket=BUCKET)
+    yield url, client
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def stored_message() -> bytes:
+    """The email of the SES fixture, as SES's S3 action stores it (the raw MIME)."""
+    return base64.b64decode(fixture("ses/received-event.json")["content"])
+
+
+def s3_notification(sns: SnsSigner, bucket: str, key: str) -> dict[str, Any]:
+    event = fixture("ses/received-event.json")
+    del event["content"]
+    event["receipt"]["action"] = {"type": "S3", "topicArn": event["receipt"]["action"]["topicArn"],
+                                  "bucketName": bucket, "objectKey": key}  # fmt: skip
+    return ses_notification(sns, Message=json.dumps(event))
+
+
+@pytest.fixture
+def s3_settings(make_settings: Any, sns: SnsSigner, s3: tuple[str, Any]) -> Any:
+    return make_settings(RELAY_SNS_CERTIFICATE_ORIGINS=sns.origin, RELAY_SES_S3_BUCKETS=BUCKET,
+                         RELAY_SES_S3_ENDPOINT_URL=s3[0])  # fmt: skip
+
+
+def post(client: Any, sns: SnsSigner, bucket: str, key: str) -> str:
+    answer = client.post(SES, **ses_post(s3_notification(sns, bucket, key)))
+    assert answer.status_code == 200, answer.json
+    (pending,) = answer.json["deliveries"]
+    return str(pending["id"])
+
+
+def test_a_message_stored_in_s3_is_fetched_and_logged(
+    s3_settings: Any, s3: tuple[str, Any], sns: SnsSigner, start_worker: Callable[..., Any], sandbox: Any
+) -> None:
+    s3[1].put_object(Bucket=BUCKET, Key="inbound/abc", Body=stored_message())
+    sandbox.seed("4WXU6U2J", agent="pat")
+    client = create_app(s3_settings).test_client()
+    fetch_id = post(client, sns, BUCKET, "inbound/abc")
+    start_worker(s3_settings)
+    logged = logged_as(client, fetch_id)
+    assert logged["prospectId"] == "4WXU6U2J" and logged["messageId"] == "CAF=visit-4711@mail.example.com"
+    wait_for_status(client, logged["id"], "delivered")
+    assert [e["subject"] for e in sandbox.events("4WXU6U2J")] == [logged["subject"]]
+    # The same notification again (SNS retries): one email.
+    again = client.post(SES, **ses_post(s3_notification(sns, BUCKET, "inbound/abc"))).json
+    assert again["status"] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("missing object", "the message is not in S3"),
+        ("bucket not allowed", "is not in RELAY_SES_S3_BUCKETS"),
+        ("client-side encryption", "client-side KMS encryption"),
+        ("larger than the cap", "larger than RELAY_MAX_REQUEST_BYTES"),
+    ],
+)
+def test_what_the_relay_will_never_read_goes_dead_with_the_reason(
+    s3_settings: Any, s3: tuple[str, Any], sns: SnsSigner, start_worker: Callable[..., Any], case: str, reason: str
+) -> None:
+    bucket, key = BUCKET, f"inbound/{case.replace(' ', '-')}"
+    if case == "bucket not allowed":
+        bucket = "someone-elses"
+        s3[1].create_bucket(Bucket=bucket)
+        s3[1].put_object(Bucket=bucket, Key=key, Body=stored_message())
+    elif case == "client-side encryption":
+        s3[1].put_object(Bucket=BUCKET, Key=key, Body=b"\x00sealed",
+                         Metadata={"x-amz-key-v2": "AQID", "x-amz-cek-alg": "AES/GCM/NoPadding"})  # fmt: skip
+    elif case == "larger than the cap":
+        s3[1].put_object(Bucket=BUCKET, Key=key, Body=stored_message() + b"x" * 70_000)
+    client = create_app(s3_settings).test_client()
+    fetch_id = post(client, sns, bucket, key)
+    start_worker(s3_settings)
+    dead = wait_for_status(client, fetch_id, "dead")
+    assert reason in dead["lastError"], dead["lastError"]
+
+
+def test_access_refused_by_s3_goes_dead_and_says_what_to_grant(
+    make_settings: Any, sns: SnsSigner, start_worker: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    process, url = start_s3(authenticated_after=3)  # the readiness probe, the bucket, the object
+    try:
+        client = boto3.client("s3", endpoint_url=url, **_client_credentials())
+        client.create_bucket(Bucket=BUCKET)
+        client.put_object(Bucket=BUCKET, Key="inbound/denied", Body=stored_message())
+        settings = make_settings(RELAY_SNS_CERTIFICATE_ORIGINS=sns.origin, RELAY_SES_S3_BUCKETS=BUCKET,
+                                 RELAY_SES_S3_ENDPOINT_URL=url + "/")  # fmt: skip
+        web = create_app(settings).test_client()
+        fetch_id = post(web, sns, BUCKET, "inbound/denied")
+        start_worker(settings)
+        dead = wait_for_status(web, fetch_id, "dead")
+        assert "S3 refused to give the message" in dead["lastError"] and "s3:GetObject" in dead["lastError"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_an_s3_that_does_not_answer_is_retried(
+    make_settings: Any, sns: SnsSigner, start_worker: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    settings = make_settings(RELAY_SNS_CERTIFICATE_ORIGINS=sns.origin, RELAY_SES_S3_BUCKETS=BUCKET,
+                             RELAY_SES_S3_ENDPOINT_URL=nowhere)  # fmt: skip
+    web = create_app(settings).test_client()
+    fetch_id = post(web, sns, BUCKET, "inbound/later")
+    start_worker(settings)
+    retrying = wait_for_status(web, fetch_id, "retrying")
+    assert "S3 unreachable" in retrying["lastError"]
+    assert web.get(f"/v1/deliveries/{fetch_id}", headers=BEARER).json["status"] in ("retrying", "queued")
