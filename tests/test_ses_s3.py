@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
+import threading
+import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +18,9 @@ import boto3
 import pytest
 
 from relay.app import create_app
+from relay.errors import ProviderUnavailable
+from relay.providers.fetch import FETCH_DEADLINE_SECONDS
+from relay.providers.ses_s3 import read_stored_message
 from tests.conftest import SnsSigner
 from tests.e2e.conftest import BIN
 from tests.helpers import BEARER, free_port, wait_for_status, wait_until
@@ -169,3 +176,67 @@ def test_an_s3_that_does_not_answer_is_retried(
     retrying = wait_for_status(web, fetch_id, "retrying")
     assert "S3 unreachable" in retrying["lastError"]
     assert web.get(f"/v1/deliveries/{fetch_id}", headers=BEARER).json["status"] in ("retrying", "queued")
+
+
+class TricklingS3:
+    """A server that answers any GetObject with its headers at once, then one byte a second."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closing = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closing.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\nContent-Type: message/rfc822\r\n\r\n")
+            while not self.closing.is_set():
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(1)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.listener.close()
+
+
+def test_an_s3_that_sends_a_byte_at_a_time_is_cut_off_at_the_deadline(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    server = TricklingS3()
+    try:
+        settings = make_settings(RELAY_SES_S3_BUCKETS=BUCKET, RELAY_SES_S3_ENDPOINT_URL=server.url)
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match="took more than"):
+            read_stored_message(BUCKET, "inbound/slow", settings)
+        assert time.monotonic() - started < FETCH_DEADLINE_SECONDS + 5  # not the hours 50,000 bytes would take
+    finally:
+        server.close()
+
+
+def test_a_20_mb_message_is_read_within_twice_its_size(make_settings: Any, s3: tuple[str, Any]) -> None:
+    body = stored_message() + b"\r\n" + b"a" * (20 * 1024 * 1024)
+    s3[1].put_object(Bucket=BUCKET, Key="inbound/large", Body=body)
+    settings = make_settings(RELAY_SES_S3_BUCKETS=BUCKET, RELAY_SES_S3_ENDPOINT_URL=s3[0],
+                             RELAY_MAX_REQUEST_BYTES=str(30 * 1024 * 1024))  # fmt: skip
+    tracemalloc.start()
+    try:
+        read = read_stored_message(BUCKET, "inbound/large", settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read == body
+    assert peak < 2.5 * len(body), peak / len(body)

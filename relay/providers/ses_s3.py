@@ -77,17 +77,21 @@ def read_stored_message(bucket: str, key: str, settings: Settings) -> bytes:
     if int(found.get("ContentLength") or 0) > settings.max_request_bytes:
         found["Body"].close()
         raise MalformedPayload(f"the message is larger than RELAY_MAX_REQUEST_BYTES ({settings.max_request_bytes})")
-    return _read_within(found["Body"], settings.max_request_bytes, started)
+    return _read_within(found["Body"], int(found.get("ContentLength") or 0), settings.max_request_bytes, started)
 
 
-def _read_within(body: Any, limit: int, started: float) -> bytes:
-    """Read the object's stream, at most `limit` bytes and FETCH_DEADLINE_SECONDS in all."""
+def _read_within(body: Any, expected: int, limit: int, started: float) -> bytes:
+    """Read the object's stream, at most `limit` bytes and FETCH_DEADLINE_SECONDS in all: each read
+    takes what has arrived (one receive), so a server that sends a byte at a time is cut off at the
+    deadline rather than held for as long as it keeps each read alive."""
     from botocore.exceptions import BotoCoreError
 
+    raw = getattr(body, "_raw_stream", None)  # urllib3's response: read1 returns what has arrived
+    read = raw.read1 if raw is not None and hasattr(raw, "read1") else body.read
     chunks: list[bytes] = []
     size = 0
     try:
-        while chunk := body.read(_READ_CHUNK):
+        while chunk := read(_READ_CHUNK):
             size += len(chunk)
             if size > limit:
                 raise MalformedPayload(f"the message is larger than RELAY_MAX_REQUEST_BYTES ({limit})")
@@ -98,4 +102,6 @@ def _read_within(body: Any, limit: int, started: float) -> bytes:
         raise ProviderUnavailable(f"S3 broke off: {type(exc).__name__}") from exc
     finally:
         body.close()
+    if expected and size != expected:
+        raise ProviderUnavailable(f"S3 sent {size} of the message's {expected} bytes")
     return b"".join(chunks)
