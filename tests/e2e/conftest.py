@@ -69,9 +69,42 @@ def storage_stub() -> Iterator[StorageStub]:
     server.shutdown()
 
 
+#: What the worker's boto3 reads from the standard chain, for the S3 server below.
+AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+S3_BUCKET = "relay-inbound"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 API (moto's standalone server) with the bucket SES's S3 action writes to; its URL."""
+    import boto3
+
+    port = free_port()
+    process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                               env={**AWS_TEST_CREDENTIALS, "PATH": "/usr/bin:/bin"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                          region_name="us-east-1")  # fmt: skip
+
+    def created() -> bool:
+        try:
+            client.create_bucket(Bucket=S3_BUCKET)
+            return True
+        except Exception:  # noqa: BLE001 - not listening yet
+            return False
+
+    try:
+        wait_until(created, timeout=30, interval=0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, storage_stub: StorageStub, sns_server: SnsSigner
+    tmp_path_factory: pytest.TempPathFactory, storage_stub: StorageStub, sns_server: SnsSigner, s3_server: str
 ) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("e2e-logs")
     sandbox_port, web_port = free_port(), free_port()
@@ -86,6 +119,10 @@ def stack(
         # SES through SNS: the signing certificate comes from a local HTTPS stand-in the processes trust.
         RELAY_SNS_CERTIFICATE_ORIGINS=sns_server.origin,
         REQUESTS_CA_BUNDLE=sns_server.ca_file,
+        # SES through S3: the stored message comes from a real S3 API server.
+        RELAY_SES_S3_BUCKETS=S3_BUCKET,
+        RELAY_SES_S3_ENDPOINT_URL=s3_server,
+        **AWS_TEST_CREDENTIALS,
     )
     sandbox = spawn(
         [sys.executable, "-m", "relay", "sandbox", "--port", str(sandbox_port), "--api-key", SANDBOX_KEY],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -112,6 +114,25 @@ def sns_post(stack: Stack, sns: SnsSigner) -> tuple[bytes, str, dict[str, str]]:
     )
 
 
+def sns_s3_post(stack: Stack, sns: SnsSigner) -> tuple[bytes, str, dict[str, str]]:
+    """SES's S3 action: the message goes to the bucket, the notification names it."""
+    import boto3
+
+    event = json.loads(payload("ses/received-event.json"))
+    raw = base64.b64decode(event.pop("content"))
+    key = "inbound/e2e-" + hashlib.sha256(raw).hexdigest()[:12]
+    boto3.client("s3", endpoint_url=stack.env["RELAY_SES_S3_ENDPOINT_URL"], aws_access_key_id="testing",
+                 aws_secret_access_key="testing", region_name="us-east-1").put_object(
+        Bucket=stack.env["RELAY_SES_S3_BUCKETS"], Key=key, Body=raw)  # fmt: skip
+    event["receipt"]["action"] = {"type": "S3", "bucketName": stack.env["RELAY_SES_S3_BUCKETS"], "objectKey": key}
+    message = {**json.loads(payload("ses/notification.json")), "Message": json.dumps(event)}
+    return (
+        json.dumps(sns.sign(message)).encode(),
+        "text/plain; charset=UTF-8",
+        {"x-amz-sns-message-type": "Notification"},
+    )
+
+
 def mandrill_post(events: bytes, url: str) -> tuple[bytes, str, dict[str, str]]:
     params = {"mandrill_events": events.decode()}
     return urlencode(params).encode(), "application/x-www-form-urlencoded", mandrill_headers(url, params)
@@ -137,6 +158,7 @@ INBOUND = {
     "resend": ("/webhooks/resend",
                lambda s, sns: json_post("resend/received.json", svix_headers(payload("resend/received.json")))),
     "ses": ("/webhooks/ses", sns_post),
+    "ses-s3": ("/webhooks/ses", sns_s3_post),
 }  # fmt: skip
 
 
@@ -148,7 +170,7 @@ def test_inbound_end_to_end(e2e: Stack, sns_server: SnsSigner, provider: str) ->
     request = build(e2e, sns_server)
     answer = post(e2e, path, *request)
     created = [d for d in answer["deliveries"] if d["status"] == "queued"]
-    if provider == "resend":  # metadata only: the worker fetches the email first
+    if provider in ("resend", "ses-s3"):  # the email is elsewhere: the worker fetches it first
         fetched = e2e.wait_for_status(created[0]["id"], "fetched")
         created = [{"id": fetched["reason"].removeprefix("logged as "), "prospectId": "4WXU6U2J"}]
     (summary,) = created
