@@ -244,6 +244,26 @@ def test_mailjet_fields_headers_and_attachments(client: Any, services: Any) -> N
     assert "pay stub.pdf" in body["body"] and "<script" not in body["body"]
 
 
+@pytest.mark.parametrize(
+    ("headers", "name"),
+    [
+        ({"Content-Disposition": "attachment; filename*=UTF-8''bail%20sign%C3%A9.pdf"}, "bail signé.pdf"),
+        ({"Content-Disposition": ["attachment; filename=lease.pdf"]}, "lease.pdf"),
+        ({"Content-Type": 'application/pdf; name="=?utf-8?q?fiche_d=C3=A9p=C3=B4t.pdf?="'}, "fiche dépôt.pdf"),
+    ],
+)
+def test_mailjet_attachment_names_are_read_as_in_raw_mime(
+    client: Any, services: Any, headers: dict[str, Any], name: str
+) -> None:
+    """Mailjet names an attachment only in its part's headers (ContentRef is `AttachmentN`)."""
+    posted = fixture("mailjet/parse.json")
+    posted["Parts"][2]["Headers"] = {"Content-Type": "application/pdf", **headers}
+    posted["Headers"]["Message-ID"] = f"<names-{abs(hash(name))}@example.com>"
+    (summary,) = client.post("/webhooks/mailjet/inbound", json=posted, headers=basic_auth()).json["deliveries"]
+    body = services.store.payload(summary["id"])["body"]
+    assert name in body and "Attachment1" not in body
+
+
 # Brevo ---------------------------------------------------------------------------------------
 
 BREVO_AUTH = {**AUTH, "bearer": {"Authorization": f"Bearer {BREVO_TOKEN}"}}

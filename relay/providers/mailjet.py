@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.message import Message
 from typing import Any
 
 from flask import Request
@@ -12,6 +13,7 @@ from flask import Request
 from relay.addresses import mailbox_addresses
 from relay.config import Settings
 from relay.errors import MalformedPayload
+from relay.headers import filename_of
 from relay.message import Attachment, Email, Ignored, build_email
 from relay.providers.base import (
     JSON_BODY,
@@ -42,6 +44,17 @@ def parse_stamp(value: str | None) -> datetime | None:
         return None
 
 
+def _part_headers(part: dict[str, Any]) -> Message:
+    """A part's `Headers` as a MIME header block (a value may be a string or a list of them)."""
+    headers = Message()
+    for name, value in list(as_dict(part.get("Headers")).items())[:50]:
+        values = value if isinstance(value, list) else [value]
+        for each in values[:5]:
+            if isinstance(name, str) and isinstance(each, str) and "\n" not in each and "\r" not in each:
+                headers[name] = each[:4096]
+    return headers
+
+
 def _attachments(body: dict[str, Any]) -> list[Attachment]:
     """Parts whose content is an `AttachmentN` field, sized from the base64 text."""
     found = []
@@ -49,17 +62,15 @@ def _attachments(body: dict[str, Any]) -> list[Attachment]:
         ref = as_str(part.get("ContentRef")) or ""
         if not ref.startswith("Attachment"):
             continue
-        headers = {k.lower(): v for k, v in as_dict(part.get("Headers")).items() if isinstance(v, str)}
+        headers = _part_headers(part)
         if headers.get("content-id"):
             continue  # an inline image, not an attachment
-        disposition = headers.get("content-disposition", "") + ";" + headers.get("content-type", "")
-        name = re.search(r'(?:file)?name="?([^";]+)"?', disposition)
         content = as_str(body.get(ref)) or ""
         found.append(
             Attachment(
-                name.group(1) if name else ref,
+                filename_of(headers) or ref,  # RFC 2231 and RFC 2047 names read as in raw MIME
                 base64_size(content),
-                headers.get("content-type", "application/octet-stream").split(";")[0].strip(),
+                headers.get_content_type() if headers.get("content-type") else "application/octet-stream",
             )
         )
     return found
