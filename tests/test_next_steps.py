@@ -106,8 +106,14 @@ CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
      ("renter@example.com", "Directory", "resolve this email here")),
     # Unmatched: relay.forwarding (no agent in Knock, no default).
     (UNMATCHED, "no agent", "no-agent", ("prospect P1", "agent's username", "Directory")),
-    # Unmatched: relay.providers.ses (a receipt rule that stores the content in S3).
-    (UNMATCHED, "content in S3", "ses-content-in-s3", ("by hand", "SNS")),
+    # Dead: relay.providers.ses_s3 (SES receipt rules with an S3 action).
+    (DEAD, "S3 bucket 'other' is not in RELAY_SES_S3_BUCKETS: the message was not fetched", "ses-s3-bucket",
+     ("RELAY_SES_S3_BUCKETS", "Replay")),
+    (DEAD, "the message is not in S3 (s3://b/k: NoSuchKey)", "ses-s3-missing", ("by hand", "lifecycle")),
+    (DEAD, "S3 refused to give the message (s3://b/k: AccessDenied); grant s3:GetObject on the bucket",
+     "ses-s3-denied", ("s3:GetObject", "Replay")),
+    (DEAD, "the message is encrypted with SES's client-side KMS encryption, which the relay does not read: x",
+     "ses-s3-client-side-encryption", ("by hand",)),
     # Dead: relay.forwarding's own refusals.
     (DEAD, "nothing to send: payload or prospect missing", "nothing-to-send", ("by hand",)),
     (DEAD, f"invalid Knock body: {validate_log_email({'agent': {'username': ''}})}", "invalid-knock-body",
@@ -257,8 +263,8 @@ def unmatched_reasons_in_code() -> set[str]:
 
 def test_the_reasons_are_read_from_the_code() -> None:
     reasons = unmatched_reasons_in_code()
-    assert {NOT_AUTHENTICATED, INVALID_REPLY_TAG, "no agent", "content in S3", "no sender address"} <= reasons
-    assert len(reasons) >= 11
+    assert {NOT_AUTHENTICATED, INVALID_REPLY_TAG, "no agent", "no sender address"} <= reasons
+    assert len(reasons) >= 10
 
 
 @pytest.mark.parametrize("reason", sorted(unmatched_reasons_in_code()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.helpers import BEARER, SENDGRID_FORM, basic_auth, payload
-from tests.webhook_cases import WebhookCases
+from tests.webhook_cases import CarriesAttachments, WebhookCases
 
 AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="guess")}
 PARSED = "sendgrid/parsed-three-charsets.form"
@@ -25,7 +25,8 @@ def stored(client: Any, services: Any, response: Any) -> tuple[dict[str, Any], d
     return shown, services.store.payload(delivery_id)
 
 
-class TestSendGridWebhook(WebhookCases):
+class TestSendGridWebhook(CarriesAttachments, WebhookCases):
+    attachment_names = ("payslip.pdf",)
     path = "/webhooks/sendgrid/inbound"
     expected = ("queued", "SG777", "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
 

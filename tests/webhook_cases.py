@@ -107,3 +107,25 @@ class WebhookCases:
         second = client.post(self.path, **self.request())
         assert second.json["status"] == "duplicate"
         assert second.json["deliveries"][0]["id"] == first.json["deliveries"][0]["id"]
+
+
+class CarriesAttachments:
+    """For a provider whose `request()` carries attachments: each is listed on the logged email by
+    its real file name (as raw MIME names it), never by the provider's field name for it."""
+
+    path: ClassVar[str]
+    #: The file names `request()` carries.
+    attachment_names: ClassVar[tuple[str, ...]]
+
+    def request(self, auth: str = "valid") -> dict[str, Any]:
+        raise AssertionError("provider test classes define request()")
+
+    def test_attachments_are_listed_by_their_file_names(self, client: Any) -> None:
+        services = client.application.extensions["relay"]
+        queued = [d for d in client.post(self.path, **self.request()).json["deliveries"] if d["status"] == "queued"]
+        assert queued
+        for summary in queued:
+            body = services.store.payload(summary["id"])["body"]
+            for name in self.attachment_names:
+                assert name in body, (name, body[-400:])
+            assert "Attachment1" not in body

@@ -2,7 +2,7 @@
 
 An unmatched delivery says why in its `reason`: routing (relay.routing) and sender authentication
 (relay.sender_auth) write one when no prospect was found, the worker (relay.forwarding) writes
-`no agent`, and the SES provider writes `content in S3`. A dead delivery says why in its
+`no agent`. A dead delivery says why in its
 `lastError`: the worker's own refusals, what a provider fetch met (relay.providers.fetch and the
 providers' fetchers), and what Knock answered (relay.knock.client): Knock's `errorMessage` as it
 wrote it, `HTTP <status>` when it gave none, or `timeout after …` / `connection error: …` after the
@@ -166,13 +166,6 @@ UNMATCHED_RULES: tuple[Rule, ...] = (
         "is not set): resolve it here with that prospect id and the agent's username. For later mail, add the "
         "agent with their address in the Directory, or give the prospect its agent there.",
     ),
-    Rule(
-        "ses-content-in-s3",
-        exact("content in S3"),
-        "SES stored this email in S3 instead of sending it through SNS, so the relay never had its content and "
-        "Resolve cannot log it: log it in Knock by hand from the S3 copy. Change the SES receipt rule's action "
-        "to Publish to Amazon SNS topic (Base64 encoding) for later mail.",
-    ),
 )
 
 UNMATCHED_FALLBACK = (
@@ -182,6 +175,32 @@ UNMATCHED_FALLBACK = (
 
 #: Advice by a dead delivery's `lastError`, the worker's and fetches' errors first, then Knock's.
 DEAD_RULES: tuple[Rule, ...] = (
+    # SES messages stored in S3 (relay.providers.ses_s3).
+    Rule(
+        "ses-s3-bucket",
+        pattern(r"S3 bucket '(?P<bucket>[^']*)' is not in RELAY_SES_S3_BUCKETS: the message was not fetched"),
+        "The SES receipt rule stored this email in a bucket the relay may not read. If the bucket is yours, add it "
+        "to RELAY_SES_S3_BUCKETS (and give the worker s3:GetObject on it), then Replay.",
+    ),
+    Rule(
+        "ses-s3-missing",
+        prefix("the message is not in S3 "),
+        "The object SES named is gone from the bucket (a lifecycle rule shorter than the retries, or deleted): "
+        "log the email in Knock by hand if you still have it, and keep objects longer than "
+        "RELAY_RETRY_MAX_AGE_SECONDS.",
+    ),
+    Rule(
+        "ses-s3-denied",
+        prefix("S3 refused to give the message "),
+        "S3 refused the worker: give its role s3:GetObject on the bucket (IRSA or instance role; a KMS key's "
+        "kms:Decrypt too when the bucket uses one), then Replay.",
+    ),
+    Rule(
+        "ses-s3-client-side-encryption",
+        prefix("the message is encrypted with SES's client-side KMS encryption"),
+        "Turn off encryption in the SES receipt rule's S3 action (S3's own server-side encryption is fine); this "
+        "email must be logged in Knock by hand.",
+    ),
     # The worker's own refusals (relay.forwarding).
     Rule(
         "nothing-to-send",
