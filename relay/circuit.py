@@ -26,8 +26,7 @@ SPELLS_KEY = f"{KNOCK_CIRCUIT_KEY}:spells"
 CLOSED = "closed"
 OPEN = "open"
 
-# KEYS: state, spells. ARGV: now, threshold, probe ms, spells kept ms. "opened" when this failure
-# opened the circuit, else "".
+# KEYS: state. ARGV: now, threshold, probe ms. "opened" when this failure opened the circuit, else "".
 _FAILED = """
 local state = redis.call("hget", KEYS[1], "state")
 local failures = redis.call("hincrby", KEYS[1], "failures", 1)
@@ -91,7 +90,7 @@ class KnockCircuit:
 
     def failed(self) -> bool:
         """A call failed as an outage does; True when that opened the circuit."""
-        return self._failed(keys=[STATE_KEY, SPELLS_KEY], args=[now_ms(), self.threshold, self.probe_ms]) == "opened"
+        return self._failed(keys=[STATE_KEY], args=[now_ms(), self.threshold, self.probe_ms]) == "opened"
 
     def succeeded(self) -> bool:
         """A call succeeded; True when that closed the circuit."""
