@@ -409,9 +409,9 @@ def test_alert_rules_use_metrics_the_relay_exports() -> None:
 
 def test_runbook_has_a_section_for_every_alert() -> None:
     rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
-    readme = (CHART.parent.parent / "README.md").read_text()
+    runbook = (CHART.parent.parent / "docs" / "operations.md").read_text()
     for r in rules["groups"][0]["rules"]:
-        assert f'<a id="{r["alert"].lower()}"></a>' in readme, r["alert"]
+        assert f'<a id="{r["alert"].lower()}"></a>' in runbook, r["alert"]
 
 
 def test_web_pods_stop_only_after_leaving_the_endpoints_and_outlive_a_redis_stall() -> None:
@@ -493,9 +493,9 @@ def test_pods_spread_over_nodes_and_zones_and_take_the_usual_extension_points() 
             kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
 
 
-def test_the_readme_names_every_credential_the_charts_secret_holds() -> None:
+def test_the_deployment_guide_names_every_credential_the_charts_secret_holds() -> None:
     keys = set(re.findall(r'"([A-Z][A-Z0-9_]+)" \.', (CHART / "templates" / "secret.yaml").read_text()))
     assert {"REDIS_URL", "KNOCK_API_KEY", "POSTMARK_SERVER_TOKEN", "REDIS_SENTINEL_PASSWORD"} <= keys
-    readme = (CHART.parent.parent / "README.md").read_text()
-    listed = readme[readme.index("Rather than putting credentials in values") :][:1500]
+    guide = (CHART.parent.parent / "docs" / "deployment.md").read_text()
+    listed = guide[guide.index("Rather than putting credentials in values") :][:1500]
     assert not [key for key in keys if f"`{key}`" not in listed]
