@@ -290,6 +290,25 @@ def directory_import(csv_file: TextIO) -> None:
         sys.exit(1)
 
 
+@directory.command("reply-address")
+@click.argument("prospect_id")
+@click.option("--mailbox", default=None, help="A leasing-side mailbox (default: RELAY_REPLY_MAILBOX).")
+def directory_reply_address(prospect_id: str, mailbox: str | None) -> None:
+    """The address a prospect's replies should go to: the mailbox with the prospect's reply tag,
+    signed with the first RELAY_REPLY_TAG_SECRET when there is one."""
+    from relay.ids import path_id_problem
+    from relay.reply_tags import reply_address_of
+
+    problem = path_id_problem(prospect_id)
+    if problem:
+        raise click.BadParameter(f"not a usable id: it {problem}", param_hint="PROSPECT_ID")
+    try:
+        found = reply_address_of(settings_or_exit(needs_knock=False), prospect_id, mailbox)
+    except ValueError as error:
+        raise click.ClickException(f"no reply address: {error}") from error
+    click.echo(found["address"])
+
+
 @directory.command("export")
 def directory_export() -> None:
     """Every prospect as CSV (prospectId,email,agentUsername), one row per address: what `import` reads.

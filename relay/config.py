@@ -61,6 +61,11 @@ class Settings:
     mailbox_domains: frozenset[str] = frozenset()
     automated_senders: tuple[str, ...] = ()
     reply_tag_prefix: str = "prospect-"
+    #: Reply tags: the secrets that sign them (the first signs new ones, each verifies), whether an
+    #: unsigned tag still routes, and the mailbox reply addresses are made from by default.
+    reply_tag_secrets: tuple[str, ...] = ()
+    accept_unsigned_reply_tags: bool = False
+    reply_mailbox: str | None = None
     dedup_ttl_seconds: int = 2592000
     record_ttl_seconds: int = 2592000
     sent_body_ttl_seconds: int = 86400
@@ -318,6 +323,23 @@ def _console_users(reader: _Reader) -> tuple[tuple[str, str], ...]:
     return tuple(users)
 
 
+def _reply_tag_secrets(reader: _Reader) -> tuple[str, ...]:
+    secrets = tuple(reader.items("RELAY_REPLY_TAG_SECRET"))
+    if any(len(secret) < 16 for secret in secrets):
+        reader.problems.append("RELAY_REPLY_TAG_SECRET: each secret must have at least 16 characters")
+    return secrets
+
+
+def _reply_mailbox(reader: _Reader) -> str | None:
+    mailbox = reader.text("RELAY_REPLY_MAILBOX")
+    if mailbox is None:
+        return None
+    local, at, domain = mailbox.rpartition("@")
+    if not (at and local and domain) or "+" in local or any(c.isspace() for c in mailbox):
+        reader.problems.append(f"RELAY_REPLY_MAILBOX: {mailbox!r} is not a mailbox address without a + tag")
+    return mailbox.lower()
+
+
 def _sender_auth_mode(reader: _Reader) -> str:
     mode = (reader.text("RELAY_SENDER_AUTH") or ENFORCE).lower()
     if mode not in MODES:
@@ -383,6 +405,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         mailbox_domains=_mailbox_domains(read),
         automated_senders=_automated_senders(read),
         reply_tag_prefix=read.text("RELAY_REPLY_TAG_PREFIX") or "prospect-",
+        reply_tag_secrets=_reply_tag_secrets(read),
+        accept_unsigned_reply_tags=read.flag("RELAY_ACCEPT_UNSIGNED_REPLY_TAGS", False),
+        reply_mailbox=_reply_mailbox(read),
         dedup_ttl_seconds=read.number("RELAY_DEDUP_TTL_SECONDS", 2592000, minimum=1, integer=True),
         record_ttl_seconds=read.number("RELAY_RECORD_TTL_SECONDS", 2592000, minimum=1, integer=True),
         sent_body_ttl_seconds=read.number("RELAY_SENT_BODY_TTL_SECONDS", 86400, integer=True),
@@ -446,6 +471,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         raise ConfigError(read.problems)
     if settings.insecure_webhooks:
         log.warning("RELAY_INSECURE_WEBHOOKS is on: webhooks without configured authentication accept anyone")
+    if settings.reply_tag_secrets and settings.accept_unsigned_reply_tags:
+        log.warning("RELAY_ACCEPT_UNSIGNED_REPLY_TAGS is on: an unsigned reply tag still routes to its prospect")
     return settings
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from relay.errors import MalformedPayload
 from relay.ids import is_path_id
 from relay.message import Email, Metadata
+from relay.reply_tags import SIGNED, UNSIGNED, ReplyTag, check, read_tag
 from relay.sender_auth import ENFORCE, NOT_AUTHENTICATED, OFF, PASS
 
 TO_PROSPECT = "EMAIL_MESSAGE_TO_PROSPECT_SENT"
@@ -31,6 +32,9 @@ class RoutingRules:
     mailbox_domains: frozenset[str] = frozenset()
     automated_senders: tuple[str, ...] = ()
     reply_tag_prefix: str = "prospect-"
+    #: With secrets, only signed reply tags route (unless unsigned ones are still accepted).
+    reply_tag_secrets: tuple[str, ...] = ()
+    accept_unsigned_reply_tags: bool = False
     ignore_auto_replies: bool = True
     sender_auth: str = ENFORCE
 
@@ -129,6 +133,9 @@ def message_type_of(email: Email, direction: str, rules: RoutingRules) -> str:
 
 #: Why an email whose only prospect ids are reply tags that break relay.ids' rule is unmatched.
 INVALID_REPLY_TAG = "reply tag names no valid prospect id"
+#: Why an email whose reply tags are not signed by one of the relay's secrets is unmatched.
+UNSIGNED_REPLY_TAG = "reply tag not signed"
+WRONG_REPLY_TAG = "reply tag signature wrong"
 
 
 def metadata_id_problem(metadata: Metadata) -> str | None:
@@ -143,13 +150,25 @@ def metadata_id_problem(metadata: Metadata) -> str | None:
 
 
 def reply_tag_prospect(address: str, prefix: str) -> str | None:
-    """`leasing+prospect-4WXU6U2J@reply.acme.com` → `4WXU6U2J` (prefix matched case-insensitively).
-    The tag as written: whether it is a usable id (relay.ids) is routing's question."""
-    local = address.rpartition("@")[0]
-    for tag in local.split("+")[1:]:
-        if prefix and tag.lower().startswith(prefix.lower()) and len(tag) > len(prefix):
-            return tag[len(prefix) :]
-    return None
+    """`leasing+prospect-4WXU6U2J@reply.acme.com` → `4WXU6U2J` (signed or not; see relay.reply_tags)."""
+    tag = read_tag(address, prefix)
+    return tag.prospect_id if tag else None
+
+
+def _usable_tags(tags: list[ReplyTag], rules: RoutingRules) -> tuple[list[ReplyTag], str | None]:
+    """The tags that may route, and with none, why: with secrets, a tag must carry the signature of
+    one of them (an unsigned one counts while RELAY_ACCEPT_UNSIGNED_REPLY_TAGS is on)."""
+    if not rules.reply_tag_secrets:
+        return tags, None
+    verdicts = [check(tag, rules.reply_tag_secrets) for tag in tags]
+    usable = [
+        tag
+        for tag, verdict in zip(tags, verdicts, strict=True)
+        if verdict == SIGNED or (verdict == UNSIGNED and rules.accept_unsigned_reply_tags)
+    ]
+    if usable or not tags:
+        return usable, None
+    return [], UNSIGNED_REPLY_TAG if UNSIGNED in verdicts else WRONG_REPLY_TAG
 
 
 def _unique(ids: Iterable[str]) -> list[str]:
@@ -179,16 +198,20 @@ def find_prospects(
     known = list(view.prospects_by_email.get(email.sender.lower(), ()))
     if known:
         return known, None, "the sender's address in the directory"
-    tags = [
-        pid
+    found_tags = [
+        tag
         for a in email.recipients
         if is_leasing_side(a, rules, view)
-        for pid in [reply_tag_prospect(a, rules.reply_tag_prefix)]
-        if pid
+        for tag in [read_tag(a, rules.reply_tag_prefix)]
+        if tag
     ]
-    tagged = _unique(pid for pid in tags if is_path_id(pid))
+    tags, refused = _usable_tags(found_tags, rules)
+    if refused:
+        return [], refused, ""
+    tagged = _unique(tag.prospect_id for tag in tags if is_path_id(tag.prospect_id))
     if tagged:
-        return tagged, None, "the reply tag of a recipient"
+        signed = rules.reply_tag_secrets and all(tag.signature for tag in tags)
+        return tagged, None, "the signed reply tag of a recipient" if signed else "the reply tag of a recipient"
     if tags:
         return [], INVALID_REPLY_TAG, ""
     if any(reply_tag_prospect(a, rules.reply_tag_prefix) for a in email.recipients):

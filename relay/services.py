@@ -78,6 +78,8 @@ class Services:
             mailbox_domains=s.mailbox_domains,
             automated_senders=s.automated_senders,
             reply_tag_prefix=s.reply_tag_prefix,
+            reply_tag_secrets=s.reply_tag_secrets,
+            accept_unsigned_reply_tags=s.accept_unsigned_reply_tags,
             ignore_auto_replies=s.ignore_auto_replies,
             sender_auth=s.sender_auth,
         )

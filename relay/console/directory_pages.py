@@ -24,6 +24,7 @@ from relay.console import console
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.errors import RelayError
 from relay.ids import path_id_problem
+from relay.reply_tags import reply_address_of
 from relay.web import services
 from relay.web.schemas import AgentInput, ProspectInput
 
@@ -52,12 +53,22 @@ def _directory_page(
         found = relay.directory.get_prospect(wanted)
         prospects = [found] if found else []
         agent = relay.directory.get_agent(wanted)
+    prospects = [{**found, **_reply_address(found["prospectId"])} for found in prospects]
     editing = relay.directory.get_prospect(edit) if edit else None
     if form is None and editing:
         form = {"prospectId": editing["prospectId"], "emails": "\n".join(editing["emails"]),
                 "agentUsername": editing.get("agentUsername") or "", "originalId": editing["prospectId"]}  # fmt: skip
     return render_template("directory.html", q=wanted, prospects=prospects, agent=agent, form=form or {},
                            problems=problems or [], report=report)  # fmt: skip
+
+
+def _reply_address(prospect_id: str) -> dict[str, Any]:
+    """The prospect's reply address for RELAY_REPLY_MAILBOX, or why there is none."""
+    try:
+        found = reply_address_of(services().settings, prospect_id, None)
+    except ValueError as exc:
+        return {"replyAddressProblem": str(exc)}
+    return {"replyAddress": found["address"], "replyAddressSigned": found["signed"]}
 
 
 def _addresses(text: str) -> list[str]:

@@ -17,6 +17,7 @@ from relay.intake import accept_email, replay_dead, replay_delivery, resolve_del
 from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import Metadata, build_email, normalise_message_id
 from relay.providers.base import bearer_token
+from relay.reply_tags import reply_address_of
 from relay.sender_auth import vouched_by
 from relay.store import Search, address_searched, iso_from_ms, ms_from
 from relay.web import schemas, services
@@ -106,6 +107,21 @@ def delete_prospect(prospect_id: str) -> tuple[None, int]:
 )
 def find_prospects(query: dict[str, Any]) -> dict[str, Any]:
     return {"prospects": services().directory.prospects_for_email(query["email"].strip())}
+
+
+@api.get("/prospects/<path_id:prospect_id>/reply-address")
+@operation(
+    "A leasing mailbox with the prospect's reply tag (signed with RELAY_REPLY_TAG_SECRET): where replies should go",
+    query=schemas.ReplyAddressQuery,
+    answers={200: Answer("The reply address", schemas.ReplyAddress)},
+)
+def get_reply_address(prospect_id: str, query: dict[str, Any]) -> dict[str, Any]:
+    require_path_id(prospect_id, "prospectId")
+    settings = services().settings
+    try:
+        return reply_address_of(settings, prospect_id, query.get("mailbox"))
+    except ValueError as exc:
+        raise InvalidRequest("no reply address", details={"mailbox": [str(exc)]}) from exc
 
 
 @api.post("/prospects")

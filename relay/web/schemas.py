@@ -112,6 +112,12 @@ class ProspectQuery(Schema):
     email = fields.String(required=True, validate=validate.Regexp(r"[\s\S]*\S"))  # something besides blanks
 
 
+class ReplyAddressQuery(Schema):
+    mailbox = fields.String(
+        metadata={"description": "A leasing-side mailbox (`leasing@reply.acme.com`); RELAY_REPLY_MAILBOX if left out"}
+    )
+
+
 class DeliveryQuery(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     messageId = fields.String()
@@ -148,6 +154,11 @@ class Prospect(Schema):
 
 class ProspectMatches(Schema):
     prospects = fields.List(fields.Nested(Prospect), required=True)
+
+
+class ReplyAddress(Schema):
+    address = fields.String(required=True, metadata={"description": "The mailbox with the prospect's reply tag"})
+    signed = fields.Boolean(required=True, metadata={"description": "Whether the tag carries a signature"})
 
 
 class CreatedProspect(Schema):
