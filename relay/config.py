@@ -66,6 +66,7 @@ class Settings:
     reply_tag_secrets: tuple[str, ...] = ()
     accept_unsigned_reply_tags: bool = False
     reply_mailbox: str | None = None
+    knock_logged_domains: frozenset[str] = frozenset()
     dedup_ttl_seconds: int = 2592000
     record_ttl_seconds: int = 2592000
     sent_body_ttl_seconds: int = 86400
@@ -408,6 +409,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         reply_tag_secrets=_reply_tag_secrets(read),
         accept_unsigned_reply_tags=read.flag("RELAY_ACCEPT_UNSIGNED_REPLY_TAGS", False),
         reply_mailbox=_reply_mailbox(read),
+        knock_logged_domains=frozenset(item.lower().lstrip("@") for item in read.items("RELAY_KNOCK_LOGGED_DOMAINS")),
         dedup_ttl_seconds=read.number("RELAY_DEDUP_TTL_SECONDS", 2592000, minimum=1, integer=True),
         record_ttl_seconds=read.number("RELAY_RECORD_TTL_SECONDS", 2592000, minimum=1, integer=True),
         sent_body_ttl_seconds=read.number("RELAY_SENT_BODY_TTL_SECONDS", 86400, integer=True),

@@ -37,6 +37,8 @@ class RoutingRules:
     accept_unsigned_reply_tags: bool = False
     ignore_auto_replies: bool = True
     sender_auth: str = ENFORCE
+    #: Domains of mailboxes Knock logs mail from itself: mail to or from them is not logged again.
+    knock_logged_domains: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,16 @@ def _target(email: Email, direction: str, prospect_id: str, view: DirectoryView,
 
 
 _NO_METADATA = Metadata()
+#: Why mail that Knock's own mailboxes take part in is not logged by the relay.
+KNOCK_LOGS_IT = "Knock logs it"
+
+
+def involves_knock_mailbox(email: Email, rules: RoutingRules) -> bool:
+    """The sender or a recipient is on a domain whose mailboxes Knock logs mail from itself."""
+    if not rules.knock_logged_domains:
+        return False
+    addresses = [email.sender] if email.sender else []
+    return any(domain_of(a) in rules.knock_logged_domains for a in [*addresses, *email.recipients])
 
 
 def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
@@ -253,6 +265,9 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route
     if email.metadata != _NO_METADATA and not honours_metadata(email, direction, rules):
         email = replace(email, metadata=_NO_METADATA)
     message_type = message_type_of(email, direction, rules)
+    if involves_knock_mailbox(email, rules):
+        # Knock logs a conversation copied to its own mailbox; logging it here too would show it twice.
+        return Route(direction, message_type, (), KNOCK_LOGS_IT)
     if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status != PASS:
         # Mail claiming to come from the leasing side that nothing vouches for: a failed verdict,
         # or none at all (a provider that gives none cannot tell an agent from a stranger).

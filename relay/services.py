@@ -80,6 +80,7 @@ class Services:
             reply_tag_prefix=s.reply_tag_prefix,
             reply_tag_secrets=s.reply_tag_secrets,
             accept_unsigned_reply_tags=s.accept_unsigned_reply_tags,
+            knock_logged_domains=s.knock_logged_domains,
             ignore_auto_replies=s.ignore_auto_replies,
             sender_auth=s.sender_auth,
         )
