@@ -22,7 +22,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
@@ -230,11 +230,14 @@ class Directory:
 
     # Routing -----------------------------------------------------------------
 
-    def view_for(self, email: Email, reply_tag_prefix: str) -> tuple[DirectoryView, str]:
-        """Everything routing may consult for this email, and the directory version it was read at:
-        from this process's copy when it holds all of it, else in one round trip (a script)."""
+    def view_for(
+        self, email: Email, reply_tag_prefix: str, thread_ids: Sequence[str] = ()
+    ) -> tuple[DirectoryView, str]:
+        """Everything routing may consult for this email (and the prospects of the threads it
+        replies to), and the directory version it was read at: from this process's copy when it
+        holds all of it, else in one round trip (a script)."""
         addresses = addresses_to_look_up(email)
-        extra_ids = [email.metadata.prospect_id] if email.metadata.prospect_id else []
+        extra_ids = [*thread_ids, *([email.metadata.prospect_id] if email.metadata.prospect_id else [])]
         extra_ids += [pid for a in email.recipients for pid in [reply_tag_prospect(a, reply_tag_prefix)] if pid]
         copy = self._copy
         view = _view_from(copy, addresses, extra_ids) if copy.usable(self.copy_seconds) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from relay.knock.client import KnockRejected, KnockTransientError
 from relay.knock.schema import remote_images, render_log_email
 from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
 from relay.metrics import REPLICATION_TIMEOUTS
-from relay.routing import DirectoryView, Target, route_email
+from relay.routing import DirectoryView, Route, Target, route_email
 from relay.services import Services
 from relay.store import (
     DEAD,
@@ -30,6 +30,7 @@ from relay.store import (
     new_delivery_id,
     now_ms,
 )
+from relay.threads import references, remembers, thread_key
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,13 @@ def accept_items(
     writes nothing and is answered as a duplicate of the earlier answer.
     """
     received_at = received_at or datetime.now(UTC)
-    for attempt in range(1, ROUTING_TRIES + 1):
-        last_try = attempt == ROUTING_TRIES
-        records, versions = _records_for(services, items, provider, received_at)
+    threads: dict[str, dict[str, str]] = {}  # what the store said of the threads the emails reply to
+    tries, asked_threads = 0, False
+    while True:
+        tries += 1
+        last_try = tries >= ROUTING_TRIES
+        routed = _records_for(services, items, provider, received_at, threads, ask_threads=not asked_threads)
+        records, versions = routed.records, routed.versions
         if len(versions) > 1 and not last_try:  # the directory changed while this call was routed
             services.directory.forget()
             continue
@@ -101,6 +106,8 @@ def accept_items(
                 replay_key=replay_key,
                 replay_answer=json.dumps(Intake(tuple(summaries)).body()) if replay_key else "",
                 replay_ttl=replay_ttl,
+                thread_candidates=list(routed.thread_candidates),
+                thread_writes=routed.thread_writes,
             )
         except NotReplicated as unconfirmed:
             REPLICATION_TIMEOUTS.inc()
@@ -108,6 +115,13 @@ def accept_items(
                 "stored, but not yet on enough Redis replicas: answered 503", extra={"error": unconfirmed.message}
             )
             raise
+        if stored.threads is not None:
+            # Nothing was stored: an unmatched email replies to one the relay remembers. Routed
+            # again with what it remembers (once: the threads are not asked for again).
+            threads = {routed.thread_candidates[key]: remembered for key, remembered in stored.threads.items()}
+            asked_threads = True
+            tries -= 1
+            continue
         if not stored.stale:
             break
         services.directory.forget()
@@ -129,33 +143,59 @@ def accept_items(
     return intake
 
 
+@dataclass
+class _Routed:
+    """What routing made of one call: the records to store, the directory versions it read them at
+    (one, unless the directory changed meanwhile; none when the call held no email), the thread keys
+    to ask the store about (key → Message-ID: emails left unmatched that reply to one), and the
+    thread entries to write (key, prospect id, direction: emails logged for prospects)."""
+
+    records: list[NewRecord]
+    versions: set[str]
+    thread_candidates: dict[str, str]
+    thread_writes: list[tuple[str, str, str]]
+
+
 def _records_for(
-    services: Services, items: Sequence[Item], provider: str, received_at: datetime
-) -> tuple[list[NewRecord], set[str]]:
-    """The records of a call's items, and the directory versions routing read them at (one, unless
-    the directory changed meanwhile; none when the call held no email)."""
-    records: list[NewRecord] = []
-    versions: set[str] = set()
+    services: Services,
+    items: Sequence[Item],
+    provider: str,
+    received_at: datetime,
+    threads: dict[str, dict[str, str]],
+    *,
+    ask_threads: bool,
+) -> _Routed:
+    routed = _Routed([], set(), {}, [])
     for item in items:
         if isinstance(item, Ignored):
             status = UNMATCHED if item.unmatched else IGNORED
-            records.append(NewRecord(_unrouted(item, provider, status, received_at), {}, claim=False))
+            routed.records.append(NewRecord(_unrouted(item, provider, status, received_at), {}, claim=False))
         elif isinstance(item, PendingFetch):
             delivery = _unrouted(item, provider, QUEUED, received_at)
             payload = {FETCH: {"kind": item.kind, "spec": item.spec}}
-            records.append(NewRecord(delivery, payload, claim=False, enqueue=services.queue.write_for(delivery.id)))
+            routed.records.append(
+                NewRecord(delivery, payload, claim=False, enqueue=services.queue.write_for(delivery.id))
+            )
         else:
-            view, version = services.directory.view_for(item, services.rules.reply_tag_prefix)
-            versions.add(version)
-            records += _email_records(services, item, provider, received_at, view)
-    return records, versions
+            refs = references(item)
+            followed = {mid: threads[mid] for mid in refs if mid in threads}
+            thread_ids = sorted({pid for remembered in followed.values() for pid in remembered})
+            view, version = services.directory.view_for(item, services.rules.reply_tag_prefix, thread_ids)
+            routed.versions.add(version)
+            route = route_email(item, services.rules, replace(view, threads=followed), refs)
+            routed.records += _email_records(services, item, provider, received_at, route, view)
+            if route.targets and not route.ignored_reason and remembers(item):
+                key = thread_key(item.message_id)
+                routed.thread_writes += [(key, target.prospect_id or "", route.direction) for target in route.targets]
+            elif ask_threads and refs and not route.targets and not route.ignored_reason:
+                routed.thread_candidates.update((thread_key(mid), mid) for mid in refs)
+    return routed
 
 
 def _email_records(
-    services: Services, email: Email, provider: str, received_at: datetime, view: DirectoryView
+    services: Services, email: Email, provider: str, received_at: datetime, route: Route, view: DirectoryView
 ) -> list[NewRecord]:
     """One record per prospect the email is routed to (or one unmatched or ignored)."""
-    route = route_email(email, services.rules, view)
     records = []
     targets = route.targets or (Target(None),)
     addresses = [email.sender or "", *email.recipients]
@@ -195,6 +235,8 @@ def _email_records(
             recipients=list(email.recipients),
             prospectFoundBy=target.prospect_found_by or None,
             agentFoundBy=target.agent_found_by or None,
+            matchedBy=target.matched_by or None,
+            threadMessageId=target.thread_message_id or None,
         )
         write = services.queue.write_for(delivery.id) if status == QUEUED else None
         searched = None

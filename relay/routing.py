@@ -48,6 +48,9 @@ class DirectoryView:
     prospects_by_email: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     agents_by_email: Mapping[str, str] = field(default_factory=dict)
     prospect_agents: Mapping[str, str | None] = field(default_factory=dict)
+    #: Earlier emails this one replies to that were logged for prospects: Message-ID → {prospect
+    #: id: the direction that email went} (relay.threads).
+    threads: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class Target:
     #: How routing found them, for the people who check its work (not part of equality).
     prospect_found_by: str = field(default="", compare=False)
     agent_found_by: str = field(default="", compare=False)
+    #: How the prospect was matched, in one word (`metadata`, `address`, `reply tag`, `thread`), and
+    #: for a thread, the Message-ID of the earlier email it followed.
+    matched_by: str = field(default="", compare=False)
+    thread_message_id: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -177,29 +184,71 @@ def _unique(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+@dataclass(frozen=True)
+class Found:
+    """The prospects routing found for an email (or why none), how, and the thread it followed."""
+
+    prospect_ids: tuple[str, ...] = ()
+    unmatched_reason: str | None = None
+    found_by: str = ""
+    matched_by: str = ""
+    thread_message_id: str = ""
+
+
+#: Reasons a thread may stand in for: nothing else named a prospect (a reply tag that was refused,
+#: an unauthenticated sender or an unusable id keep their reason).
+_THREAD_MAY_ANSWER = frozenset(
+    {"no recipient is a known prospect", "sender is not a known prospect and no recipient carries a reply tag"}
+)
+
+
+def thread_prospects(references: Iterable[str], direction: str, view: DirectoryView) -> tuple[list[str], str]:
+    """The prospects of the newest referenced email the relay remembers, and its Message-ID. An
+    outbound reply follows only an inbound email: an agent's reply to a prospect's message."""
+    for message_id in references:
+        remembered = view.threads.get(message_id)
+        if not remembered:
+            continue
+        ids = [pid for pid, went in remembered.items() if is_path_id(pid) and (direction == INBOUND or went == INBOUND)]
+        if ids:
+            return sorted(ids), message_id
+    return [], ""
+
+
 def find_prospects(
-    email: Email, direction: str, rules: RoutingRules, view: DirectoryView
-) -> tuple[list[str], str | None, str]:
+    email: Email, direction: str, rules: RoutingRules, view: DirectoryView, references: Iterable[str] = ()
+) -> Found:
     """Prospect ids, the reason when there are none, and how they were found. Every id found can go
-    into a URL path (relay.ids): metadata or reply tags that name anything else leave it unmatched."""
+    into a URL path (relay.ids): metadata or reply tags that name anything else leave it unmatched.
+    Failing the addresses and reply tags, the thread the email replies to (its `references`)."""
+    found = _find_directly(email, direction, rules, view)
+    if found.prospect_ids or found.unmatched_reason not in _THREAD_MAY_ANSWER:
+        return found
+    ids, followed = thread_prospects(references, direction, view)
+    if not ids:
+        return found
+    return Found(tuple(ids), None, f"the thread of {followed}", "thread", followed)
+
+
+def _find_directly(email: Email, direction: str, rules: RoutingRules, view: DirectoryView) -> Found:
     problem = metadata_id_problem(email.metadata)
     if problem:
-        return [], problem, ""
+        return Found(unmatched_reason=problem)
     if email.metadata.prospect_id:
-        return [email.metadata.prospect_id], None, "explicit metadata"
+        return Found((email.metadata.prospect_id,), None, "explicit metadata", "metadata")
     if direction == OUTBOUND:
         off_side = [a for a in email.recipients if not is_leasing_side(a, rules, view)]
         found = _unique(pid for a in off_side for pid in view.prospects_by_email.get(a.lower(), ()))
         if found:
-            return found, None, "a recipient's address in the directory"
+            return Found(tuple(found), None, "a recipient's address in the directory", "address")
         if not off_side:
-            return [], "no recipient outside the leasing side", ""
-        return [], "no recipient is a known prospect", ""
+            return Found(unmatched_reason="no recipient outside the leasing side")
+        return Found(unmatched_reason="no recipient is a known prospect")
     if not email.sender:
-        return [], "no sender address", ""
+        return Found(unmatched_reason="no sender address")
     known = list(view.prospects_by_email.get(email.sender.lower(), ()))
     if known:
-        return known, None, "the sender's address in the directory"
+        return Found(tuple(known), None, "the sender's address in the directory", "address")
     found_tags = [
         tag
         for a in email.recipients
@@ -209,16 +258,17 @@ def find_prospects(
     ]
     tags, refused = _usable_tags(found_tags, rules)
     if refused:
-        return [], refused, ""
+        return Found(unmatched_reason=refused)
     tagged = _unique(tag.prospect_id for tag in tags if is_path_id(tag.prospect_id))
     if tagged:
         signed = rules.reply_tag_secrets and all(tag.signature for tag in tags)
-        return tagged, None, "the signed reply tag of a recipient" if signed else "the reply tag of a recipient"
+        how = "the signed reply tag of a recipient" if signed else "the reply tag of a recipient"
+        return Found(tuple(tagged), None, how, "reply tag")
     if tags:
-        return [], INVALID_REPLY_TAG, ""
+        return Found(unmatched_reason=INVALID_REPLY_TAG)
     if any(reply_tag_prospect(a, rules.reply_tag_prefix) for a in email.recipients):
-        return [], "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS", ""
-    return [], "sender is not a known prospect and no recipient carries a reply tag", ""
+        return Found(unmatched_reason="a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS")
+    return Found(unmatched_reason="sender is not a known prospect and no recipient carries a reply tag")
 
 
 def find_agent(email: Email, direction: str, prospect_id: str, view: DirectoryView) -> tuple[str | None, str]:
@@ -242,9 +292,9 @@ def honours_metadata(email: Email, direction: str, rules: RoutingRules) -> bool:
     return direction == OUTBOUND and email.sender_auth.status == PASS
 
 
-def _target(email: Email, direction: str, prospect_id: str, view: DirectoryView, found_by: str) -> Target:
+def _target(email: Email, direction: str, prospect_id: str, view: DirectoryView, found: Found) -> Target:
     agent, agent_found_by = find_agent(email, direction, prospect_id, view)
-    return Target(prospect_id, agent, found_by, agent_found_by)
+    return Target(prospect_id, agent, found.found_by, agent_found_by, found.matched_by, found.thread_message_id)
 
 
 _NO_METADATA = Metadata()
@@ -260,7 +310,9 @@ def involves_knock_mailbox(email: Email, rules: RoutingRules) -> bool:
     return any(domain_of(a) in rules.knock_logged_domains for a in [*addresses, *email.recipients])
 
 
-def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route:
+def route_email(email: Email, rules: RoutingRules, view: DirectoryView, references: Iterable[str] = ()) -> Route:
+    """Where an email goes. `references` are the Message-IDs it replies to, newest first
+    (relay.threads), whose remembered prospects the view holds in `threads`."""
     direction = direction_of(email, rules, view)
     if email.metadata != _NO_METADATA and not honours_metadata(email, direction, rules):
         email = replace(email, metadata=_NO_METADATA)
@@ -272,12 +324,12 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView) -> Route
         # Mail claiming to come from the leasing side that nothing vouches for: a failed verdict,
         # or none at all (a provider that gives none cannot tell an agent from a stranger).
         return Route(direction, message_type, (), None, NOT_AUTHENTICATED)
-    prospect_ids, unmatched_reason, found_by = find_prospects(email, direction, rules, view)
-    targets = tuple(_target(email, direction, pid, view, found_by) for pid in prospect_ids)
+    found = find_prospects(email, direction, rules, view, references)
+    targets = tuple(_target(email, direction, pid, view, found) for pid in found.prospect_ids)
     ignored_reason = None
     if direction == INBOUND and rules.ignore_auto_replies and not email.metadata.message_type and is_auto_reply(email):
         ignored_reason = "auto-reply"
-    return Route(direction, message_type, targets, ignored_reason, unmatched_reason)
+    return Route(direction, message_type, targets, ignored_reason, found.unmatched_reason)
 
 
 def addresses_to_look_up(email: Email) -> list[str]:

@@ -31,12 +31,16 @@ class Changes(ScriptedStore):
         replay_key: str | None = None,
         replay_answer: str = "",
         replay_ttl: int = 0,
+        thread_candidates: Sequence[str] = (),
+        thread_writes: Sequence[tuple[str, str, str]] = (),
     ) -> Stored:
         """Store the records of one call in one step (see _CREATE). With `directory_version` (what
         routing read the directory at), nothing is written if the directory changed since. With
         `replay_key`, nothing is written if an earlier call stored it, and it is stored with
         `replay_answer` for `replay_ttl` seconds when every record was written."""
-        keys, args = self._create_call(records, directory_version, replay_key, replay_answer, replay_ttl)
+        keys, args = self._create_call(
+            records, directory_version, replay_key, replay_answer, replay_ttl, thread_candidates, thread_writes
+        )
         reply = run_script_once(
             self.redis,
             self._create,
@@ -49,6 +53,9 @@ class Changes(ScriptedStore):
             return Stored(replayed=str(reply[1]))
         if reply[0] == "stale":
             return Stored(stale=True)
+        if reply[0] == "threads":
+            found = reply[1:]
+            return Stored(threads={str(key): _pairs(raw) for key, raw in zip(found[::2], found[1::2], strict=True)})
         return Stored(holders=tuple(str(h) if h else None for h in reply[1:]))
 
     def create_many(self, batches: Iterable[Sequence[NewRecord]], *, per_round_trip: int = 200) -> int:
@@ -75,6 +82,8 @@ class Changes(ScriptedStore):
         replay_key: str | None,
         replay_answer: str,
         replay_ttl: int,
+        thread_candidates: Sequence[str] = (),
+        thread_writes: Sequence[tuple[str, str, str]] = (),
     ) -> tuple[list[str], list[Any]]:
         """The create script's keys and arguments for `records` (see _CREATE)."""
         writes = [record.enqueue for record in records if record.enqueue]
@@ -89,6 +98,10 @@ class Changes(ScriptedStore):
             replay_answer,
             "-" if directory_version is None else directory_version,
             len(records),
+            len(thread_candidates),
+            *thread_candidates,
+            len(thread_writes),
+            *(value for write in thread_writes for value in write),
         ]
         for record in records:
             delivery, write = record.delivery, record.enqueue
@@ -186,3 +199,9 @@ class Changes(ScriptedStore):
 
 def _written(replies: list[Any]) -> int:
     return sum(reply.count("") for reply in replies if reply and reply[0] == "ok")
+
+
+def _pairs(raw: Sequence[Any]) -> dict[str, str]:
+    """A flat [field, value, ...] reply as a dict of strings."""
+    text = [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
+    return dict(zip(text[::2], text[1::2], strict=True))

@@ -64,13 +64,17 @@ class NewRecord:
 @dataclass(frozen=True)
 class Stored:
     """What `create_all` did: `replayed` is the answer already stored under the replay key (nothing
-    written); `stale`, that the directory changed since routing read it (nothing written); else
+    written); `stale`, that the directory changed since routing read it (nothing written);
+    `threads`, that remembered threads were found for unmatched emails (nothing written); else
     `holders` has, per record, the id of the delivery that already held its claim (that record was
     not written) or None."""
 
     replayed: str | None = None
     stale: bool = False
     holders: tuple[str | None, ...] = ()
+    #: Nothing written: threads the call's unmatched emails reply to are remembered (key → {prospect
+    #: id: direction}); the caller routes them again with it.
+    threads: dict[str, dict[str, str]] | None = None
 
 
 def now_ms() -> int:
@@ -160,6 +164,10 @@ class Delivery:
     senderName: str | None = None
     prospectFoundBy: str | None = None
     agentFoundBy: str | None = None
+    #: How the prospect was matched in one word (`metadata`, `address`, `reply tag`, `thread`), and
+    #: for a thread the Message-ID of the earlier email it followed.
+    matchedBy: str | None = None
+    threadMessageId: str | None = None
     #: The attempt being sent; cleared when its outcome is recorded. Found set, the attempt's
     #: worker died between sending and recording.
     inFlight: int | None = None
@@ -230,6 +238,8 @@ class Delivery:
             "recipients": self.recipients,
             "prospectFoundBy": self.prospectFoundBy,
             "agentFoundBy": self.agentFoundBy,
+            "matchedBy": self.matchedBy,
+            "threadMessageId": self.threadMessageId,
         }
 
     def addresses(self) -> list[str]:

@@ -26,6 +26,10 @@ from relay.store.records import PREFIX, message_key, now_ms
 # and, with a queue message id, the message (its id pushed onto the queue list, its body in the
 # queue hash), all or nothing. Returns {"ok", holder or "" per record}; the replay key is stored
 # with ARGV[6] as its answer when no claim was held (else the caller stores the answer it builds).
+# Threads (relay.threads): ARGV[9] thread keys that unmatched emails reply to; when any of them is
+# remembered, nothing is written and {"threads", key, {prospect, direction, ...}, ...} returned.
+# Then the thread entries of the emails logged for prospects (key, prospect, direction triples,
+# their count after the keys) are written, living as long as records.
 _CREATE = """
 local prefix = ARGV[1]
 local record_ttl = tonumber(ARGV[2])
@@ -38,10 +42,25 @@ end
 if ARGV[7] ~= "-" and (redis.call("get", KEYS[4]) or "") ~= ARGV[7] then
   return {"stale"}
 end
+local asked = tonumber(ARGV[9])
+local threads = {"threads"}
+for k = 10, 9 + asked do
+  local remembered = redis.call("hgetall", ARGV[k])
+  if #remembered > 0 then
+    threads[#threads + 1] = ARGV[k]
+    threads[#threads + 1] = remembered
+  end
+end
+if #threads > 1 then return threads end
+local i = 11 + asked
+for n = 1, tonumber(ARGV[10 + asked]) do
+  redis.call("hset", ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  redis.call("expire", ARGV[i], record_ttl)
+  i = i + 3
+end
 local result = {"ok"}
 local held = false
 local trimmed = {}  -- index keys trimmed and renewed by this call: once each, however many records
-local i = 9
 for n = 1, tonumber(ARGV[8]) do
   local id, score = ARGV[i], ARGV[i + 1]
   local claim_key, queue_id, queue_body = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]

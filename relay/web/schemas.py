@@ -209,6 +209,10 @@ class Delivery(Schema):
     sender = _nullable_string()
     recipients = fields.List(fields.String(), required=True)
     prospectFoundBy = _nullable_string()
+    matchedBy = _nullable_string(
+        metadata={"description": "How the prospect was matched: `metadata`, `address`, `reply tag` or `thread`"}
+    )
+    threadMessageId = _nullable_string(metadata={"description": "For a thread: the Message-ID it followed"})
     agentFoundBy = _nullable_string()
 
 
