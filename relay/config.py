@@ -67,6 +67,7 @@ class Settings:
     accept_unsigned_reply_tags: bool = False
     reply_mailbox: str | None = None
     knock_logged_domains: frozenset[str] = frozenset()
+    learn_thread_addresses: bool = False
     dedup_ttl_seconds: int = 2592000
     record_ttl_seconds: int = 2592000
     sent_body_ttl_seconds: int = 86400
@@ -409,6 +410,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         reply_tag_secrets=_reply_tag_secrets(read),
         accept_unsigned_reply_tags=read.flag("RELAY_ACCEPT_UNSIGNED_REPLY_TAGS", False),
         reply_mailbox=_reply_mailbox(read),
+        learn_thread_addresses=read.flag("RELAY_LEARN_THREAD_ADDRESSES", False),
         knock_logged_domains=frozenset(item.lower().lstrip("@") for item in read.items("RELAY_KNOCK_LOGGED_DOMAINS")),
         dedup_ttl_seconds=read.number("RELAY_DEDUP_TTL_SECONDS", 2592000, minimum=1, integer=True),
         record_ttl_seconds=read.number("RELAY_RECORD_TTL_SECONDS", 2592000, minimum=1, integer=True),

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from relay.audit import record_action
 from relay.errors import Conflict, MalformedPayload, NotFound, NotReplicated, UpstreamUnavailable
 from relay.forwarding import FETCH
 from relay.knock.client import KnockRejected, KnockTransientError
@@ -137,6 +138,8 @@ def accept_items(
             answer = Intake(tuple(summaries)).body()
             services.redis.set(replay_key, json.dumps(answer), ex=replay_ttl)
     intake = Intake(tuple(summaries))
+    if services.settings.learn_thread_addresses:
+        _learn_thread_addresses(services, records, stored.holders)
     if log.isEnabledFor(logging.INFO):
         for message, ids in _ids_by_kind(records).items():
             log.info(message, extra={"provider": provider, "status": intake.status, "deliveries": ids})
@@ -244,6 +247,20 @@ def _email_records(
             searched = tuple(a for a in (email.sender, *own.get(target.prospect_id or "", ())) if a)
         records.append(NewRecord(delivery, payload, enqueue=write, searched_addresses=searched))
     return records
+
+
+def _learn_thread_addresses(services: Services, records: Sequence[NewRecord], holders: Sequence[str | None]) -> None:
+    """RELAY_LEARN_THREAD_ADDRESSES: the sender of an inbound email matched by its thread becomes
+    one of the prospect's addresses, so that its next email matches directly (audited)."""
+    for record, holder in zip(records, holders or [None] * len(records), strict=True):
+        delivery = record.delivery
+        if holder or delivery.matchedBy != "thread" or delivery.direction != "inbound" or not delivery.sender:
+            continue
+        if not delivery.prospectId:
+            continue
+        services.directory.merge_prospect(delivery.prospectId, [delivery.sender], None)
+        detail = f"{delivery.sender}, replying to {delivery.threadMessageId}"
+        record_action(services.redis, "relay", "learn address from thread", delivery.prospectId, detail)
 
 
 #: Address index entries one email may write with all of its deliveries' addresses.

@@ -149,3 +149,32 @@ def test_a_remembered_email_costs_no_extra_round_trip_and_a_reply_one_more(own_r
     answer, sent = round_trips(url, lambda: post_mime(client, stranger("<r3@x>", "<asks2@x>")))
     assert answer.json["deliveries"][0]["prospectId"] == "P1"
     assert sent == ["evalsha", "evalsha"]  # told of the thread, then stored
+
+
+def test_learning_adds_the_new_address_to_the_prospect_so_the_next_email_matches_directly(
+    make_settings: Any,
+) -> None:
+    from relay.audit import recent_actions
+
+    relay = create_app(make_settings(RELAY_LEARN_THREAD_ADDRESSES="true"))
+    client, services = relay.test_client(), relay.extensions["relay"]
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    post_mime(client, mime(message_id="<asks3@x>"))
+    reply = mime(sender="renter.work@example.org", message_id="<r5@x>", extra_headers="In-Reply-To: <asks3@x>")
+    assert post_mime(client, reply).json["deliveries"][0]["prospectId"] == "P1"
+    assert "renter.work@example.org" in client.get("/v1/prospects/P1", headers=BEARER).json["emails"]
+    (action,) = [a for a in recent_actions(services.redis) if a["action"] == "learn address from thread"]
+    assert action["target"] == "P1" and action["operator"] == "relay" and "<asks3@x>" not in action["detail"]
+    later = post_mime(client, mime(sender="renter.work@example.org", message_id="<r6@x>")).json["deliveries"]
+    record = client.get(f"/v1/deliveries/{later[0]['id']}", headers=BEARER).json
+    assert record["prospectId"] == "P1" and record["matchedBy"] == "address"
+
+
+def test_without_learning_the_directory_is_left_alone(relay: Any) -> None:
+    client = relay.test_client()
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    post_mime(client, mime(message_id="<asks4@x>"))
+    post_mime(
+        client, mime(sender="renter.work@example.org", message_id="<r7@x>", extra_headers="In-Reply-To: <asks4@x>")
+    )
+    assert client.get("/v1/prospects/P1", headers=BEARER).json["emails"] == ["renter@example.com"]
