@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from typing import NoReturn, TextIO
 
 import click
@@ -14,12 +15,13 @@ import redis
 from redis.sentinel import MasterNotFoundError
 
 from relay import __version__
+from relay.audit import record_action
 from relay.config import ConfigError, Settings, load_settings, production_warnings, whole_number_or
 from relay.directory import directory_csv_rows, read_directory_csv
 from relay.logs import configure_logging
 from relay.redis_connection import read_topology
 from relay.services import Services
-from relay.store import DEAD, STATUSES, Search
+from relay.store import DEAD, REPLAYABLE, STATUSES, Search, address_searched, ms_from
 
 
 def exit_with_problems(problems: list[str]) -> NoReturn:
@@ -236,25 +238,53 @@ def deliveries_resolve(delivery_id: str, prospect_id: str, agent_username: str |
 @deliveries.command("replay")
 @click.argument("delivery_id", required=False)
 @click.option("--all-dead", is_flag=True, help="Replay every dead delivery.")
-def deliveries_replay(delivery_id: str | None, all_dead: bool) -> None:
-    """Queue one dead delivery (or all of them) again."""
+@click.option("--status", type=click.Choice(REPLAYABLE), default=None, help="Replay every delivery the filters find.")
+@click.option("--prospect-id", default=None)
+@click.option("--provider", default=None)
+@click.option("--address", default=None, help="The sender or a recipient.")
+@click.option("--since", type=click.DateTime(), default=None, help="Received at or after (UTC).")
+@click.option("--until", type=click.DateTime(), default=None, help="Received at or before (UTC).")
+@click.option("--last-error", default=None, help="Text the last error contains.")
+def deliveries_replay(
+    delivery_id: str | None,
+    all_dead: bool,
+    status: str | None,
+    prospect_id: str | None,
+    provider: str | None,
+    address: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    last_error: str | None,
+) -> None:
+    """Queue one dead delivery, or every one the filters find (--status dead and any of the others),
+    again. Each is recorded among the console's recent actions; replaying twice queues nothing new."""
     from relay.errors import RelayError
-    from relay.intake import replay_dead, replay_delivery
+    from relay.intake import replay_delivery
+    from relay.redrive import Redrive, matching, replay_ids
 
     services = store_services()
-    if all_dead:
-        dead = services.store.ids_with_status(DEAD)
-        with click.progressbar(dead, label="replaying dead deliveries", file=sys.stderr) as progress:
-            replayed = replay_dead(services, progress)
+    if all_dead or status:
+        search = Search(
+            status=DEAD if all_dead else status,
+            prospect_id=prospect_id,
+            provider=provider.lower() if provider else None,
+            address=address_searched(address),
+            since_ms=ms_from(since.replace(tzinfo=UTC)) if since else None,
+            until_ms=ms_from(until.replace(tzinfo=UTC)) if until else None,
+        )
+        ids = [delivery.id for delivery in matching(services, Redrive(search, last_error))]
+        with click.progressbar(ids, label=f"replaying {search.status} deliveries", file=sys.stderr) as progress:
+            replayed = replay_ids(services, progress, "cli")
         click.echo(f"replayed {len(replayed)} deliveries")
     elif delivery_id:
         try:
             replay_delivery(services, delivery_id)
         except RelayError as error:
             raise click.ClickException(error.message) from error
+        record_action(services.redis, "cli", "replay", delivery_id)
         click.echo(f"replayed {delivery_id}")
     else:
-        raise click.UsageError("give a delivery id or --all-dead")
+        raise click.UsageError("give a delivery id, or --status dead (with filters), or --all-dead")
 
 
 @cli.group()

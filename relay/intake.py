@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -328,18 +328,6 @@ def replay_delivery(services: Services, delivery_id: str) -> Delivery:
     if services.store.payload(delivery_id) is None:
         raise Conflict("the delivery has no payload left to send")
     return queue_again(services, delivery)
-
-
-def replay_dead(services: Services, ids: Iterable[str] | None = None) -> list[str]:
-    """Queue every dead delivery again (or those of `ids`, e.g. wrapped in a progress bar); the ids queued."""
-    replayed = []
-    for delivery_id in services.store.ids_with_status(DEAD) if ids is None else ids:
-        try:
-            replay_delivery(services, delivery_id)
-        except (NotFound, Conflict):
-            continue
-        replayed.append(delivery_id)
-    return replayed
 
 
 def check_prospect_known(services: Services, prospect_id: str) -> None:

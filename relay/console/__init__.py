@@ -55,6 +55,7 @@ from relay.routing import AUTOMATED, FROM_PROSPECT, TO_PROSPECT
 from relay.store import (
     DEAD,
     PENDING,
+    REPLAYABLE,
     STATUSES,
     UNMATCHED,
     Page,
@@ -344,6 +345,7 @@ def deliveries() -> str:
         problems=problems,
         page=page,
         filtered=any(query.values()),
+        replayable=REPLAYABLE,
         record_days=services().settings.record_ttl_seconds // 86_400,
     )
 
@@ -433,4 +435,4 @@ def resolve(delivery_id: str) -> BaseResponse:
 
 
 # The directory's pages register on `console` too.
-from relay.console import directory_pages  # noqa: E402, F401
+from relay.console import bulk_replay, directory_pages  # noqa: E402, F401

@@ -24,6 +24,7 @@ from relay.store.records import (
     POSSIBLE_DUPLICATES_KEY,
     PREFIX,
     QUEUED,
+    REPLAYABLE,
     RETRYING,
     STATUSES,
     UNMATCHED,
@@ -47,8 +48,8 @@ class DeliveryStore(Changes, Claims, Reads, Indexes):
 
 __all__ = [
     "DEAD", "DELIVERED", "DELIVERY_FIELDS", "DIRECTORY_VERSION_KEY", "DUE_KEY", "DUPLICATE", "FETCHED",
-    "IGNORED", "KNOCK_CIRCUIT_KEY", "PENDING", "POSSIBLE_DUPLICATES_KEY", "PREFIX", "QUEUED", "RETRYING", "STATUSES",
-    "UNMATCHED",
+    "IGNORED", "KNOCK_CIRCUIT_KEY", "PENDING", "POSSIBLE_DUPLICATES_KEY", "PREFIX", "QUEUED", "REPLAYABLE",
+    "RETRYING", "STATUSES", "UNMATCHED",
     "Delivery", "DeliveryStore", "NewRecord", "Page", "QueueWrite", "Search", "Stored", "address_searched",
     "iso_from_ms", "knock_stats_key", "message_key", "ms_from", "new_delivery_id", "now_ms", "run_script_once",
     "subject_words",

@@ -13,10 +13,11 @@ from werkzeug.routing import BaseConverter
 
 from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
 from relay.ids import PATH_ID_PATTERN, path_id_problem
-from relay.intake import accept_email, replay_dead, replay_delivery, resolve_delivery
+from relay.intake import accept_email, replay_delivery, resolve_delivery
 from relay.knock.client import KnockRejected, KnockTransientError
 from relay.message import Metadata, build_email, normalise_message_id
 from relay.providers.base import bearer_token
+from relay.redrive import Redrive, replay_matching
 from relay.reply_tags import reply_address_of
 from relay.sender_auth import vouched_by
 from relay.store import Search, address_searched, iso_from_ms, ms_from
@@ -223,6 +224,20 @@ def get_delivery(delivery_id: str) -> dict[str, Any]:
     return delivery.public()
 
 
+def search_of(filters: dict[str, Any]) -> Search:
+    """The search that the delivery list's filters (schemas.DeliveryFilters, loaded) ask for."""
+    return Search(
+        status=filters.get("status"),
+        message_id=normalise_message_id(filters.get("messageId")),
+        prospect_id=filters.get("prospectId"),
+        provider=(filters.get("provider") or "").lower() or None,
+        address=address_searched(filters.get("address")),
+        words=filters.get("subject"),
+        since_ms=ms_from(filters.get("since")),
+        until_ms=ms_from(filters.get("until")),
+    )
+
+
 @api.get("/deliveries")
 @operation(
     "Search deliveries, newest first, by status, Message-ID, prospect, provider, address, subject words and time",
@@ -230,17 +245,7 @@ def get_delivery(delivery_id: str) -> dict[str, Any]:
     answers={200: Answer("A page; pass nextCursor as cursor for the next one", schemas.DeliveryPage)},
 )
 def list_deliveries(query: dict[str, Any]) -> dict[str, Any]:
-    search = Search(
-        status=query.get("status"),
-        message_id=normalise_message_id(query.get("messageId")),
-        prospect_id=query.get("prospectId"),
-        provider=(query.get("provider") or "").lower() or None,
-        address=address_searched(query.get("address")),
-        words=query.get("subject"),
-        since_ms=ms_from(query.get("since")),
-        until_ms=ms_from(query.get("until")),
-    )
-    page = services().store.search(search, cursor=query.get("cursor"), limit=query["limit"])
+    page = services().store.search(search_of(query), cursor=query.get("cursor"), limit=query["limit"])
     return {
         "deliveries": [d.public() for d in page.deliveries],
         "nextCursor": page.next_cursor,
@@ -260,12 +265,14 @@ def replay_one(delivery_id: str) -> tuple[dict[str, Any], int]:
 
 @api.post("/deliveries/replay")
 @operation(
-    "Queue every dead delivery again",
+    "Queue again every dead delivery the filters of the delivery list (and lastError) find; each is "
+    "audited, and replaying twice queues nothing new",
     body=schemas.BulkReplayInput,
     answers={202: Answer("Queued", schemas.Replayed)},
 )
 def replay_all(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    replayed = replay_dead(services())
+    redrive = Redrive(search_of(body), body.get("lastError"))
+    replayed = replay_matching(services(), redrive, "api-token")
     return {"replayed": len(replayed), "ids": replayed}, 202
 
 

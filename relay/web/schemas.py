@@ -13,7 +13,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.routing import MESSAGE_TYPES
-from relay.store import DUPLICATE, STATUSES
+from relay.store import DUPLICATE, REPLAYABLE, STATUSES
 from relay.store.indexes import WORD_CHARACTER
 
 _non_empty = validate.Length(min=1)
@@ -104,10 +104,6 @@ class ResolveInput(Schema):
     agentUsername = _id()
 
 
-class BulkReplayInput(Schema):
-    status = fields.String(required=True, validate=validate.Equal("dead"))
-
-
 class ProspectQuery(Schema):
     email = fields.String(required=True, validate=validate.Regexp(r"[\s\S]*\S"))  # something besides blanks
 
@@ -118,7 +114,9 @@ class ReplyAddressQuery(Schema):
     )
 
 
-class DeliveryQuery(Schema):
+class DeliveryFilters(Schema):
+    """What the delivery list and a bulk replay filter by."""
+
     status = fields.String(validate=validate.OneOf(STATUSES))
     messageId = fields.String()
     prospectId = fields.String()
@@ -134,8 +132,18 @@ class DeliveryQuery(Schema):
     )
     since = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or after"})
     until = fields.AwareDateTime(default_timezone=None, metadata={"description": "Received at or before"})
+
+
+class DeliveryQuery(DeliveryFilters):
     cursor = fields.String(validate=WholeMatch(r"^[0-9]{1,15}_[0-9a-f]{1,64}$"))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class BulkReplayInput(DeliveryFilters):
+    status = fields.String(
+        required=True, validate=validate.OneOf(REPLAYABLE), metadata={"description": "`dead`: what may be replayed"}
+    )
+    lastError = fields.String(metadata={"description": "Text the delivery's last error contains (any case)"})
 
 
 # Responses -------------------------------------------------------------------
