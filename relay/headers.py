@@ -185,8 +185,22 @@ def boundary_of(part: Message) -> str | None:
     return None if boundary is None else boundary.rstrip()
 
 
+def _with_8bit_headers_read(part: Message) -> Message:
+    """`part`, or where its Content-Disposition or Content-Type holds raw 8-bit bytes (a file name
+    in UTF-8, RFC 6532) a copy of those two read as UTF-8: compat32 hands such a value over as an
+    email.header.Header, whose parameters read as mojibake."""
+    fields = [(k, v) for k, v in part.raw_items() if k.lower() in ("content-disposition", "content-type")]
+    if not any(isinstance(v, str) and _SURROGATE.search(v) for _, v in fields):
+        return part
+    clean = Message()
+    for name, value in fields:
+        clean[name] = without_surrogates(str(value))
+    return clean
+
+
 def _file_name(part: Message) -> str | None:
     """As `get_filename()` (Content-Disposition's filename, else Content-Type's name); None where that raises."""
+    part = _with_8bit_headers_read(part)
     if part.get("content-disposition") is None:
         plain = plain_content_type(part)
         if plain is not None:
@@ -222,7 +236,7 @@ def filename_of(part: Message) -> str | None:
 
 
 def is_attachment(part: Message) -> bool:
-    disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
+    disposition = str(_with_8bit_headers_read(part).get("content-disposition") or "").split(";")[0].strip().lower()
     return disposition == "attachment" or (disposition != "inline" and bool(filename_of(part)))
 
 

@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +165,14 @@ def worker(start_worker: Callable[[Settings], RunningWorker], settings: Settings
 
 @dataclass
 class StorageStub:
-    """Stands in for Mailgun's message storage: serves the stored message, counts requests, can fail."""
+    """Stands in for Mailgun's message storage and the providers' APIs: serves each one's fixture
+    (or what a test put in `answers` for a path), counts requests, can fail."""
 
     url: str
     seen: list[dict[str, Any]]
     failures: list[int]
+    #: Bodies served instead of the fixture, by request path.
+    answers: dict[str, bytes] = field(default_factory=dict)
 
 
 def serve_storage() -> tuple[StorageStub, Any]:
@@ -188,7 +191,7 @@ def serve_storage() -> tuple[StorageStub, Any]:
             return Response("busy", status=status, headers={"Location": "/elsewhere"} if status in (301, 302) else {})
         if not key_ok:
             return Response('{"error": "bad key"}', status=401, mimetype="application/json")
-        return Response(payload(name), mimetype="application/json")
+        return Response(stub.answers.get(request.path) or payload(name), mimetype="application/json")
 
     @app.get("/v3/domains/<domain>/messages/<key>")
     def stored_message(domain: str, key: str) -> Response:

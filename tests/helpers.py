@@ -188,6 +188,18 @@ def payload(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
 
+def payload_json(name: str) -> Any:
+    """A JSON fixture from tests/payloads, parsed."""
+    return json.loads(payload(name))
+
+
+def logged_as(client: Any, fetch_id: str) -> dict[str, Any]:
+    """The delivery a fetch became once the worker read the email from the provider."""
+    done = wait_for_status(client, fetch_id, "fetched")
+    (created,) = done["reason"].removeprefix("logged as ").split(", ")
+    return delivery(client, created)
+
+
 def mailgun_signature(key: str = MAILGUN_SIGNING_KEY, *, age: float = 0, token: str | None = None) -> dict[str, str]:
     """Mailgun's signature fields: hex HMAC-SHA256 of timestamp + token."""
     timestamp = str(int(time.time() - age))
@@ -219,6 +231,22 @@ def mailgun_event(name: str, signature: dict[str, str], storage_url: str | None 
     if storage_url is not None:
         event["event-data"]["storage"]["url"] = storage_url
     return json.dumps(event).encode()
+
+
+SES_PATH = "/webhooks/ses"
+
+
+def ses_notification(sns: Any, **changes: Any) -> dict[str, Any]:
+    """The SES fixture's SNS notification with `changes`, signed by `sns` (conftest's SnsSigner)."""
+    message = {**payload_json("ses/notification.json"), "Message": json.dumps(payload_json("ses/received-event.json"))}
+    message.update(changes)
+    return sns.sign(message, version=str(changes.pop("SignatureVersion", "1")))  # type: ignore[no-any-return]
+
+
+def ses_post(message: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
+    """Test-client arguments posting an SNS message as SNS does (JSON as text/plain)."""
+    return {"data": json.dumps(message), "content_type": "text/plain; charset=UTF-8",
+            "headers": {"x-amz-sns-message-type": kind or message["Type"]}}  # fmt: skip
 
 
 def redis_server_binary() -> str | None:

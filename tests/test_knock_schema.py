@@ -189,3 +189,9 @@ def test_remote_images_are_listed_once_and_cid_images_dropped() -> None:
     )
     assert remote_images(body) == ["https://t.example/p.gif?a=1&b=2"]
     assert "cid:" not in body
+
+
+def test_sent_time_truncates_to_milliseconds_never_rounding_into_the_next_second() -> None:
+    moment = datetime(2020, 3, 31, 23, 22, 6, 999_500, tzinfo=UTC)
+    assert format_sent_time(moment) == "2020-03-31T23:22:06.999Z"
+    assert format_sent_time(moment.replace(microsecond=999_999)) == "2020-03-31T23:22:06.999Z"

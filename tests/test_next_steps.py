@@ -22,7 +22,7 @@ from relay.knock.client import KnockRejected, prospect_path
 from relay.knock.sandbox import validate_email_body
 from relay.knock.schema import validate_log_email
 from relay.providers.fetch import api_url
-from relay.routing import FROM_PROSPECT, INVALID_REPLY_TAG
+from relay.routing import FROM_PROSPECT, INVALID_REPLY_TAG, UNSIGNED_REPLY_TAG, WRONG_REPLY_TAG
 from relay.sender_auth import NOT_AUTHENTICATED
 from relay.store import DEAD, STATUSES, UNMATCHED, Delivery
 
@@ -100,6 +100,8 @@ CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
     (UNMATCHED, "no recipient is a known prospect", "no-recipient-known", ("Directory", "resolve this email here")),
     (UNMATCHED, "no sender address", "no-sender", ("resolve it here",)),
     (UNMATCHED, INVALID_REPLY_TAG, "invalid-reply-tag", ("resolve it here", "reply tag")),
+    (UNMATCHED, UNSIGNED_REPLY_TAG, "unsigned-reply-tag", ("resolve it here", "RELAY_ACCEPT_UNSIGNED_REPLY_TAGS")),
+    (UNMATCHED, WRONG_REPLY_TAG, "wrong-reply-tag", ("resolve it here", "RELAY_REPLY_TAG_SECRET")),
     (UNMATCHED, "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS", "reply-tag-domain",
      ("RELAY_MAILBOX_DOMAINS", "resolve this email here")),
     (UNMATCHED, "sender is not a known prospect and no recipient carries a reply tag", "unknown-sender",
@@ -235,13 +237,20 @@ def unmatched_reasons_in_code() -> set[str]:
     reasons = {NOT_AUTHENTICATED}  # relay.routing.route_email parks unauthenticated leasing-side mail with it
     tree, names = _module(RELAY / "routing.py")
     for function in ast.walk(tree):
-        if isinstance(function, ast.FunctionDef) and function.name in ("metadata_id_problem", "find_prospects"):
+        if isinstance(function, ast.FunctionDef) and function.name in (
+            "metadata_id_problem",
+            "_find_directly",
+            "_usable_tags",
+        ):
             for node in ast.walk(function):
+                values: list[ast.expr] = []
                 if isinstance(node, ast.Return) and node.value is not None:
-                    value = node.value.elts[1] if isinstance(node.value, ast.Tuple) else node.value
-                    found = _constant(value, names)
-                    if found:
-                        reasons.add(found)
+                    values = [node.value.elts[-1] if isinstance(node.value, ast.Tuple) else node.value]
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Found":
+                    values = [k.value for k in node.keywords if k.arg == "unmatched_reason"]
+                for value in values:
+                    options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+                    reasons.update(filter(None, (_constant(option, names) for option in options)))
     tree, names = _module(RELAY / "forwarding.py")  # transition(id, UNMATCHED, ..., reason=...)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id == "UNMATCHED" for a in node.args):

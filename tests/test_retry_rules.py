@@ -103,3 +103,40 @@ def test_a_claim_whose_delivery_expired_does_not_make_the_same_email_a_duplicate
     assert (again.json["status"], second["status"], second["prospectId"]) == ("queued", "queued", "P1")
     assert second["id"] != first["id"] and services.redis.get(claim) == second["id"]
     assert services.store.get(second["id"]) is not None and services.queue.waiting() == 2
+
+
+# Replays and resolves start a new retry window ------------------------------------------------------
+
+
+def test_replay_of_an_old_dead_delivery_retries_a_transient_error(
+    make_settings: Any, sandbox: Sandbox, start_worker: Any
+) -> None:
+    settings = make_settings(RELAY_RETRY_MAX_AGE_SECONDS="2")
+    client = create_app(settings).test_client()
+    sandbox.seed("P1", agent="pat")
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    sandbox.fault(status=400, count=1, errorMessage="bad")
+    start_worker(settings)
+    delivery_id = post_mime(client, mime()).json["deliveries"][0]["id"]
+    wait_for_status(client, delivery_id, "dead")
+    time.sleep(2.5)  # now older than the maximum age since receipt
+    sandbox.fault(status=503, count=1)
+    assert client.post(f"/v1/deliveries/{delivery_id}/replay", headers=BEARER).status_code == 202
+    shown = wait_for_status(client, delivery_id, "delivered")
+    assert shown["attempts"] == 3
+
+
+def test_resolve_of_an_old_unmatched_delivery_retries_a_transient_error(
+    make_settings: Any, sandbox: Sandbox, start_worker: Any
+) -> None:
+    settings = make_settings(RELAY_RETRY_MAX_AGE_SECONDS="2")
+    client = create_app(settings).test_client()
+    sandbox.seed("P9", agent="pat")
+    start_worker(settings)
+    delivery_id = post_mime(client, mime(sender="stranger@example.org")).json["deliveries"][0]["id"]
+    time.sleep(2.5)
+    sandbox.fault(status=503, count=1)
+    response = client.post(f"/v1/deliveries/{delivery_id}/resolve", json={"prospectId": "P9"}, headers=BEARER)
+    assert response.status_code == 202
+    shown = wait_for_status(client, delivery_id, "delivered")
+    assert shown["attempts"] == 2

@@ -310,3 +310,25 @@ def test_a_connection_broken_during_the_webhooks_script_is_503_and_the_next_post
         assert admin.exists(f"relay:delivery:{answer.json['deliveries'][0]['id']}")
     finally:
         proxy.close()
+
+
+def test_enqueue_refused_after_the_record_is_stored_answers_503_and_keeps_nothing(
+    own_redis: Any, make_settings: Any
+) -> None:
+    """The web side may write the relay's records but Redis refuses it the queue's keys (an ACL)."""
+    url = own_redis()
+    admin = redis.Redis.from_url(url)
+    admin.acl_setuser("relay-web", enabled=True, passwords=["+pw"], keys=["relay:*"], commands=["+@all"])
+    restricted = url.replace("redis://", "redis://relay-web:pw@")
+    client = create_app(make_settings(REDIS_URL=restricted)).test_client()
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    raw = mime(message_id="<refused@example.com>")
+    first = post_mime(client, raw)
+    assert first.status_code == 503 and first.headers["Retry-After"]
+    assert admin.keys("relay:delivery:*") == [] and admin.keys("relay:dedup:*") == []
+    assert admin.zcard("relay:idx:all") == 0
+
+    admin.acl_setuser("relay-web", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"])
+    retry = post_mime(client, raw)  # the provider's retry is new, not a duplicate of a ghost
+    assert retry.status_code == 200 and retry.json["status"] == "queued"
+    assert len(admin.keys("relay:delivery:*")) == 1

@@ -1,8 +1,10 @@
-"""Direction, type, prospects and agent (SPEC §5.1-5.5), as functions of data."""
+"""Direction, type, prospects and agent (SPEC §5.1-5.5), as functions of data, and as the webhooks
+and the API apply them."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from relay.routing import (
     route_email,
 )
 from relay.sender_auth import FAIL, NONE, NOT_AUTHENTICATED, PASS, SenderAuth, vouched_by
+from tests.helpers import BEARER, delivery, mime, post_mime
 
 RULES = RoutingRules(
     mailbox_domains=frozenset({"acme-living.com", "reply.acme-living.com", "frontdesk@gmail.com"}),
@@ -203,3 +206,55 @@ def test_inbound_mail_is_never_parked_for_authentication_and_its_headers_never_c
 def test_reply_tag_on_a_domain_off_the_leasing_side_names_the_real_reason() -> None:
     route = route_email(email("stranger@example.com", "leasing+prospect-PM555@reply.other.com"), RULES, VIEW)
     assert route.unmatched_reason == "a recipient carries a reply tag, but its domain is not in RELAY_MAILBOX_DOMAINS"
+
+
+# Through the webhooks and the API ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "agent@notacme-living.com",
+        "agent@acme-living.com.evil.com",
+        "agent@evilacme-living.com",
+        "agent@sub.acme-living.com",
+    ],
+)
+def test_lookalike_domains_stay_on_the_prospect_side(client: Any, sender: str) -> None:
+    response = post_mime(client, mime(sender=sender, to="leasing@acme-living.com"))
+    assert response.json["deliveries"][0]["type"] == "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED"
+    outbound = post_mime(client, mime(sender="agent@acme-living.com", to="renter@example.com", message_id="<o@x>"))
+    assert outbound.json["deliveries"][0]["type"] == "EMAIL_MESSAGE_TO_PROSPECT_SENT"
+
+
+def test_explicit_agent_beats_the_senders_directory_agent(client: Any) -> None:
+    client.put("/v1/agents/dana", json={"emails": ["dana@acme-living.com"]}, headers=BEARER)
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"], "agentUsername": "pat"}, headers=BEARER)
+    body = {"from": "dana@acme-living.com", "to": ["renter@example.com"], "subject": "Tour", "text": "Friday?",
+            "agentUsername": "kim"}  # fmt: skip
+    response = client.post("/v1/messages", json=body, headers=BEARER)
+    assert delivery(client, response.json["deliveries"][0]["id"])["agentUsername"] == "kim"
+    del body["agentUsername"]
+    body["messageId"] = "second@acme-living.com"
+    response = client.post("/v1/messages", json=body, headers=BEARER)
+    assert delivery(client, response.json["deliveries"][0]["id"])["agentUsername"] == "dana"  # sender before prospect's
+
+
+@pytest.mark.parametrize("precedence", ["bulk", "Bulk", "BULK", "auto_reply", "Junk"])
+def test_precedence_in_any_case_marks_an_auto_reply(client: Any, precedence: str) -> None:
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    response = post_mime(client, mime(extra_headers=f"Precedence: {precedence}"))
+    shown = delivery(client, response.json["deliveries"][0]["id"])
+    assert (shown["status"], shown["reason"]) == ("ignored", "auto-reply")
+
+
+def test_an_auto_reply_from_an_unknown_sender_is_ignored_not_unmatched(client: Any) -> None:
+    response = post_mime(client, mime(sender="stranger@example.org", extra_headers="Auto-Submitted: auto-replied"))
+    assert response.json["status"] == "ignored"
+    assert delivery(client, response.json["deliveries"][0]["id"])["reason"] == "auto-reply"
+
+
+@pytest.mark.parametrize("tag", ["prospect-PM1", "PROSPECT-PM1", "Prospect-PM1"])
+def test_reply_tag_prefix_in_any_case_finds_the_prospect(client: Any, tag: str) -> None:
+    response = post_mime(client, mime(sender="stranger@example.org", to=f"leasing+{tag}@acme-living.com"))
+    assert (response.json["status"], response.json["deliveries"][0]["prospectId"]) == ("queued", "PM1")

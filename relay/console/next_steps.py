@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from relay.routing import INVALID_REPLY_TAG
+from relay.routing import INVALID_REPLY_TAG, UNSIGNED_REPLY_TAG, WRONG_REPLY_TAG
 from relay.sender_auth import NOT_AUTHENTICATED
 from relay.store.records import DEAD, UNMATCHED, Delivery
 
@@ -146,6 +146,21 @@ UNMATCHED_RULES: tuple[Rule, ...] = (
         exact(INVALID_REPLY_TAG),
         "The reply tag in a recipient's address names no usable prospect id: resolve it here with the right "
         "prospect id, and check the reply-to addresses the leasing side sends out.",
+    ),
+    Rule(
+        "unsigned-reply-tag",
+        exact(UNSIGNED_REPLY_TAG),
+        "A recipient's reply tag carries no signature, and RELAY_REPLY_TAG_SECRET is set: it is an address handed "
+        "out before tags were signed, or one written by someone who knows the prospect id. If you know {sender} "
+        "belongs to the prospect, resolve it here; while old addresses are still in use, "
+        "RELAY_ACCEPT_UNSIGNED_REPLY_TAGS=true lets them route.",
+    ),
+    Rule(
+        "wrong-reply-tag",
+        exact(WRONG_REPLY_TAG),
+        "A recipient's reply tag carries a signature none of RELAY_REPLY_TAG_SECRET made: a forged or mistyped "
+        "address, or one signed with a secret since removed (keep an old secret in the list while its addresses "
+        "are in use). Only if you know {sender} belongs to the prospect, resolve it here.",
     ),
     Rule(
         "reply-tag-domain",

@@ -501,6 +501,18 @@ def headers_from_mapping(raw: Any, skip: tuple[str, ...] = ()) -> list[tuple[str
     return pairs
 
 
+def inline_image(content_type: str | None, content_id: str | None, disposition: str | None = None) -> bool:
+    """Whether an attachment a provider lists is an image the HTML shows by its Content-ID, which
+    the email leaves out as raw MIME does (relay.mime): an image with a Content-ID not marked
+    `attachment`. Any other file with a Content-ID (Apple Mail gives every attachment one) is
+    listed by its name."""
+    return (
+        bool(content_id)
+        and (content_type or "").strip().lower().startswith("image/")
+        and (disposition or "").split(";")[0].strip().lower() != "attachment"
+    )
+
+
 def base64_size(encoded: str) -> int:
     """Bytes a base64 text decodes to, without decoding it."""
     compact = len(encoded) - sum(encoded.count(c) for c in "\r\n \t")

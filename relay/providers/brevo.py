@@ -25,6 +25,7 @@ from relay.providers.base import (
     body_digest,
     event_batch,
     headers_from_mapping,
+    inline_image,
     request_json,
 )
 from relay.providers.fetch import api_url, fetch_json
@@ -96,7 +97,7 @@ def _inbound_item(item: dict[str, Any], index: int, settings: Settings) -> Email
             as_str(a.get("ContentType")) or "application/octet-stream",
         )
         for a in map(as_dict, as_list(item.get("Attachments")))
-        if not as_str(a.get("ContentID"))
+        if not inline_image(as_str(a.get("ContentType")), as_str(a.get("ContentID")))
     ]
     email = build_email(
         limits=settings.parse_limits,

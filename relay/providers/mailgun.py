@@ -8,13 +8,14 @@ import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.message import Message
 from typing import Any, ClassVar
 
 from flask import Request
 
 from relay.config import Settings
 from relay.errors import MAILGUN_CHALLENGE, MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.headers import decode_header_pairs
+from relay.headers import decode_header_pairs, filename_of
 from relay.message import TRUNCATED_HEADERS, Attachment, Email, Ignored, Metadata, PendingFetch, build_email
 from relay.mime import parse_mime
 from relay.providers.base import (
@@ -128,6 +129,17 @@ def timestamp_of(value: Any) -> datetime | None:
         return None
 
 
+def file_name(filename: str | None) -> str | None:
+    """An `attachment-N` part's file name as raw MIME reads one: the form parser read RFC 2231
+    (`filename*=UTF-8''…`) and UTF-8 already, and a name that arrives as the message wrote it in
+    RFC 2047 words (`=?UTF-8?B?…?=`, as many mailers write names) is decoded here."""
+    if not filename or "=?" not in filename:
+        return filename
+    part = Message()
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    return filename_of(part) or filename
+
+
 class MailgunRouteProvider(WebhookProvider):
     """`forward("https://…/webhooks/mailgun/inbound")` from a Mailgun route."""
 
@@ -176,7 +188,9 @@ class MailgunRouteProvider(WebhookProvider):
         except (ValueError, TypeError) as exc:
             raise MalformedPayload("message-headers must be a JSON list of [name, value] pairs") from exc
         attachments = [
-            Attachment(part.filename or name, len(part.data), part.content_type or "application/octet-stream")
+            Attachment(
+                file_name(part.filename) or name, len(part.data), part.content_type or "application/octet-stream"
+            )
             for name, parts in form.items()
             if ATTACHMENT_FIELD.match(name)
             for part in parts

@@ -23,6 +23,7 @@ from relay.providers.base import (
     as_str,
     base64_size,
     headers_from_mapping,
+    inline_image,
     request_json,
 )
 from relay.sender_auth import from_trusted_headers
@@ -63,14 +64,15 @@ def _attachments(body: dict[str, Any]) -> list[Attachment]:
         if not ref.startswith("Attachment"):
             continue
         headers = _part_headers(part)
-        if headers.get("content-id"):
-            continue  # an inline image, not an attachment
+        content_type = headers.get_content_type() if headers.get("content-type") else None
+        if inline_image(content_type, headers.get("content-id"), headers.get("content-disposition")):
+            continue  # an image the HTML shows, not an attachment
         content = as_str(body.get(ref)) or ""
         found.append(
             Attachment(
                 filename_of(headers) or ref,  # RFC 2231 and RFC 2047 names read as in raw MIME
                 base64_size(content),
-                headers.get_content_type() if headers.get("content-type") else "application/octet-stream",
+                content_type or "application/octet-stream",
             )
         )
     return found

@@ -12,13 +12,37 @@ from flask import Request
 from relay.addresses import format_address
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable
-from relay.message import Attachment, Email, Ignored, PendingFetch, build_email
-from relay.providers.base import JSON_BODY, BasicAuthProvider, as_dict, as_list, as_str, body_digest, request_json
+from relay.message import Attachment, Email, Ignored, ParseLimits, PendingFetch, build_email
+from relay.mime import parse_mime
+from relay.providers.base import (
+    JSON_BODY,
+    BasicAuthProvider,
+    as_dict,
+    as_list,
+    as_str,
+    body_digest,
+    inline_image,
+    request_json,
+)
 from relay.providers.fetch import api_url, fetch_json
 from relay.sender_auth import NONE, from_authentication_results, from_received_spf, vouched_by
 
 #: The kind of PendingFetch a Delivery webhook leaves for the worker.
 SENT_MESSAGE = "postmark-sent-message"
+
+
+def _attachments(entries: Any) -> list[Attachment]:
+    """`Attachments` ([{"Name", "ContentType", "ContentLength", "ContentID"}], or names alone) less
+    the inline images."""
+    found = []
+    for entry in as_list(entries):
+        a: dict[str, Any] = {"Name": entry} if isinstance(entry, str) else as_dict(entry)
+        if inline_image(as_str(a.get("ContentType")), as_str(a.get("ContentID"))):
+            continue
+        size = a["ContentLength"] if isinstance(a.get("ContentLength"), int) else 0
+        found.append(Attachment(as_str(a.get("Name")) or "attachment", size,
+                                as_str(a.get("ContentType")) or "application/octet-stream"))  # fmt: skip
+    return found
 
 
 def _addresses(entries: Any) -> str:
@@ -57,15 +81,7 @@ class PostmarkInboundProvider(BasicAuthProvider):
                 if header["Name"].lower() not in ("from", "to", "cc", "bcc", "subject", "date"):
                     headers.append((header["Name"], header["Value"]))
 
-        attachments = [
-            Attachment(
-                as_str(a.get("Name")) or "attachment",
-                a["ContentLength"] if isinstance(a.get("ContentLength"), int) else 0,
-                as_str(a.get("ContentType")) or "application/octet-stream",
-            )
-            for a in map(as_dict, as_list(body.get("Attachments")))
-            if not as_str(a.get("ContentID"))
-        ]
+        attachments = _attachments(body.get("Attachments"))
         original = as_str(body.get("OriginalRecipient"))
         email = build_email(
             limits=settings.parse_limits,
@@ -118,6 +134,21 @@ def email_from_postmark(spec: dict[str, Any], settings: Settings) -> Email:
         limit=settings.max_request_bytes,
         headers={"X-Postmark-Server-Token": settings.postmark_server_token, "Accept": "application/json"},
     )
+    email = email_from_details(found, postmark_id, settings.parse_limits)
+    return replace(email, sender_auth=vouched_by("sent through Postmark"))
+
+
+#: Headers the details give as fields of their own, which win over the raw source's.
+_DETAIL_FIELDS = ("from", "to", "cc", "bcc", "subject")
+
+
+def email_from_details(found: dict[str, Any], postmark_id: str, limits: ParseLimits) -> Email:
+    """An outbound message's details (`GET /messages/outbound/{id}/details`) as the email. Pure.
+
+    The details give From, To, Cc, Bcc, Subject and the bodies as fields, and the message's raw
+    source in `Body`: its header block carries the Date and the Message-ID the recipient saw,
+    which the details have no field for. So the email is sent when its Date says, as any other is,
+    and `ReceivedAt` (when Postmark took it) counts only where the message has no Date."""
     sender = as_str(found.get("From"))
     if not sender:
         raise MalformedPayload("Postmark's message has no From")
@@ -128,19 +159,34 @@ def email_from_postmark(spec: dict[str, Any], settings: Settings) -> Email:
             headers.append((name, value))
     for header in map(as_dict, as_list(found.get("Headers"))):
         if as_str(header.get("Name")) and isinstance(header.get("Value"), str):
-            if header["Name"].lower() not in ("from", "to", "cc", "bcc", "subject"):
+            if header["Name"].lower() not in _DETAIL_FIELDS:
                 headers.append((header["Name"], header["Value"]))
+    source = _raw_source(as_str(found.get("Body")), limits)
+    if source is not None:
+        given = {name.lower() for name, _ in headers} | set(_DETAIL_FIELDS)
+        headers += [(name, value) for name, value in source.headers if name not in given]
     has_message_id = any(name.lower() == "message-id" for name, _ in headers)
-    email = build_email(
-        limits=settings.parse_limits,
+    attachments = _attachments(found.get("Attachments"))
+    return build_email(
+        limits=limits,
         headers=headers,
-        text=as_str(found.get("TextBody")),
-        html=as_str(found.get("HtmlBody")),
+        text=as_str(found.get("TextBody")) or (source.text if source else None),
+        html=as_str(found.get("HtmlBody")) or (source.html if source else None),
+        attachments=attachments or (source.attachments if source else ()),
         # Without the header, Postmark's id stands in, so repeated webhooks are still one email.
         message_id=None if has_message_id else f"{postmark_id}@postmark.sent",
         provider_timestamp=_received_at(as_str(found.get("ReceivedAt"))),
     )
-    return replace(email, sender_auth=vouched_by("sent through Postmark"))
+
+
+def _raw_source(raw: str | None, limits: ParseLimits) -> Email | None:
+    """The details' `Body` (the raw message) read as MIME; None when there is none or it is no email."""
+    if not raw or not raw.strip():
+        return None
+    try:
+        return parse_mime(raw.encode("utf-8", "surrogateescape"), limits=limits)
+    except MalformedPayload:
+        return None
 
 
 def _received_at(value: str | None) -> datetime | None:

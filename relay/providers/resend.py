@@ -16,7 +16,7 @@ from flask import Request
 
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import Email, Ignored, PendingFetch, build_email
+from relay.message import Attachment, Email, Ignored, PendingFetch, build_email
 from relay.providers.base import (
     JSON_BODY,
     WebhookProvider,
@@ -25,6 +25,7 @@ from relay.providers.base import (
     as_list,
     as_str,
     headers_from_mapping,
+    inline_image,
     request_json,
     require_secrets,
 )
@@ -138,6 +139,20 @@ def _get(settings: Settings, *path: str) -> dict[str, Any]:
     )
 
 
+def _attachments(entries: Any) -> list[Attachment]:
+    """`attachments` ([{"filename", "content_type", "content_disposition", "content_id", "size"}])
+    less the inline images the HTML shows."""
+    found = []
+    for a in map(as_dict, as_list(entries)):
+        content_type = as_str(a.get("content_type"))
+        if inline_image(content_type, as_str(a.get("content_id")), as_str(a.get("content_disposition"))):
+            continue
+        size = a["size"] if isinstance(a.get("size"), int) else 0
+        found.append(Attachment(as_str(a.get("filename")) or "attachment", size,
+                                content_type or "application/octet-stream"))  # fmt: skip
+    return found
+
+
 def _email_from(found: dict[str, Any], settings: Settings, message_id: str | None) -> Email:
     sender = as_str(found.get("from"))
     if not sender:
@@ -158,6 +173,7 @@ def _email_from(found: dict[str, Any], settings: Settings, message_id: str | Non
         headers=headers,
         text=as_str(found.get("text")),
         html=as_str(found.get("html")),
+        attachments=_attachments(found.get("attachments")),
         message_id=message_id,
         provider_timestamp=timestamp if timestamp and timestamp.tzinfo else None,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.helpers import BEARER, SENDGRID_FORM, basic_auth, payload
-from tests.webhook_cases import CarriesAttachments, WebhookCases
+from tests.webhook_cases import CarriesAttachments, CarriesMimeAttachments, WebhookCases
 
 AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="guess")}
 PARSED = "sendgrid/parsed-three-charsets.form"
@@ -38,6 +39,22 @@ class TestSendGridWebhook(CarriesAttachments, WebhookCases):
 
     def oversized_request(self, size: int) -> dict[str, Any]:
         return {"data": payload(PARSED) + b"x" * size, "content_type": SENDGRID_FORM, "headers": basic_auth()}
+
+
+def raw_mode_form(raw: bytes) -> bytes:
+    """A raw-mode post ('POST the raw, full MIME message') carrying `raw`."""
+    envelope = {"to": ["leasing+prospect-4WXU6U2J@reply.acme-living.com"], "from": "renter@example.com"}
+    fields = {"email": raw, "envelope": json.dumps(envelope).encode(), "SPF": b"pass"}
+    parts = [b'--xYzZY\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value + b"\r\n"
+             for name, value in fields.items()]  # fmt: skip
+    return b"".join(parts) + b"--xYzZY--\r\n"
+
+
+class TestSendGridRawModeAttachments(CarriesMimeAttachments):
+    path = "/webhooks/sendgrid/inbound"
+
+    def carrying(self, raw: bytes) -> dict[str, Any]:
+        return {"data": raw_mode_form(raw), "content_type": SENDGRID_FORM, "headers": basic_auth()}
 
 
 def test_parsed_mode_decodes_each_part_with_its_own_charset(client: Any, services: Any) -> None:

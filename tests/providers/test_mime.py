@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from relay.app import create_app
 from tests.helpers import basic_auth, delivery, mime, post_mime
-from tests.webhook_cases import WebhookCases
+from tests.webhook_cases import CarriesMimeAttachments, WebhookCases
 
 AUTH = {"valid": basic_auth(), "missing": {}, "wrong": basic_auth(password="guess")}
 
 
-class TestRawMimeWebhook(WebhookCases):
+class TestRawMimeWebhook(CarriesMimeAttachments, WebhookCases):
     path = "/webhooks/mime"
     expected = ("unmatched", None, "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED")
 
@@ -28,6 +28,9 @@ class TestRawMimeWebhook(WebhookCases):
 
     def oversized_request(self, size: int) -> dict[str, Any]:
         return {"data": mime(body="x" * size), "content_type": "message/rfc822", "headers": basic_auth()}
+
+    def carrying(self, raw: bytes) -> dict[str, Any]:
+        return {"data": raw, "content_type": "message/rfc822", "headers": basic_auth()}
 
 
 def test_rotated_credentials_both_work_during_rotation(client: Any) -> None:

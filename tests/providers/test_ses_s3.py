@@ -23,8 +23,17 @@ from relay.providers.fetch import FETCH_DEADLINE_SECONDS
 from relay.providers.ses_s3 import read_stored_message
 from tests.conftest import SnsSigner
 from tests.e2e.conftest import BIN
-from tests.helpers import BEARER, free_port, wait_for_status, wait_until
-from tests.test_webhook_more_providers import SES, fixture, logged_as, ses_notification, ses_post
+from tests.helpers import (
+    BEARER,
+    SES_PATH,
+    free_port,
+    logged_as,
+    payload_json,
+    ses_notification,
+    ses_post,
+    wait_for_status,
+    wait_until,
+)
 
 BUCKET = "relay-inbound"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
@@ -70,11 +79,11 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
 
 def stored_message() -> bytes:
     """The email of the SES fixture, as SES's S3 action stores it (the raw MIME)."""
-    return base64.b64decode(fixture("ses/received-event.json")["content"])
+    return base64.b64decode(payload_json("ses/received-event.json")["content"])
 
 
 def s3_notification(sns: SnsSigner, bucket: str, key: str) -> dict[str, Any]:
-    event = fixture("ses/received-event.json")
+    event = payload_json("ses/received-event.json")
     del event["content"]
     event["receipt"]["action"] = {"type": "S3", "topicArn": event["receipt"]["action"]["topicArn"],
                                   "bucketName": bucket, "objectKey": key}  # fmt: skip
@@ -88,7 +97,7 @@ def s3_settings(make_settings: Any, sns: SnsSigner, s3: tuple[str, Any]) -> Any:
 
 
 def post(client: Any, sns: SnsSigner, bucket: str, key: str) -> str:
-    answer = client.post(SES, **ses_post(s3_notification(sns, bucket, key)))
+    answer = client.post(SES_PATH, **ses_post(s3_notification(sns, bucket, key)))
     assert answer.status_code == 200, answer.json
     (pending,) = answer.json["deliveries"]
     return str(pending["id"])
@@ -107,7 +116,7 @@ def test_a_message_stored_in_s3_is_fetched_and_logged(
     wait_for_status(client, logged["id"], "delivered")
     assert [e["subject"] for e in sandbox.events("4WXU6U2J")] == [logged["subject"]]
     # The same notification again (SNS retries): one email.
-    again = client.post(SES, **ses_post(s3_notification(sns, BUCKET, "inbound/abc"))).json
+    again = client.post(SES_PATH, **ses_post(s3_notification(sns, BUCKET, "inbound/abc"))).json
     assert again["status"] == "duplicate"
 
 
