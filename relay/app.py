@@ -131,7 +131,12 @@ def register_error_handlers(app: Flask) -> None:
     """Every error the relay answers with, mapped to HTTP in one place."""
 
     def answer(error: RelayError) -> tuple[Response, int, dict[str, str]]:
-        return jsonify(error.body()), error.status, error.headers()
+        status = error.status
+        if status == 503:  # a retry could fix it: in the status the caller retries
+            from relay.web.webhooks import retry_status_for
+
+            status = retry_status_for(request.path)
+        return jsonify(error.body()), status, error.headers()
 
     @app.errorhandler(RelayError)
     def relay_error(error: RelayError) -> tuple[Response, int, dict[str, str]]:

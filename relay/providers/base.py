@@ -34,6 +34,9 @@ class WebhookProvider(ABC):
     path: ClassVar[str]
     #: Status for authenticated-but-unreadable posts; some providers stop retrying only on certain codes.
     malformed_status: ClassVar[int] = 400
+    #: Status for what a retry could fix (Redis away, replicas not confirming): 503, unless the
+    #: provider drops a post answered so and retries only another (Brevo retries 429, never a 5xx).
+    retry_status: ClassVar[int] = 503
     #: One line for the OpenAPI document, and how the provider authenticates its calls.
     summary: ClassVar[str]
     authentication: ClassVar[str]

@@ -50,6 +50,9 @@ class BrevoAuth(BasicAuthProvider):
     """Brevo calls a webhook with basic auth in its URL or with a bearer token it is given."""
 
     security: ClassVar[tuple[str, ...]] = ("basic", "bearer")
+    # Brevo discards a webhook answered with any 5xx (or a 4xx but 429) and retries 429: four more
+    # tries, 10 min, 1 h, 2 h and 8 h later.
+    retry_status: ClassVar[int] = 429
     authentication: ClassVar[str] = (
         "HTTP basic auth (RELAY_WEBHOOK_BASIC_AUTH) in the URL, or `Authorization: Bearer` with one of "
         "RELAY_BREVO_WEBHOOK_TOKENS."

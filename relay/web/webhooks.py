@@ -74,7 +74,14 @@ def receive(provider: WebhookProvider) -> Response:
 
 
 #: Outcomes of webhook calls that were not accepted, by the status they were answered with.
-_REFUSALS = {401: "unauthorized", 400: "malformed", 406: "malformed", 413: "too_large", 503: "unavailable"}
+_REFUSALS = {
+    401: "unauthorized",
+    400: "malformed",
+    406: "malformed",
+    413: "too_large",
+    429: "unavailable",
+    503: "unavailable",
+}
 
 
 @functools.cache
@@ -102,7 +109,7 @@ def _register(provider: WebhookProvider) -> None:
         provider.summary,
         description=f"Authentication: {provider.authentication}",
         answers={200: Answer("Received: accepted, ignored, unmatched or a duplicate of an earlier post", Accepted)},
-        errors=(401, provider.malformed_status),
+        errors=(401, provider.malformed_status, provider.retry_status),
         security=provider.security,
         media_types=provider.media_types,
     )
@@ -125,3 +132,10 @@ for _provider in PROVIDERS:
     _register(_provider)
 
 _PROVIDER_BY_PATH = {provider.path: provider.name for provider in PROVIDERS}
+_RETRY_STATUS_BY_PATH = {provider.path: provider.retry_status for provider in PROVIDERS}
+
+
+def retry_status_for(path: str) -> int:
+    """What a request to `path` is answered when a retry could fix its failure: 503, or the status
+    its provider retries (relay.providers.base.WebhookProvider.retry_status)."""
+    return _RETRY_STATUS_BY_PATH.get(path, 503)
