@@ -55,7 +55,8 @@ class Settings:
     knock_default_agent_username: str | None = None
     api_token: str | None = None
     webhook_basic_auth: tuple[tuple[str, str], ...] = ()
-    mailgun_webhook_signing_key: str | None = None
+    #: Mailgun's HTTP webhook signing keys (a list, so that a key can be rotated).
+    mailgun_webhook_signing_keys: tuple[str, ...] = ()
     mailgun_api_key: str | None = None
     mailgun_storage_origins: tuple[str, ...] = ("https://*.mailgun.net",)
     mailbox_domains: frozenset[str] = frozenset()
@@ -401,7 +402,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         knock_default_agent_username=read.text("KNOCK_DEFAULT_AGENT_USERNAME"),
         api_token=read.text("RELAY_API_TOKEN"),
         webhook_basic_auth=_basic_auth_pairs(read),
-        mailgun_webhook_signing_key=read.text("MAILGUN_WEBHOOK_SIGNING_KEY"),
+        mailgun_webhook_signing_keys=tuple(read.items("MAILGUN_WEBHOOK_SIGNING_KEY")),
         mailgun_api_key=read.text("MAILGUN_API_KEY"),
         mailgun_storage_origins=_origins(read, "RELAY_MAILGUN_STORAGE_ORIGINS", ("https://*.mailgun.net",)),
         mailbox_domains=_mailbox_domains(read),
@@ -503,7 +504,7 @@ def production_warnings(settings: Settings, *, role: str = "web") -> list[str]:
         warnings.append("RELAY_API_TOKEN: not set, so the /v1 API answers 404")
     credentials = (
         settings.webhook_basic_auth,
-        settings.mailgun_webhook_signing_key,
+        settings.mailgun_webhook_signing_keys,
         settings.sparkpost_webhook_tokens,
         settings.mailersend_signing_secrets,
         settings.mandrill_webhook_keys,

@@ -23,6 +23,7 @@ from relay.providers.base import (
     JSON_BODY,
     Form,
     WebhookProvider,
+    any_secret_matches,
     as_dict,
     as_str,
     form_value,
@@ -43,7 +44,7 @@ USER_VARIABLES = {
 # Files arrive as attachment-1, attachment-2, ... next to the attachment-count field.
 MAILGUN_AUTHENTICATION = (
     "Mailgun's signature in the body (`timestamp`, `token`, `signature`; under `signature` for events): "
-    "HMAC-SHA256 with RELAY_MAILGUN_WEBHOOK_SIGNING_KEY, recent, and each token accepted once."
+    "HMAC-SHA256 with MAILGUN_WEBHOOK_SIGNING_KEY (a comma list, for rotation), recent, and each token accepted once."
 )
 ATTACHMENT_FIELD = re.compile(r"^attachment-\d+$")
 #: Largest event post read: an event describes a message (headers, envelope, a few kilobytes of
@@ -65,8 +66,8 @@ def unix_seconds(value: str) -> int | None:
 
 def check_signature(timestamp: Any, token: Any, signature: Any, settings: Settings) -> None:
     """Raise Unauthorized unless `signature` is HMAC-SHA256(signing key, timestamp + token) and recent."""
-    key = settings.mailgun_webhook_signing_key
-    if not key:
+    keys = settings.mailgun_webhook_signing_keys
+    if not keys:
         if settings.insecure_webhooks:
             return
         raise Unauthorized(
@@ -75,8 +76,9 @@ def check_signature(timestamp: Any, token: Any, signature: Any, settings: Settin
     timestamp, token, signature = (str(v) if v else "" for v in (timestamp, token, signature))
     if not (timestamp and token and signature):
         raise Unauthorized("missing Mailgun signature", challenge=MAILGUN_CHALLENGE)
-    expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
+    signed = (timestamp + token).encode()
+    expected = [hmac.new(key.encode(), signed, hashlib.sha256).hexdigest().encode() for key in keys]
+    if not any_secret_matches(signature.strip().lower().encode(), expected):
         raise Unauthorized("wrong Mailgun signature", challenge=MAILGUN_CHALLENGE)
     seconds = unix_seconds(timestamp)
     if seconds is None:

@@ -219,10 +219,10 @@ def test_rendered_environment_is_a_valid_relay_configuration() -> None:
     # the providers' API keys.
     web, worker = (load_settings(environment(production, tier)) for tier in ("web", "worker"))
     assert web.webhook_basic_auth == (("relay", "first-secret"), ("relay2", "second-secret"))
-    assert web.api_token == "relay-api-token" and web.mailgun_webhook_signing_key == "mailgun-signing-key"
+    assert web.api_token == "relay-api-token" and web.mailgun_webhook_signing_keys == ("mailgun-signing-key",)
     assert web.mailgun_api_key is None
     assert worker.mailgun_api_key == "mailgun-api-key"
-    assert worker.api_token is None and worker.webhook_basic_auth == () and worker.mailgun_webhook_signing_key is None
+    assert worker.api_token is None and worker.webhook_basic_auth == () and worker.mailgun_webhook_signing_keys == ()
 
 
 def test_credentials_are_files_not_environment_variables() -> None:

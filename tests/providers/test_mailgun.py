@@ -263,6 +263,15 @@ def test_unconfigured_signing_key_refuses_everyone(make_settings: Any) -> None:
     assert response.status_code == 401 and "not configured" in response.json["error"]
 
 
+def test_the_signing_key_can_be_rotated(make_settings: Any) -> None:
+    """Both keys of MAILGUN_WEBHOOK_SIGNING_KEY are accepted while Mailgun's account moves from one
+    to the other; any other key is not."""
+    client = create_app(make_settings(MAILGUN_WEBHOOK_SIGNING_KEY=f"new-key-0123,{MAILGUN_SIGNING_KEY}")).test_client()
+    for key in ("new-key-0123", MAILGUN_SIGNING_KEY):
+        assert client.post(ROUTE, **route_post(signature=mailgun_signature(key))).status_code == 200
+    assert client.post(ROUTE, **route_post(signature=mailgun_signature("another-key"))).status_code == 401
+
+
 def test_signed_post_without_an_email_is_406(client: Any) -> None:
     response = client.post(ROUTE, data=signed_urlencoded(b"subject=hi", mailgun_signature()), content_type=URLENCODED)
     assert response.status_code == 406
