@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from relay.message import ParseLimits
 from relay.sender_auth import ENFORCE, MODES
+from relay.spam import IGNORE, SPAM_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Settings:
     reply_mailbox: str | None = None
     knock_logged_domains: frozenset[str] = frozenset()
     learn_thread_addresses: bool = False
+    spam_policy: str = "ignore"
+    spam_score_threshold: float = 5.0
     dedup_ttl_seconds: int = 2592000
     record_ttl_seconds: int = 2592000
     sent_body_ttl_seconds: int = 86400
@@ -178,6 +181,8 @@ class _Reader:
             return default
         try:
             value = int(raw) if integer else float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(raw)
         except ValueError:
             kind = "a whole number" if integer else "a number"
             self.problems.append(f"{name}: must be {kind}, got {raw!r}")
@@ -343,6 +348,13 @@ def _reply_mailbox(reader: _Reader) -> str | None:
     return mailbox.lower()
 
 
+def _spam_policy(reader: _Reader) -> str:
+    policy = (reader.text("RELAY_SPAM_POLICY") or IGNORE).lower()
+    if policy not in SPAM_POLICIES:
+        reader.problems.append(f"RELAY_SPAM_POLICY: must be one of {', '.join(SPAM_POLICIES)}, got {policy!r}")
+    return policy
+
+
 def _sender_auth_mode(reader: _Reader) -> str:
     mode = (reader.text("RELAY_SENDER_AUTH") or ENFORCE).lower()
     if mode not in MODES:
@@ -412,6 +424,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, needs_knock: bool = T
         accept_unsigned_reply_tags=read.flag("RELAY_ACCEPT_UNSIGNED_REPLY_TAGS", False),
         reply_mailbox=_reply_mailbox(read),
         learn_thread_addresses=read.flag("RELAY_LEARN_THREAD_ADDRESSES", False),
+        spam_policy=_spam_policy(read),
+        spam_score_threshold=read.number("RELAY_SPAM_SCORE_THRESHOLD", 5.0, minimum=-1000, maximum=1000),
         knock_logged_domains=frozenset(item.lower().lstrip("@") for item in read.items("RELAY_KNOCK_LOGGED_DOMAINS")),
         dedup_ttl_seconds=read.number("RELAY_DEDUP_TTL_SECONDS", 2592000, minimum=1, integer=True),
         record_ttl_seconds=read.number("RELAY_RECORD_TTL_SECONDS", 2592000, minimum=1, integer=True),

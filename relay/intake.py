@@ -20,6 +20,7 @@ from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
 from relay.metrics import REPLICATION_TIMEOUTS
 from relay.routing import DirectoryView, Route, Target, route_email
 from relay.services import Services
+from relay.spam import SPAM_PREFIX, VIRUS
 from relay.store import (
     DEAD,
     DUPLICATE,
@@ -245,7 +246,9 @@ def _email_records(
         searched = None
         if not every_address:
             searched = tuple(a for a in (email.sender, *own.get(target.prospect_id or "", ())) if a)
-        records.append(NewRecord(delivery, payload, enqueue=write, searched_addresses=searched))
+        # A virus's body is not kept: nobody is to open or send it.
+        kept = None if route.ignored_reason == VIRUS else payload
+        records.append(NewRecord(delivery, kept, enqueue=write, searched_addresses=searched))
     return records
 
 
@@ -318,13 +321,20 @@ def queue_again(services: Services, delivery: Delivery, **changes: Any) -> Deliv
     return services.store.get(delivery.id) or delivery
 
 
+def is_spam_ignored(delivery: Delivery) -> bool:
+    """Ignored as spam: kept with its body so that an operator who finds it is not can log it."""
+    return delivery.status == IGNORED and (delivery.reason or "").startswith(SPAM_PREFIX)
+
+
 def replay_delivery(services: Services, delivery_id: str) -> Delivery:
-    """Queue a dead delivery again; its retry window starts anew."""
+    """Queue a dead delivery (or one ignored as spam, with its prospect) again; its retry window starts anew."""
     delivery = services.store.get(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}")
-    if delivery.status != DEAD:
-        raise Conflict(f"only dead deliveries can be replayed; this one is {delivery.status}")
+    if is_spam_ignored(delivery) and not delivery.prospectId:
+        raise Conflict("this email was ignored as spam before a prospect was found for it: resolve it with one")
+    if delivery.status != DEAD and not is_spam_ignored(delivery):
+        raise Conflict(f"only dead deliveries (or ones ignored as spam) can be replayed; this one is {delivery.status}")
     if services.store.payload(delivery_id) is None:
         raise Conflict("the delivery has no payload left to send")
     return queue_again(services, delivery)
@@ -359,8 +369,10 @@ def resolve_delivery(
     delivery = store.get(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}")
-    if delivery.status != UNMATCHED:
-        raise Conflict(f"only unmatched deliveries can be resolved; this one is {delivery.status}")
+    if delivery.status != UNMATCHED and not is_spam_ignored(delivery):
+        raise Conflict(
+            f"only unmatched deliveries (or ones ignored as spam) can be resolved; this one is {delivery.status}"
+        )
     payload = store.payload(delivery_id)
     if payload is None:
         raise Conflict("the delivery has no payload left to send")

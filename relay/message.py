@@ -16,6 +16,7 @@ from relay import html_bounds
 from relay.addresses import addresses, addresses_within, normalise_address
 from relay.html_bounds import bound_html
 from relay.sender_auth import SenderAuth
+from relay.spam import NO_VERDICT, ContentVerdict
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -110,6 +111,8 @@ class Email:
     metadata: Metadata = field(default_factory=Metadata)
     truncated: tuple[str, ...] = ()
     sender_auth: SenderAuth = field(default_factory=SenderAuth)
+    #: What a spam or virus filter said of the content (relay.spam).
+    content_verdict: ContentVerdict = NO_VERDICT
 
     @property
     def sender_name(self) -> str | None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from relay.audit import record_action
 from relay.errors import Conflict, NotFound
-from relay.intake import replay_delivery
+from relay.intake import is_spam_ignored, replay_delivery
 from relay.services import Services
-from relay.store import REPLAYABLE, Delivery, Search
+from relay.store import IGNORED, REPLAYABLE, Delivery, Search
 
 #: Deliveries read per page while walking a search's matches.
 PAGE = 500
@@ -33,6 +33,8 @@ class Redrive:
     def takes(self, delivery: Delivery) -> bool:
         if delivery.status != self.search.status:
             return False
+        if delivery.status == IGNORED and not (is_spam_ignored(delivery) and delivery.prospectId):
+            return False  # ignored for another reason (a virus, an auto-reply), or spam with no prospect yet
         return not self.last_error or self.last_error.lower() in (delivery.lastError or "").lower()
 
 

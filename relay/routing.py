@@ -14,6 +14,7 @@ from relay.ids import is_path_id
 from relay.message import Email, Metadata
 from relay.reply_tags import SIGNED, UNSIGNED, ReplyTag, check, read_tag
 from relay.sender_auth import ENFORCE, NOT_AUTHENTICATED, OFF, PASS
+from relay.spam import DEFAULT_THRESHOLD, IGNORE, VIRUS, ignored_reason
 
 TO_PROSPECT = "EMAIL_MESSAGE_TO_PROSPECT_SENT"
 FROM_PROSPECT = "EMAIL_MESSAGE_FROM_PROSPECT_RECEIVED"
@@ -39,6 +40,10 @@ class RoutingRules:
     sender_auth: str = ENFORCE
     #: Domains of mailboxes Knock logs mail from itself: mail to or from them is not logged again.
     knock_logged_domains: frozenset[str] = frozenset()
+    #: Spam: `ignore` (not logged, kept for an operator) or `log`; the score that counts as spam
+    #: where a filter gives only a score. A virus is never logged.
+    spam_policy: str = IGNORE
+    spam_threshold: float = DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -320,16 +325,21 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView, referenc
     if involves_knock_mailbox(email, rules):
         # Knock logs a conversation copied to its own mailbox; logging it here too would show it twice.
         return Route(direction, message_type, (), KNOCK_LOGS_IT)
+    filtered = ignored_reason(email.content_verdict, rules.spam_policy, rules.spam_threshold)
+    if filtered == VIRUS:
+        return Route(direction, message_type, (), VIRUS)
     if direction == OUTBOUND and rules.sender_auth == ENFORCE and email.sender_auth.status != PASS:
         # Mail claiming to come from the leasing side that nothing vouches for: a failed verdict,
-        # or none at all (a provider that gives none cannot tell an agent from a stranger).
-        return Route(direction, message_type, (), None, NOT_AUTHENTICATED)
+        # or none at all (a provider that gives none cannot tell an agent from a stranger). Spam
+        # says so rather than waiting for a person.
+        return Route(direction, message_type, (), filtered, None if filtered else NOT_AUTHENTICATED)
     found = find_prospects(email, direction, rules, view, references)
     targets = tuple(_target(email, direction, pid, view, found) for pid in found.prospect_ids)
-    ignored_reason = None
-    if direction == INBOUND and rules.ignore_auto_replies and not email.metadata.message_type and is_auto_reply(email):
-        ignored_reason = "auto-reply"
-    return Route(direction, message_type, targets, ignored_reason, found.unmatched_reason)
+    # Spam keeps its prospects: an operator who finds it is not can still log it (replay, resolve).
+    ignored = filtered
+    if not ignored and direction == INBOUND and rules.ignore_auto_replies and not email.metadata.message_type:
+        ignored = "auto-reply" if is_auto_reply(email) else None
+    return Route(direction, message_type, targets, ignored, found.unmatched_reason)
 
 
 def addresses_to_look_up(email: Email) -> list[str]:

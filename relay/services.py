@@ -81,6 +81,8 @@ class Services:
             reply_tag_secrets=s.reply_tag_secrets,
             accept_unsigned_reply_tags=s.accept_unsigned_reply_tags,
             knock_logged_domains=s.knock_logged_domains,
+            spam_policy=s.spam_policy,
+            spam_threshold=s.spam_score_threshold,
             ignore_auto_replies=s.ignore_auto_replies,
             sender_auth=s.sender_auth,
         )

@@ -83,7 +83,7 @@ def test_the_time_range_and_address_narrow_it(client: Any, services: Any) -> Non
     assert sorted(client.post("/v1/deliveries/replay", json=by_address, headers=BEARER).json["ids"]) == sorted(old)
 
 
-@pytest.mark.parametrize("body", [{}, {"status": "ignored"}, {"status": "delivered"}, {"status": "dead", "since": "x"}])
+@pytest.mark.parametrize("body", [{}, {"status": "unmatched"}, {"status": "queued"}, {"status": "dead", "since": "x"}])
 def test_only_dead_deliveries_and_well_formed_filters_are_taken(client: Any, body: dict[str, str]) -> None:
     answer = client.post("/v1/deliveries/replay", json=body, headers=BEARER)
     assert answer.status_code == 400 and answer.json["details"]

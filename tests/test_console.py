@@ -84,7 +84,7 @@ def test_resolve_through_the_console_is_the_api_resolve_and_is_recorded(
     assert (action["operator"], action["action"], action["target"]) == (CONSOLE_USER, "resolve", stray["id"])
     again = operator.post(f"/console/deliveries/{stray['id']}/resolve", data={"csrf_token": token, "prospectId": "P5"},
                           follow_redirects=True)  # fmt: skip
-    assert "only unmatched deliveries can be resolved" in again.text
+    assert "only unmatched deliveries" in again.text
 
 
 def test_resolve_to_a_prospect_nobody_knows_queues_nothing(operator: Any, sandbox: Sandbox) -> None:

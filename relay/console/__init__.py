@@ -47,7 +47,7 @@ from relay.console.sessions import (
 )
 from relay.errors import RelayError
 from relay.ids import path_id_problem
-from relay.intake import replay_delivery, resolve_delivery
+from relay.intake import is_spam_ignored, replay_delivery, resolve_delivery
 from relay.message import normalise_message_id
 from relay.metrics import read_backlog
 from relay.queue import QUEUE_KEY
@@ -365,6 +365,7 @@ def delivery(delivery_id: str) -> str:
         payload=payload,
         attempts=relay.store.attempts_of(delivery_id),
         candidates=candidates,
+        spam_ignored=is_spam_ignored(found),
         pending=found.status in PENDING,
         next_step=next_step(found),
     )

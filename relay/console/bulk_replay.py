@@ -21,7 +21,7 @@ def _redrive(values: dict[str, str]) -> tuple[Redrive | None, dict[str, str], li
     if search is None:
         return None, query, problems
     if search.status not in REPLAYABLE:
-        return None, query, [f"Only {', '.join(REPLAYABLE)} deliveries can be replayed: choose that status."]
+        return None, query, [f"Only {', '.join(REPLAYABLE)} deliveries can be replayed: choose one of those statuses."]
     return Redrive(search), query, []
 
 

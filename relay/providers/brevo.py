@@ -30,6 +30,7 @@ from relay.providers.base import (
 )
 from relay.providers.fetch import api_url, fetch_json
 from relay.sender_auth import from_trusted_headers, vouched_by
+from relay.spam import from_score
 
 #: The kind of PendingFetch a `delivered` event leaves for the worker.
 SENT_EMAIL = "brevo-sent-email"
@@ -93,6 +94,8 @@ def _inbound_item(item: dict[str, Any], index: int, settings: Settings) -> Email
     if as_str(item.get("SentAtDate")):
         headers.append(("Date", item["SentAtDate"]))
     headers += headers_from_mapping(item.get("Headers"), skip=_ADDRESS_HEADERS)
+    if as_str(item.get("InReplyTo")) and not any(name.lower() == "in-reply-to" for name, _ in headers):
+        headers.append(("In-Reply-To", item["InReplyTo"]))  # its own field, for threads
     attachments = [
         Attachment(
             as_str(a.get("Name")) or "attachment",
@@ -113,7 +116,7 @@ def _inbound_item(item: dict[str, Any], index: int, settings: Settings) -> Email
     )
     # Brevo's inbound parsing gives no verdict of its own: only a receiving server the operator trusts can.
     verdict = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
-    return replace(email, sender_auth=verdict)
+    return replace(email, sender_auth=verdict, content_verdict=from_score(item.get("SpamScore"), "brevo SpamScore"))
 
 
 class BrevoEventProvider(BrevoAuth):

@@ -27,6 +27,7 @@ from relay.providers.base import (
     require_secrets,
 )
 from relay.sender_auth import from_mailersend, from_trusted_headers, strongest
+from relay.spam import NO_VERDICT, ContentVerdict
 
 CHALLENGE = 'MailerSend-HMAC-SHA256 realm="knock-relay webhooks"'
 
@@ -79,4 +80,12 @@ class MailerSendInboundProvider(WebhookProvider):
         own = from_mailersend(as_str(as_dict(data.get("spf_check")).get("code")), data.get("dkim_check"),
                               email.envelope_from, email.sender, email.headers, complete)  # fmt: skip
         trusted = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
-        return [replace(email, sender_auth=strongest(own, trusted))]
+        flagged = data.get("is_spam")
+        spam = ContentVerdict(spam=flagged, source=f"mailersend is_spam {str(flagged).lower()}")
+        return [
+            replace(
+                email,
+                sender_auth=strongest(own, trusted),
+                content_verdict=spam if isinstance(flagged, bool) else NO_VERDICT,
+            )
+        ]

@@ -33,6 +33,7 @@ from relay.providers.base import (
 )
 from relay.providers.fetch import allowed_fetch_url, fetch_json
 from relay.sender_auth import from_mailgun, vouched_by
+from relay.spam import from_flag
 from relay.untrusted_json import loads
 
 #: Mailgun user variables that carry explicit routing metadata (SPEC §5.5).
@@ -110,7 +111,8 @@ def metadata_from_variables(variables: Any) -> Metadata:
 
 def with_user_variables(email: Email) -> Email:
     """Route posts carry the route's user variables as an X-Mailgun-Variables JSON header, and
-    Mailgun's SPF and DKIM verdicts as X-Mailgun-Spf and X-Mailgun-Dkim-Check-Result."""
+    Mailgun's SPF and DKIM verdicts as X-Mailgun-Spf and X-Mailgun-Dkim-Check-Result, and its spam
+    filter's as X-Mailgun-Sflag and X-Mailgun-Sscore."""
     raw = email.header("x-mailgun-variables")
     try:
         variables = loads(raw) if raw else None
@@ -121,6 +123,7 @@ def with_user_variables(email: Email) -> Email:
         email,
         metadata=email.metadata.merged(metadata_from_variables(variables)),
         sender_auth=from_mailgun(email.headers, email.envelope_from, email.sender, complete),
+        content_verdict=from_flag(email.header("x-mailgun-sflag"), email.header("x-mailgun-sscore"), "X-Mailgun-Sflag"),
     )
 
 

@@ -27,6 +27,7 @@ from relay.providers.base import (
     request_json,
 )
 from relay.sender_auth import from_trusted_headers
+from relay.spam import from_score
 
 #: Mailjet's own date stamp, `20171012T013104` (UTC).
 _STAMP = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})$")
@@ -106,4 +107,5 @@ class MailjetParseProvider(BasicAuthProvider):
         )
         # Mailjet's Parse API gives no verdict of its own: only a receiving server the operator trusts can.
         verdict = from_trusted_headers(email.headers, email.envelope_from, email.sender, settings.trusted_authserv_ids)
-        return [replace(email, sender_auth=verdict)]
+        spam = from_score(body.get("SpamAssassinScore"), "mailjet SpamAssassinScore")
+        return [replace(email, sender_auth=verdict, content_verdict=spam)]

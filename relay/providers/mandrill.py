@@ -39,6 +39,7 @@ from relay.providers.base import (
 )
 from relay.providers.fetch import api_url, fetch_answer
 from relay.sender_auth import SenderAuth, from_mandrill, from_trusted_headers, strongest, vouched_by
+from relay.spam import from_score
 from relay.untrusted_json import check_shape, loads, loads_checked
 
 CHALLENGE = 'Mandrill-HMAC-SHA1 realm="knock-relay webhooks"'
@@ -153,7 +154,8 @@ def _event(event: dict[str, Any], index: int, settings: Settings) -> Email | Ign
             limits=settings.parse_limits,
             envelope_to=[email_to] if email_to else [],
         )
-        return replace(email, sender_auth=_inbound_verdict(email, msg, settings))
+        spam = from_score(as_dict(msg.get("spam_report")).get("score"), "mandrill spam_report.score")
+        return replace(email, sender_auth=_inbound_verdict(email, msg, settings), content_verdict=spam)
     if kind == "send":
         message_key = as_str(event.get("_id")) or as_str(msg.get("_id"))
         if not message_key:

@@ -13,6 +13,7 @@ from relay.message import Email, Ignored
 from relay.mime import parse_mime
 from relay.providers.base import BasicAuthProvider
 from relay.sender_auth import from_authentication_results
+from relay.spam import from_spam_headers
 
 ACCEPTED_CONTENT_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
 
@@ -49,4 +50,7 @@ class RawMimeProvider(BasicAuthProvider):
         )
         # Only the operator's own MTA can vouch for the sender, through Authentication-Results.
         verdict = from_authentication_results(email.headers, email.sender, settings.trusted_authserv_ids)
-        return [replace(email, sender_auth=verdict)]
+        # Your MTA's spam filter (SpamAssassin, rspamd in its SpamAssassin-style headers) writes its
+        # verdict at the top, over any a sender wrote (SpamAssassin removes those): the first counts.
+        spam = from_spam_headers(email.header("x-spam-flag"), email.header("x-spam-status"))
+        return [replace(email, sender_auth=verdict, content_verdict=spam)]

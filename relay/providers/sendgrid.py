@@ -14,6 +14,7 @@ from relay.message import TRUNCATED_HEADERS, Attachment, Email, Ignored, build_e
 from relay.mime import parse_mime
 from relay.providers.base import FORM_BODY, BasicAuthProvider, Form, as_dict, form_value, json_object, read_form
 from relay.sender_auth import from_sendgrid
+from relay.spam import from_score
 
 
 def envelope_of(form: Form) -> dict[str, Any]:
@@ -77,7 +78,9 @@ class SendGridInboundProvider(BasicAuthProvider):
 
 
 def with_verdict(email: Email, form: Form) -> Email:
-    """SendGrid posts its SPF and DKIM verdicts beside the email, in both modes."""
+    """SendGrid posts its SPF and DKIM verdicts beside the email, in both modes, and with spam
+    checking on, a SpamAssassin score (`spam_score`)."""
     verdict = from_sendgrid(form_value(form, "SPF"), form_value(form, "dkim"), email.envelope_from, email.sender,
                             email.headers, TRUNCATED_HEADERS not in email.truncated)  # fmt: skip
-    return replace(email, sender_auth=verdict)
+    spam = from_score(form_value(form, "spam_score"), "sendgrid spam_score")
+    return replace(email, sender_auth=verdict, content_verdict=spam)

@@ -35,6 +35,7 @@ from relay.providers.base import WebhookProvider, as_dict, as_list, as_str, requ
 from relay.providers.fetch import allowed_fetch_url, fetch
 from relay.providers.ses_s3 import STORED_IN_S3, read_stored_message
 from relay.sender_auth import SenderAuth, from_ses, from_trusted_headers, strongest
+from relay.spam import NO_VERDICT, ContentVerdict
 from relay.untrusted_json import loads
 
 CHALLENGE = 'SNS-Signature realm="knock-relay webhooks"'
@@ -225,7 +226,7 @@ def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email
                 "source": as_str(mail.get("source")),
                 "verdicts": {
                     name: as_str(as_dict(receipt.get(name)).get("status"))
-                    for name in ("spfVerdict", "dkimVerdict", "dmarcVerdict")
+                    for name in ("spfVerdict", "dkimVerdict", "dmarcVerdict", "spamVerdict", "virusVerdict")
                 },  # fmt: skip
             }
             return PendingFetch(STORED_IN_S3, spec, message_id, subject)
@@ -242,7 +243,8 @@ def _ses_notification(notification: dict[str, Any], settings: Settings) -> Email
     email = parse_mime(
         raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=as_str(mail.get("source"))
     )
-    return replace(email, sender_auth=_verdict(email, as_dict(notification.get("receipt")), settings))
+    receipt = as_dict(notification.get("receipt"))
+    return replace(email, sender_auth=_verdict(email, receipt, settings), content_verdict=content_verdict(receipt))
 
 
 def email_from_s3(spec: dict[str, Any], settings: Settings) -> Email:
@@ -252,7 +254,17 @@ def email_from_s3(spec: dict[str, Any], settings: Settings) -> Email:
     recipients = [str(r) for r in spec.get("recipients") or []]
     email = parse_mime(raw, limits=settings.parse_limits, envelope_to=recipients, envelope_from=spec.get("source"))
     verdicts = {name: {"status": status} for name, status in dict(spec.get("verdicts") or {}).items()}
-    return replace(email, sender_auth=_verdict(email, verdicts, settings))
+    return replace(email, sender_auth=_verdict(email, verdicts, settings), content_verdict=content_verdict(verdicts))
+
+
+def content_verdict(receipt: dict[str, Any]) -> ContentVerdict:
+    """SES's spam and virus scans (`FAIL` is found, `PASS` clean; `GRAY` and `PROCESSING_FAILED`
+    say nothing)."""
+    spam, virus = (as_str(as_dict(receipt.get(name)).get("status")) for name in ("spamVerdict", "virusVerdict"))
+    if virus == "FAIL":
+        return ContentVerdict(virus=True, source="ses virusVerdict FAIL")
+    flag = {"FAIL": True, "PASS": False}.get(spam or "")
+    return NO_VERDICT if flag is None else ContentVerdict(spam=flag, source=f"ses spamVerdict {spam}")
 
 
 def _verdict(email: Email, receipt: dict[str, Any], settings: Settings) -> SenderAuth:

@@ -27,8 +27,9 @@ FETCHED = "fetched"  # a pending fetch done: the email it found is logged as del
 DUPLICATE = "duplicate"  # an answer to the caller, never a stored status
 STATUSES = (QUEUED, RETRYING, DELIVERED, DEAD, UNMATCHED, IGNORED, FETCHED)
 PENDING = (QUEUED, RETRYING)
-#: Statuses a bulk replay may take: dead deliveries (Knock refused them or their retries ran out).
-REPLAYABLE = (DEAD,)
+#: Statuses a bulk replay may take: dead deliveries (Knock refused them or their retries ran out),
+#: and ignored ones, of which it takes those ignored as spam (relay.spam), never a virus.
+REPLAYABLE = (DEAD, IGNORED)
 
 DUE_KEY = f"{PREFIX}due"
 #: The Knock circuit's state (relay.circuit), read with each delivery a worker takes.

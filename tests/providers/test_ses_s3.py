@@ -249,3 +249,23 @@ def test_a_20_mb_message_is_read_within_twice_its_size(make_settings: Any, s3: t
         tracemalloc.stop()
     assert read == body
     assert peak < 2.5 * len(body), peak / len(body)
+
+
+def test_a_virus_stored_in_s3_is_ignored_once_fetched_and_never_sent(
+    s3_settings: Any, s3: tuple[str, Any], sns: SnsSigner, start_worker: Callable[..., Any], sandbox: Any
+) -> None:
+    """SES scans the message before storing it: the notification's virus verdict travels with the fetch."""
+    s3[1].put_object(Bucket=BUCKET, Key="inbound/virus", Body=stored_message())
+    sandbox.seed("4WXU6U2J", agent="pat")
+    client = create_app(s3_settings).test_client()
+    event = payload_json("ses/received-event.json")
+    del event["content"]
+    event["receipt"]["action"] = {"type": "S3", "topicArn": event["receipt"]["action"]["topicArn"],
+                                  "bucketName": BUCKET, "objectKey": "inbound/virus"}  # fmt: skip
+    event["receipt"]["virusVerdict"] = {"status": "FAIL"}
+    answer = client.post(SES_PATH, **ses_post(ses_notification(sns, Message=json.dumps(event))))
+    (pending,) = answer.json["deliveries"]
+    start_worker(s3_settings)
+    logged = logged_as(client, pending["id"])
+    assert (logged["status"], logged["reason"]) == ("ignored", "virus")
+    assert sandbox.events("4WXU6U2J") == []
