@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
-from relay.errors import InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
+from relay.errors import Conflict, InvalidRequest, NotFound, Unauthorized, UpstreamUnavailable
 from relay.ids import PATH_ID_PATTERN, path_id_problem
 from relay.intake import accept_email, replay_delivery, resolve_delivery
 from relay.knock.client import KnockRejected, KnockTransientError
@@ -115,14 +115,15 @@ def find_prospects(query: dict[str, Any]) -> dict[str, Any]:
     "A leasing mailbox with the prospect's reply tag (signed with RELAY_REPLY_TAG_SECRET): where replies should go",
     query=schemas.ReplyAddressQuery,
     answers={200: Answer("The reply address", schemas.ReplyAddress)},
+    errors=(409,),
 )
 def get_reply_address(prospect_id: str, query: dict[str, Any]) -> dict[str, Any]:
     require_path_id(prospect_id, "prospectId")
     settings = services().settings
     try:
         return reply_address_of(settings, prospect_id, query.get("mailbox"))
-    except ValueError as exc:
-        raise InvalidRequest("no reply address", details={"mailbox": [str(exc)]}) from exc
+    except ValueError as exc:  # an address the relay's settings give no reply address for
+        raise Conflict(f"no reply address: {exc}") from exc
 
 
 @api.post("/prospects")

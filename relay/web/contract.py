@@ -26,6 +26,7 @@ ERROR_REASONS: dict[int, str] = {
     406: "Authenticated but unreadable; the provider stops retrying",
     409: "The resource is not in a state that allows this",
     413: "Request larger than RELAY_MAX_REQUEST_BYTES",
+    429: "Redis is unavailable; retry after `Retry-After` seconds (the status this provider retries)",
     502: "Knock could not be reached or failed",
     503: "Redis (or a provider resource) is unavailable; retry after `Retry-After` seconds",
 }

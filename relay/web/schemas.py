@@ -110,7 +110,8 @@ class ProspectQuery(Schema):
 
 class ReplyAddressQuery(Schema):
     mailbox = fields.String(
-        metadata={"description": "A leasing-side mailbox (`leasing@reply.acme.com`); RELAY_REPLY_MAILBOX if left out"}
+        validate=validate.Regexp(r"^[^@\s<>,\x00-\x1f]+@[^@\s<>,\x00-\x1f]+$", error="Not an email address."),
+        metadata={"description": "A leasing-side mailbox (`leasing@reply.acme.com`); RELAY_REPLY_MAILBOX if left out"},
     )
 
 
