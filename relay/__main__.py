@@ -238,7 +238,12 @@ def deliveries_resolve(delivery_id: str, prospect_id: str, agent_username: str |
 @deliveries.command("replay")
 @click.argument("delivery_id", required=False)
 @click.option("--all-dead", is_flag=True, help="Replay every dead delivery.")
-@click.option("--status", type=click.Choice(REPLAYABLE), default=None, help="Replay every delivery the filters find.")
+@click.option(
+    "--status",
+    type=click.Choice(REPLAYABLE),
+    default=None,
+    help="Replay every delivery the filters find: dead ones, or ignored ones (only those ignored as spam).",
+)
 @click.option("--prospect-id", default=None)
 @click.option("--provider", default=None)
 @click.option("--address", default=None, help="The sender or a recipient.")
@@ -256,8 +261,9 @@ def deliveries_replay(
     until: datetime | None,
     last_error: str | None,
 ) -> None:
-    """Queue one dead delivery, or every one the filters find (--status dead and any of the others),
-    again. Each is recorded among the console's recent actions; replaying twice queues nothing new."""
+    """Queue one dead delivery (or one ignored as spam), or every one the filters find (--status and
+    any of the others), again. Each is recorded among the console's recent actions; replaying twice
+    queues nothing new."""
     from relay.errors import RelayError
     from relay.intake import replay_delivery
     from relay.redrive import Redrive, matching, replay_ids
