@@ -314,7 +314,7 @@ def queue_again(services: Services, delivery: Delivery, **changes: Any) -> Deliv
         enqueue(services, delivery)
     except redis.RedisError:
         try:
-            services.store.transition(delivery.id, delivery.status, allowed_from=(QUEUED,))
+            services.store.transition(delivery.id, delivery.status, allowed_from=(QUEUED,), reason=delivery.reason)
         except redis.RedisError:
             log.warning("could not undo an unqueued replay", extra={"delivery_id": delivery.id})
         raise
@@ -337,6 +337,8 @@ def replay_delivery(services: Services, delivery_id: str) -> Delivery:
         raise Conflict(f"only dead deliveries (or ones ignored as spam) can be replayed; this one is {delivery.status}")
     if services.store.payload(delivery_id) is None:
         raise Conflict("the delivery has no payload left to send")
+    if is_spam_ignored(delivery):  # an operator judged it is not spam: the reason no longer holds
+        return queue_again(services, delivery, reason=None)
     return queue_again(services, delivery)
 
 

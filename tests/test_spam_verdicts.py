@@ -242,7 +242,7 @@ def test_spam_can_still_be_logged_by_an_operator_and_a_virus_cannot(
     sandbox.seed("P1", agent="pat")
     spam = shown(client, raw_mime(True))
     assert client.post(f"/v1/deliveries/{spam['id']}/replay", headers=BEARER).status_code == 202
-    wait_for_status(client, spam["id"], "delivered")
+    assert wait_for_status(client, spam["id"], "delivered")["reason"] is None
     virus = shown(client, ses(sns, "PASS", "FAIL", "<virus-2@example.com>"))
     resolved = client.post(f"/v1/deliveries/{virus['id']}/resolve", json={"prospectId": "P1"}, headers=BEARER)
     assert resolved.status_code == 409
