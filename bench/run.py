@@ -1,7 +1,7 @@
 """The relay's benchmark: one command, every figure in BENCHMARKS.md.
 
     python3 dev.py bench   (or .venv/bin/python bench/run.py [--seconds 5] [--repeat 3]
-                                   [--only ingest,worker,memory,instructions,hostile,search,capacity])
+                                   [--only ingest,worker,memory,instructions,hostile,search,capacity,attribution])
 
 Starts everything on free loopback ports (its own redis-server, a fast Knock stub, the relay
 under the shipped gunicorn settings, a bare Flask app and django-anymail's Mailgun view under the
@@ -731,6 +731,10 @@ def main() -> int:
             # Hostile input per endpoint and shape; its own processes and Redis (see bench/hostile.py).
             hostile = subprocess.run([sys.executable, str(Path(__file__).with_name("hostile.py"))], cwd=ROOT)
             report["notes"].append(f"bench/hostile.py exited {hostile.returncode} (0: every shape within target)")
+        if "attribution" in parts:
+            # Unmatched rate on a generated conversation corpus, before and with threads (bench/attribution.py).
+            attribution = subprocess.run([sys.executable, str(Path(__file__).with_name("attribution.py"))], cwd=ROOT)
+            report["notes"].append(f"bench/attribution.py exited {attribution.returncode}")
         if "capacity" in parts:
             # What one Redis primary sustains; its own Redis, replica and processes (see bench/capacity.py).
             capacity = subprocess.run([sys.executable, str(Path(__file__).with_name("capacity.py"))], cwd=ROOT)
