@@ -52,7 +52,7 @@ KINDS = (
     "reply, new address",
     "reply, roommate copied in",
     "reply, forwarded",
-    "reply, References only",
+    "reply from a third address, References only",
     "agent's reply to a new address",
     "stranger, no thread",
 )
@@ -91,7 +91,7 @@ def corpus(conversations: int, rng: random.Random) -> tuple[list[Message], dict[
         others = {"reply, new address": f"renter{n}.work@example.org",
                   "reply, roommate copied in": f"roommate{n}@example.net",
                   "reply, forwarded": f"parent{n}@example.net",
-                  "reply, References only": f"renter{n}@phone.example.org"}  # fmt: skip
+                  "reply from a third address, References only": f"renter{n}@phone.example.org"}  # fmt: skip
         thread: list[str] = []
         first = f"c{n}-0@{'acme-living.com' if n % 2 else 'example.com'}"
         if n % 2:
@@ -102,11 +102,11 @@ def corpus(conversations: int, rng: random.Random) -> tuple[list[Message], dict[
         thread.append(first)
         for turn in range(1, rng.randint(3, 7)):
             kind = rng.choice(["reply, known address", "reply, new address", "reply, roommate copied in",
-                               "reply, forwarded", "reply, References only"])  # fmt: skip
+                               "reply, forwarded", "reply from a third address, References only"])  # fmt: skip
             reply_id = f"c{n}-{turn}@example.net"
             address = others.get(kind, known)
             raw = message(address, [agent], [], reply_id, list(thread), agent=False,
-                          drop_in_reply_to=kind == "reply, References only")  # fmt: skip
+                          drop_in_reply_to=kind == "reply from a third address, References only")  # fmt: skip
             messages.append(Message(kind, raw, True))
             thread.append(reply_id)
             if address != known and rng.random() < 0.5:  # the agent answers the new address
