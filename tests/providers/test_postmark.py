@@ -238,3 +238,22 @@ def test_a_wrong_api_key_makes_the_fetch_dead(make_settings: Any, storage: Stora
     response = client.post(OUTBOUND, json=payload_json("postmark/delivery.json"), headers=basic_auth())
     dead = wait_for_status(client, response.json["deliveries"][0]["id"], "dead")
     assert "401" in dead["lastError"]
+
+
+def test_a_signed_mailbox_hash_routes_and_an_unsigned_one_does_not(make_settings: Any) -> None:
+    """Postmark's MailboxHash is the `+` part of the address it was sent to, which the relay reads
+    from the recipient address itself: signed or not, as for any provider."""
+    from relay.app import create_app
+    from relay.reply_tags import signature_of
+
+    secret = "postmark-reply-secret-01"
+    client = create_app(make_settings(RELAY_REPLY_TAG_SECRET=secret)).test_client()
+    unsigned = client.post(PATH, json=inbound(), headers=basic_auth()).json["deliveries"][0]
+    assert unsigned["status"] == "unmatched"
+    tag = f"prospect-PM555.{signature_of('PM555', secret)}"
+    address = f"leasing+{tag}@reply.acme-living.com"
+    signed = inbound(MessageID="pm-signed", OriginalRecipient=address, MailboxHash=tag,
+                     ToFull=[{"Email": address, "Name": "Acme Leasing", "MailboxHash": tag}],
+                     Headers=[{"Name": "Message-ID", "Value": "<signed-hash@mail.example.com>"}])  # fmt: skip
+    (routed,) = client.post(PATH, json=signed, headers=basic_auth()).json["deliveries"]
+    assert (routed["status"], routed["prospectId"]) == ("queued", "PM555")
