@@ -7,6 +7,7 @@ import base64
 import binascii
 import quopri
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from email import policy
 from email.message import Message
@@ -21,7 +22,12 @@ TEXT_HEADERS = frozenset({"subject"})
 #: The decoded text of a header is read from at most this many characters.
 MAX_TEXT_HEADER_CHARS = 16 * 1024
 #: Header the relay puts on a part whose body it left out, carrying the body's decoded size.
-OMITTED_SIZE_HEADER = "X-Relay-Omitted-Body-Size"
+#: The header relay.mime gives a part whose body it left out, with the body's decoded size. Named
+#: with a random part per process, so that a header a sender wrote is never taken for it.
+OMITTED_SIZE_HEADER = f"X-Relay-Omitted-Body-Size-{secrets.token_hex(8)}"
+#: Characters of an attachment's file name read (its encoded form): no real file name comes near,
+#: and the standard library's decoder of encoded words costs far more than linear time.
+MAX_FILE_NAME_CHARS = 1024
 
 
 def header_pairs(message: Message) -> list[tuple[str, str]]:
@@ -226,8 +232,11 @@ def filename_of(part: Message) -> str | None:
     name = _file_name(part)
     if not name:
         return None
-    name = without_surrogates(name)
+    name = without_surrogates(name[:MAX_FILE_NAME_CHARS])
     if "=?" in name:
+        plain = decode_plain_encoded_words(name)
+        if plain is not None:
+            return plain
         try:
             return str(policy.default.header_fetch_parse("subject", name))
         except Exception:  # noqa: BLE001 - an unreadable name is shown as it came
@@ -243,7 +252,7 @@ def is_attachment(part: Message) -> bool:
 def encoded_size(part: Message) -> int:
     """The decoded size of a part, computed from its encoded form: attachments are never decoded to be sized."""
     omitted = part.get(OMITTED_SIZE_HEADER)
-    if omitted is not None and str(omitted).strip().isdigit():
+    if omitted is not None and str(omitted).strip().isdigit() and len(str(omitted).strip()) <= 15:
         return int(str(omitted).strip())
     payload = part.get_payload(decode=False)
     if not isinstance(payload, str):
