@@ -152,12 +152,13 @@ class _Routed:
     """What routing made of one call: the records to store, the directory versions it read them at
     (one, unless the directory changed meanwhile; none when the call held no email), the thread keys
     to ask the store about (key → Message-ID: emails left unmatched that reply to one), and the
-    thread entries to write (key, prospect id, direction: emails logged for prospects)."""
+    thread entries to write (key, prospect id, direction, the index of its record: emails logged
+    for prospects)."""
 
     records: list[NewRecord]
     versions: set[str]
     thread_candidates: dict[str, str]
-    thread_writes: list[tuple[str, str, str]]
+    thread_writes: list[tuple[str, str, str, int]]
 
 
 def _records_for(
@@ -187,10 +188,14 @@ def _records_for(
             view, version = services.directory.view_for(item, services.rules.reply_tag_prefix, thread_ids)
             routed.versions.add(version)
             route = route_email(item, services.rules, replace(view, threads=followed), refs)
+            first = len(routed.records)
             routed.records += _email_records(services, item, provider, received_at, route, view)
             if route.targets and not route.ignored_reason and remembers(item):
                 key = thread_key(item.message_id)
-                routed.thread_writes += [(key, target.prospect_id or "", route.direction) for target in route.targets]
+                routed.thread_writes += [
+                    (key, target.prospect_id or "", route.direction, first + n)
+                    for n, target in enumerate(route.targets)
+                ]
             elif ask_threads and refs and not route.targets and not route.ignored_reason:
                 routed.thread_candidates.update((thread_key(mid), mid) for mid in refs)
     return routed

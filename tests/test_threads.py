@@ -178,3 +178,25 @@ def test_without_learning_the_directory_is_left_alone(relay: Any) -> None:
         client, mime(sender="renter.work@example.org", message_id="<r7@x>", extra_headers="In-Reply-To: <asks4@x>")
     )
     assert client.get("/v1/prospects/P1", headers=BEARER).json["emails"] == ["renter@example.com"]
+
+
+def test_a_stranger_reusing_a_message_id_cannot_add_to_or_turn_its_thread(relay: Any) -> None:
+    """A thread is what the first email with that Message-ID was logged for: a copy (its claim held)
+    writes nothing, and another email reusing the id (a prospect of another card, or a forged
+    inbound copy of an agent's email) neither adds its prospect nor turns the direction."""
+    client, services = relay.test_client(), relay.extensions["relay"]
+    client.put("/v1/prospects/V1", json={"emails": ["victim@example.com"]}, headers=BEARER)
+    client.put("/v1/prospects/ATT", json={"emails": ["attacker@example.com"]}, headers=BEARER)
+    post_mime(client, mime(sender="victim@example.com", message_id="<victims-question@example.com>"))
+    post_mime(client, mime(sender="attacker@example.com", message_id="<victims-question@example.com>"))
+    assert remembered(client, services, "victims-question@example.com") == {"V1": "inbound"}
+    reply = mime(sender="victim.work@corp.example", message_id="<v-reply@corp.example>",
+                 extra_headers="In-Reply-To: <victims-question@example.com>")  # fmt: skip
+    assert [d["prospectId"] for d in post_mime(client, reply).json["deliveries"]] == ["V1"]
+    # The agent's email to V1, then a forged inbound copy of it: the thread stays outbound.
+    tour = mime(sender="Dana <dana@acme-living.com>", to="victim@example.com", message_id="<tour-v1@acme-living.com>",
+                extra_headers=authenticated())  # fmt: skip
+    post_mime(client, tour)
+    forged = mime(sender="victim@example.com", to="leasing@acme-living.com", message_id="<tour-v1@acme-living.com>")
+    post_mime(client, forged)
+    assert remembered(client, services, "tour-v1@acme-living.com") == {"V1": "outbound"}

@@ -32,7 +32,7 @@ class Changes(ScriptedStore):
         replay_answer: str = "",
         replay_ttl: int = 0,
         thread_candidates: Sequence[str] = (),
-        thread_writes: Sequence[tuple[str, str, str]] = (),
+        thread_writes: Sequence[tuple[str, str, str, int]] = (),
     ) -> Stored:
         """Store the records of one call in one step (see _CREATE). With `directory_version` (what
         routing read the directory at), nothing is written if the directory changed since. With
@@ -83,7 +83,7 @@ class Changes(ScriptedStore):
         replay_answer: str,
         replay_ttl: int,
         thread_candidates: Sequence[str] = (),
-        thread_writes: Sequence[tuple[str, str, str]] = (),
+        thread_writes: Sequence[tuple[str, str, str, int]] = (),
     ) -> tuple[list[str], list[Any]]:
         """The create script's keys and arguments for `records` (see _CREATE)."""
         writes = [record.enqueue for record in records if record.enqueue]

@@ -28,8 +28,10 @@ from relay.store.records import PREFIX, message_key, now_ms
 # with ARGV[6] as its answer when no claim was held (else the caller stores the answer it builds).
 # Threads (relay.threads): ARGV[9] thread keys that unmatched emails reply to; when any of them is
 # remembered, nothing is written and {"threads", key, {prospect, direction, ...}, ...} returned.
-# Then the thread entries of the emails logged for prospects (key, prospect, direction triples,
-# their count after the keys) are written, living as long as records.
+# Then, after the records, the thread entries of the emails logged for prospects (key, prospect,
+# direction, record index quadruples, their count after the keys), living as long as records: only
+# for a record this call wrote (not one whose claim was held: a copy says nothing new), and only on
+# a key no earlier email wrote (a stranger reusing a Message-ID cannot add to its thread).
 _CREATE = """
 local prefix = ARGV[1]
 local record_ttl = tonumber(ARGV[2])
@@ -52,12 +54,8 @@ for k = 10, 9 + asked do
   end
 end
 if #threads > 1 then return threads end
-local i = 11 + asked
-for n = 1, tonumber(ARGV[10 + asked]) do
-  redis.call("hset", ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  redis.call("expire", ARGV[i], record_ttl)
-  i = i + 3
-end
+local thread_writes = tonumber(ARGV[10 + asked])
+local i = 11 + asked + 4 * thread_writes
 local result = {"ok"}
 local held = false
 local trimmed = {}  -- index keys trimmed and renewed by this call: once each, however many records
@@ -103,6 +101,17 @@ for n = 1, tonumber(ARGV[8]) do
     end
   end
   i = pairs_end + 1
+end
+local existed = {}
+local j = 11 + asked
+for n = 1, thread_writes do
+  local key = ARGV[j]
+  if existed[key] == nil then existed[key] = redis.call("exists", key) == 1 end
+  if not existed[key] and result[tonumber(ARGV[j + 3]) + 2] == "" then
+    redis.call("hset", key, ARGV[j + 1], ARGV[j + 2])
+    redis.call("expire", key, record_ttl)
+  end
+  j = j + 4
 end
 if replay_key ~= "" and not held then
   redis.call("set", KEYS[3], ARGV[6], "EX", tonumber(ARGV[5]))
