@@ -290,10 +290,28 @@ class Directory:
                 yield record
 
     def merge_prospect(self, prospect_id: str, emails: list[str], agent_username: str | None) -> dict[str, Any]:
-        """Add addresses (and set the agent when one is given) to a prospect, new or known."""
-        existing = self.get_prospect(prospect_id)
-        known = existing["emails"] if existing else []
-        return self.put_prospect(prospect_id, known + emails, agent_username or (existing or {}).get("agentUsername"))
+        """Add addresses (and set the agent when one is given) to a prospect, new or known: read and
+        written in one transaction, so that additions made at the same time are all kept."""
+        require_usable_id("prospectId", prospect_id)
+        if agent_username:
+            require_usable_id("agentUsername", agent_username)
+        added = normalise_emails(emails)
+        record: dict[str, Any] = {}
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            old = self._load(pipe.get(_prospect_key(prospect_id)))
+            addresses = normalise_emails([*(old["emails"] if old else []), *added])
+            record.update(prospectId=prospect_id, emails=addresses,
+                          agentUsername=agent_username or (old or {}).get("agentUsername") or None)  # fmt: skip
+            pipe.multi()
+            for address in addresses:
+                pipe.sadd(_email_key(address), prospect_id)
+            pipe.set(_prospect_key(prospect_id), json.dumps(record))
+            pipe.set(DIRECTORY_VERSION_KEY, new_version())
+
+        self.redis.transaction(write, _prospect_key(prospect_id))
+        self.forget()
+        return record
 
     def known_knock_agent(self, prospect_id: str) -> str | None:
         value = self.redis.get(f"{PREFIX}knock-agent:{prospect_id}")

@@ -19,6 +19,7 @@ from relay.knock.schema import remote_images, render_log_email
 from relay.message import MAX_SUBJECT_CHARS, Email, Ignored, PendingFetch
 from relay.metrics import REPLICATION_TIMEOUTS
 from relay.routing import DirectoryView, Route, Target, route_email
+from relay.sender_auth import PASS
 from relay.services import Services
 from relay.spam import SPAM_PREFIX, VIRUS
 from relay.store import (
@@ -259,17 +260,25 @@ def _email_records(
 
 def _learn_thread_addresses(services: Services, records: Sequence[NewRecord], holders: Sequence[str | None]) -> None:
     """RELAY_LEARN_THREAD_ADDRESSES: the sender of an inbound email matched by its thread becomes
-    one of the prospect's addresses, so that its next email matches directly (audited)."""
+    one of the prospect's addresses, so that its next email matches directly (audited). Only a sender
+    the receiving provider authenticated (anyone can write a From and copy a Message-ID), and only
+    while the prospect has fewer than MAX_LEARNED_ADDRESSES addresses."""
     for record, holder in zip(records, holders or [None] * len(records), strict=True):
         delivery = record.delivery
         if holder or delivery.matchedBy != "thread" or delivery.direction != "inbound" or not delivery.sender:
             continue
-        if not delivery.prospectId:
+        if not delivery.prospectId or (delivery.senderAuth or "").split(":")[0] != PASS:
+            continue
+        known = services.directory.get_prospect(delivery.prospectId)
+        if known and len(known["emails"]) >= MAX_LEARNED_ADDRESSES:
             continue
         services.directory.merge_prospect(delivery.prospectId, [delivery.sender], None)
         detail = f"{delivery.sender}, replying to {delivery.threadMessageId}"
         record_action(services.redis, "relay", "learn address from thread", delivery.prospectId, detail)
 
+
+#: Addresses a prospect may have before learning from threads adds no more.
+MAX_LEARNED_ADDRESSES = 10
 
 #: Address index entries one email may write with all of its deliveries' addresses.
 MAX_ADDRESS_ENTRIES_PER_EMAIL = 1000

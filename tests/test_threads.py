@@ -16,7 +16,7 @@ from relay.routing import INBOUND, OUTBOUND, DirectoryView, RoutingRules, route_
 from relay.sender_auth import PASS, SenderAuth
 from relay.threads import MAX_REFERENCES, references, remembers, thread_key
 from tests.conftest import Sandbox
-from tests.helpers import BEARER, authenticated, mime, post_mime, wait_for_status
+from tests.helpers import BEARER, authenticated, basic_auth, mime, post_mime, wait_for_status
 from tests.test_round_trips import round_trips
 
 RULES = RoutingRules(mailbox_domains=frozenset({"acme-living.com", "reply.acme-living.com"}))
@@ -160,14 +160,39 @@ def test_learning_adds_the_new_address_to_the_prospect_so_the_next_email_matches
     client, services = relay.test_client(), relay.extensions["relay"]
     client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
     post_mime(client, mime(message_id="<asks3@x>"))
-    reply = mime(sender="renter.work@example.org", message_id="<r5@x>", extra_headers="In-Reply-To: <asks3@x>")
+    # Anyone can write a From and copy a Message-ID: an unauthenticated sender is followed, not learned.
+    forged = mime(sender="future.renter@example.net", message_id="<r4@x>", extra_headers="In-Reply-To: <asks3@x>")
+    assert post_mime(client, forged).json["deliveries"][0]["prospectId"] == "P1"
+    assert client.get("/v1/prospects/P1", headers=BEARER).json["emails"] == ["renter@example.com"]
+    vouched = f"In-Reply-To: <asks3@x>\n{authenticated('example.org')}"
+    reply = mime(sender="renter.work@example.org", message_id="<r5@x>", extra_headers=vouched)
     assert post_mime(client, reply).json["deliveries"][0]["prospectId"] == "P1"
     assert "renter.work@example.org" in client.get("/v1/prospects/P1", headers=BEARER).json["emails"]
     (action,) = [a for a in recent_actions(services.redis) if a["action"] == "learn address from thread"]
-    assert action["target"] == "P1" and action["operator"] == "relay" and "<asks3@x>" not in action["detail"]
+    assert action["target"] == "P1" and action["operator"] == "relay"
     later = post_mime(client, mime(sender="renter.work@example.org", message_id="<r6@x>")).json["deliveries"]
     record = client.get(f"/v1/deliveries/{later[0]['id']}", headers=BEARER).json
     assert record["prospectId"] == "P1" and record["matchedBy"] == "address"
+
+
+def test_addresses_learned_at_once_are_all_kept(make_settings: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    relay = create_app(make_settings(RELAY_LEARN_THREAD_ADDRESSES="true"))
+    client = relay.test_client()
+    client.put("/v1/prospects/P1", json={"emails": ["renter@example.com"]}, headers=BEARER)
+    post_mime(client, mime(message_id="<asks9@x>"))
+
+    def reply(n: int) -> None:
+        headers = f"In-Reply-To: <asks9@x>\n{authenticated(f'd{n}.example.org')}"
+        mail = mime(sender=f"r{n}@d{n}.example.org", message_id=f"<c{n}@x>", extra_headers=headers)
+        assert relay.test_client().post("/webhooks/mime", data=mail, content_type="message/rfc822",
+                                        headers=basic_auth()).status_code == 200  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(reply, range(8)))
+    emails = client.get("/v1/prospects/P1", headers=BEARER).json["emails"]
+    assert len(emails) == 9, emails
 
 
 def test_without_learning_the_directory_is_left_alone(relay: Any) -> None:
