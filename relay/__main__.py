@@ -268,6 +268,13 @@ def deliveries_replay(
     from relay.intake import replay_delivery
     from relay.redrive import Redrive, matching, replay_ids
 
+    for option, value in (("--prospect-id", prospect_id), ("--provider", provider), ("--address", address),
+                          ("--last-error", last_error)):  # fmt: skip
+        if value is not None and not value.strip():
+            raise click.BadParameter("give a value, or leave the option out (empty would match everything)",
+                                     param_hint=option)  # fmt: skip
+    if delivery_id and (all_dead or status):
+        raise click.UsageError("give a delivery id or the filters (--status …), not both")
     services = store_services()
     if all_dead or status:
         search = Search(

@@ -132,3 +132,34 @@ def test_five_hundred_dead_deliveries_are_replayed_and_delivered_once(
         wait_for_status(client, delivery_id, "delivered", timeout=120)
     assert client.post("/v1/deliveries/replay", json={"status": "dead"}, headers=BEARER).json["replayed"] == 0
     assert len(sandbox.requests()) == 500
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "dead", "prospectId": ""},
+        {"status": "dead", "provider": ""},
+        {"status": "dead", "address": "  "},
+        {"status": "dead", "messageId": "<>"},
+        {"status": "dead", "lastError": " "},
+    ],
+)
+def test_an_empty_filter_is_refused_not_read_as_everything(client: Any, services: Any, body: dict[str, str]) -> None:
+    ids = store_dead(services, 2, provider="mailgun", error="x")
+    answer = client.post("/v1/deliveries/replay", json=body, headers=BEARER)
+    assert answer.status_code == 400 and statuses(client, ids) == {"dead"}
+
+
+def test_the_cli_refuses_an_id_with_filters_and_an_empty_filter(sandbox: Sandbox, services: Any, client: Any) -> None:
+    ids = store_dead(services, 2, provider="brevo", error="x")
+    env = relay_env(sandbox.url)
+    both = CliRunner().invoke(cli, ["deliveries", "replay", ids[0], "--status", "dead"], env=env)
+    empty = CliRunner().invoke(cli, ["deliveries", "replay", "--status", "dead", "--prospect-id", ""], env=env)
+    assert both.exit_code == 2 and empty.exit_code == 2 and statuses(client, ids) == {"dead"}
+
+
+def test_the_console_refuses_a_message_id_that_names_nothing(client: Any, services: Any) -> None:
+    ids = store_dead(services, 2, provider="resend", error="x")
+    assert sign_in(client).status_code == 302
+    page = client.get("/console/deliveries/replay", query_string={"status": "dead", "messageId": "<>"})
+    assert page.status_code == 400 and "Message-ID" in page.text and statuses(client, ids) == {"dead"}

@@ -20,6 +20,8 @@ def _redrive(values: dict[str, str]) -> tuple[Redrive | None, dict[str, str], li
     search, problems = _search_from(query)
     if search is None:
         return None, query, problems
+    if query["messageId"] and search.message_id is None:
+        return None, query, ["Message-ID: give an id, or leave the filter empty."]
     if search.status not in REPLAYABLE:
         return None, query, [f"Only {', '.join(REPLAYABLE)} deliveries can be replayed: choose one of those statuses."]
     return Redrive(search), query, []

@@ -140,11 +140,25 @@ class DeliveryQuery(DeliveryFilters):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
+_FILLED = validate.Regexp(r"[\s\S]*[^\s<>]", error="Give a value, or leave the filter out.")
+
+
 class BulkReplayInput(DeliveryFilters):
+    """The delivery list's filters, for a replay: a filter given must filter (an empty one would
+    replay everything; a range that ends before it starts replays nothing)."""
+
     status = fields.String(
-        required=True, validate=validate.OneOf(REPLAYABLE), metadata={"description": "`dead`: what may be replayed"}
+        required=True,
+        validate=validate.OneOf(REPLAYABLE),
+        metadata={"description": "`dead`, or `ignored` (only those ignored as spam are replayed)"},
     )
-    lastError = fields.String(metadata={"description": "Text the delivery's last error contains (any case)"})
+    messageId = fields.String(validate=_FILLED)
+    prospectId = fields.String(validate=_FILLED)
+    provider = fields.String(validate=_FILLED)
+    address = fields.String(validate=validate.Regexp(r"[\s\S]*@", error="Not an address."))
+    lastError = fields.String(
+        validate=_FILLED, metadata={"description": "Text the delivery's last error contains (any case)"}
+    )
 
 
 # Responses -------------------------------------------------------------------
