@@ -322,9 +322,6 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView, referenc
     if email.metadata != _NO_METADATA and not honours_metadata(email, direction, rules):
         email = replace(email, metadata=_NO_METADATA)
     message_type = message_type_of(email, direction, rules)
-    if involves_knock_mailbox(email, rules):
-        # Knock logs a conversation copied to its own mailbox; logging it here too would show it twice.
-        return Route(direction, message_type, (), KNOCK_LOGS_IT)
     filtered = ignored_reason(email.content_verdict, rules.spam_policy, rules.spam_threshold)
     if filtered == VIRUS:
         return Route(direction, message_type, (), VIRUS)
@@ -333,6 +330,9 @@ def route_email(email: Email, rules: RoutingRules, view: DirectoryView, referenc
         # or none at all (a provider that gives none cannot tell an agent from a stranger). Spam
         # says so rather than waiting for a person.
         return Route(direction, message_type, (), filtered, None if filtered else NOT_AUTHENTICATED)
+    if involves_knock_mailbox(email, rules):
+        # Knock logs a conversation copied to its own mailbox; logging it here too would show it twice.
+        return Route(direction, message_type, (), KNOCK_LOGS_IT)
     found = find_prospects(email, direction, rules, view, references)
     targets = tuple(_target(email, direction, pid, view, found) for pid in found.prospect_ids)
     # Spam keeps its prospects: an operator who finds it is not can still log it (replay, resolve).

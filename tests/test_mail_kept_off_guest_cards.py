@@ -55,3 +55,10 @@ def test_through_the_webhook_it_is_recorded_ignored_and_never_sent(make_settings
     assert delivery["status"] == "ignored"
     assert client.get(f"/v1/deliveries/{delivery['id']}", headers=BEARER).json["reason"] == "Knock logs it"
     assert sandbox.requests() == []
+
+
+def test_forged_agent_mail_copying_a_knock_mailbox_is_parked_not_ignored() -> None:
+    email = build_email(headers=[("From", "dana@acme-living.com"), ("To", "renter@example.com"),
+                                 ("Cc", "p1@knck.io")], text="t")  # fmt: skip
+    route = route_email(email, RULES, VIEW)  # no verdict: not the agent's
+    assert route.ignored_reason is None and route.unmatched_reason == "sender not authenticated"
