@@ -24,6 +24,7 @@ def run_pipe(
     environment = {"PATH": "/usr/bin:/bin", "KNOCK_RELAY_URL": url, "KNOCK_RELAY_TIMEOUT": "30"}
     if credentials is not None:
         environment["KNOCK_RELAY_CREDENTIALS_FILE"] = str(credentials)
+    environment.update(env)
     # The MTA host's own Python, standard library only: -I ignores this project's environment.
     return subprocess.run([sys.executable, "-I", str(PIPE), *args], input=message, env=environment,
                           capture_output=True, timeout=60)  # fmt: skip
@@ -56,6 +57,10 @@ def test_a_message_is_handed_over_with_its_utf8_envelope(e2e: Stack, credentials
         ("unreadable message", EX_UNAVAILABLE),
         ("too large", EX_UNAVAILABLE),
         ("line break in an address", EX_UNAVAILABLE),
+        ("malformed port", EX_TEMPFAIL),
+        ("missing CA file", EX_TEMPFAIL),
+        ("negative timeout", EX_TEMPFAIL),
+        ("plain http to another host", EX_TEMPFAIL),
     ],
 )
 def test_each_failure_is_deferred_unless_no_retry_could_fix_it(
@@ -78,7 +83,16 @@ def test_each_failure_is_deferred_unless_no_retry_could_fix_it(
         message = mime(body="x" * (int(e2e.env["RELAY_MAX_REQUEST_BYTES"]) + 1))
     elif case == "line break in an address":
         args = ["a@x.org", "b@y.org\r\nX-Injected: yes"]
-    done = run_pipe(message, *args, url=url, credentials=creds)
+    extra: dict[str, str] = {}
+    if case == "malformed port":
+        url = url.replace(url.split(":")[2].split("/")[0], "99999999")
+    elif case == "missing CA file":
+        url, extra = url.replace("http://", "https://"), {"KNOCK_RELAY_CA_FILE": str(tmp_path / "absent.pem")}
+    elif case == "negative timeout":
+        extra = {"KNOCK_RELAY_TIMEOUT": "-1"}
+    elif case == "plain http to another host":
+        url = "http://relay.example.com/webhooks/mime"
+    done = run_pipe(message, *args, url=url, credentials=creds, **extra)
     assert done.returncode == expected, done.stderr
     assert done.stderr.startswith(b"knock-relay-pipe: ")
 
@@ -91,3 +105,31 @@ def test_a_message_just_under_the_size_limit_is_taken(e2e: Stack, credentials: P
         message, "a@x.org", "leasing@acme-living.com", url=f"{e2e.url}/webhooks/mime", credentials=credentials
     )
     assert done.returncode == EX_OK, done.stderr
+
+
+def test_a_relay_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout(credentials: Path) -> None:
+    """KNOCK_RELAY_TIMEOUT is for the whole call, not for each read: the MTA gets its answer (75) then."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60:
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/webhooks/mime"
+    start = time.monotonic()
+    done = run_pipe(mime(), "a@x.org", "b@y.org", url=url, credentials=credentials, KNOCK_RELAY_TIMEOUT="2")
+    assert done.returncode == EX_TEMPFAIL and time.monotonic() - start < 10, done.stderr
+    listener.close()
