@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +23,8 @@ SIGNATURE_CHARS = 11
 SIGNATURE_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 #: RFC 5321: at most 64 octets before the @.
 MAX_LOCAL_PART = 64
+#: Prospect ids a reply tag can carry: what every MTA passes unchanged in a local part.
+_WRITABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 SIGNED = "signed"
 UNSIGNED = "unsigned"
@@ -73,8 +76,16 @@ def reply_address(mailbox: str, prospect_id: str, prefix: str, secret: str | Non
     side (a tag routes only there) or the address would be too long."""
     mailbox = mailbox.strip()
     local, at, domain = mailbox.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() or ord(c) < 32 or c in "<>," for c in mailbox):
-        raise ValueError("not an email address")
+    if (
+        not at
+        or not local
+        or not domain
+        or "@" in local
+        or any(c.isspace() or ord(c) < 32 or c in "<>,+" for c in mailbox)
+    ):
+        raise ValueError("not a mailbox address (one @, no + tag)")
+    if not _WRITABLE_ID.fullmatch(prospect_id):
+        raise ValueError("this prospect id cannot be written in an email address (letters, digits, '.', '_', '-')")
     if mailbox.lower() not in leasing_side and domain.lower() not in leasing_side:
         raise ValueError("not on the leasing side: its domain is not in RELAY_MAILBOX_DOMAINS")
     tag = prefix + prospect_id + (f".{signature_of(prospect_id, secret)}" if secret else "")

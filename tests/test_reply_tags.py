@@ -126,6 +126,8 @@ def test_the_api_gives_the_signed_reply_address(signed_client: Any) -> None:
         ("leasing@elsewhere.example", 409, "not on the leasing side"),
         ("not an address", 400, "Not an email address"),
         ("x" * 50 + "@acme-living.com", 409, "more than 64"),
+        ("a@b@acme-living.com", 400, "Not an email address"),
+        ("leasing+old@acme-living.com", 409, "no + tag"),
     ],
 )
 def test_the_api_refuses_a_mailbox_no_tag_routes_through(
@@ -134,6 +136,12 @@ def test_the_api_refuses_a_mailbox_no_tag_routes_through(
     answer = signed_client.get("/v1/prospects/P123/reply-address", query_string={"mailbox": mailbox}, headers=BEARER)
     assert answer.status_code == status and problem in json.dumps(answer.json)
     assert signed_client.get("/v1/prospects/P123/reply-address").status_code == 401
+
+
+@pytest.mark.parametrize("prospect_id", ["P+1", "P(1)", "P:1", "P,1", "-P1"])
+def test_an_id_no_address_can_carry_gets_no_reply_address(signed_client: Any, prospect_id: str) -> None:
+    answer = signed_client.get(f"/v1/prospects/{prospect_id}/reply-address", headers=BEARER)
+    assert answer.status_code == 409 and "cannot be written in an email address" in answer.json["error"]
 
 
 def test_without_a_secret_the_address_is_unsigned_and_without_a_mailbox_there_is_none(client: Any) -> None:
