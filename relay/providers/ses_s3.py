@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from relay.config import Settings
@@ -44,17 +45,21 @@ def _client(endpoint_url: str | None) -> Any:
         return _clients[endpoint_url]
 
 
-def read_stored_message(bucket: str, key: str, settings: Settings) -> bytes:
-    """The object's bytes. MalformedPayload (the delivery goes dead, with the reason) for a bucket
-    not allowed, a missing object, access refused, client-side encryption or an object over
-    RELAY_MAX_REQUEST_BYTES; ProviderUnavailable (retried) when S3 cannot answer now."""
+def read_stored_message(
+    bucket: str, key: str, settings: Settings, *, deadline: float = FETCH_DEADLINE_SECONDS
+) -> bytes:
+    """The object's bytes, within `deadline` seconds in all. MalformedPayload (the delivery goes
+    dead, with the reason) for a bucket not allowed, a missing object, access refused, client-side
+    encryption or an object over RELAY_MAX_REQUEST_BYTES; ProviderUnavailable (retried) when S3
+    cannot answer now, or not within the deadline."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if bucket not in settings.ses_s3_buckets:
         raise MalformedPayload(f"S3 bucket {bucket!r} is not in RELAY_SES_S3_BUCKETS: the message was not fetched")
     started = time.monotonic()
+    client = _client(settings.ses_s3_endpoint_url)
     try:
-        found = _client(settings.ses_s3_endpoint_url).get_object(Bucket=bucket, Key=key)
+        found = _within(deadline, lambda: client.get_object(Bucket=bucket, Key=key))
     except ClientError as exc:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         code = str(exc.response.get("Error", {}).get("Code") or status)
@@ -77,11 +82,34 @@ def read_stored_message(bucket: str, key: str, settings: Settings) -> bytes:
     if int(found.get("ContentLength") or 0) > settings.max_request_bytes:
         found["Body"].close()
         raise MalformedPayload(f"the message is larger than RELAY_MAX_REQUEST_BYTES ({settings.max_request_bytes})")
-    return _read_within(found["Body"], int(found.get("ContentLength") or 0), settings.max_request_bytes, started)
+    return _read_within(found["Body"], int(found.get("ContentLength") or 0), settings.max_request_bytes, started,
+                        deadline)  # fmt: skip
 
 
-def _read_within(body: Any, expected: int, limit: int, started: float) -> bytes:
-    """Read the object's stream, at most `limit` bytes and FETCH_DEADLINE_SECONDS in all: each read
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()`'s result, or ProviderUnavailable once `seconds` have passed: boto3's own timeouts
+    bound each read, so an S3 that sends its answer's headers a byte at a time would hold the call
+    for as long as it likes. The call is left to finish (or time out) on a thread of its own."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread as it is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="s3-get-object", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ProviderUnavailable(f"S3 took more than {seconds:g} s to answer")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _read_within(body: Any, expected: int, limit: int, started: float, deadline: float) -> bytes:
+    """Read the object's stream, at most `limit` bytes and `deadline` seconds in all: each read
     takes what has arrived (one receive), so a server that sends a byte at a time is cut off at the
     deadline rather than held for as long as it keeps each read alive."""
     from botocore.exceptions import BotoCoreError
@@ -95,8 +123,8 @@ def _read_within(body: Any, expected: int, limit: int, started: float) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise MalformedPayload(f"the message is larger than RELAY_MAX_REQUEST_BYTES ({limit})")
-            if time.monotonic() - started > FETCH_DEADLINE_SECONDS:
-                raise ProviderUnavailable(f"S3 took more than {FETCH_DEADLINE_SECONDS:g} s to send the message")
+            if time.monotonic() - started > deadline:
+                raise ProviderUnavailable(f"S3 took more than {deadline:g} s to send the message")
             chunks.append(chunk)
     except (BotoCoreError, OSError) as exc:
         raise ProviderUnavailable(f"S3 broke off: {type(exc).__name__}") from exc

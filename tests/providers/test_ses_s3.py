@@ -19,7 +19,6 @@ import pytest
 
 from relay.app import create_app
 from relay.errors import ProviderUnavailable
-from relay.providers.fetch import FETCH_DEADLINE_SECONDS
 from relay.providers.ses_s3 import read_stored_message
 from tests.conftest import SnsSigner
 from tests.e2e.conftest import BIN
@@ -188,9 +187,11 @@ def test_an_s3_that_does_not_answer_is_retried(
 
 
 class TricklingS3:
-    """A server that answers any GetObject with its headers at once, then one byte a second."""
+    """A server that answers any GetObject with its headers at once, then one byte a second; or,
+    with `headers_too`, sends even its status line and headers a byte a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, headers_too: bool = False) -> None:
+        self.headers_too = headers_too
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.closing = threading.Event()
@@ -207,7 +208,17 @@ class TricklingS3:
     def _trickle(self, connection: socket.socket) -> None:
         with connection:
             connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\nContent-Type: message/rfc822\r\n\r\n")
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\nContent-Type: message/rfc822\r\n\r\n"
+            if not self.headers_too:
+                connection.sendall(head)
+            for byte in head if self.headers_too else b"":
+                if self.closing.is_set():
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(1)
             while not self.closing.is_set():
                 try:
                     connection.sendall(b"x")
@@ -220,18 +231,19 @@ class TricklingS3:
         self.listener.close()
 
 
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
 def test_an_s3_that_sends_a_byte_at_a_time_is_cut_off_at_the_deadline(
-    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, headers_too: bool
 ) -> None:
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    server = TricklingS3()
+    server = TricklingS3(headers_too=headers_too)
     try:
         settings = make_settings(RELAY_SES_S3_BUCKETS=BUCKET, RELAY_SES_S3_ENDPOINT_URL=server.url)
         started = time.monotonic()
-        with pytest.raises(ProviderUnavailable, match="took more than"):
-            read_stored_message(BUCKET, "inbound/slow", settings)
-        assert time.monotonic() - started < FETCH_DEADLINE_SECONDS + 5  # not the hours 50,000 bytes would take
+        with pytest.raises(ProviderUnavailable, match="took more than 4 s"):
+            read_stored_message(BUCKET, "inbound/slow", settings, deadline=4)
+        assert time.monotonic() - started < 4 + 3  # not the hours 50,000 bytes would take
     finally:
         server.close()
 
