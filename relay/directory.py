@@ -22,7 +22,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
@@ -146,19 +146,27 @@ class Directory:
         if agent_username:
             require_usable_id("agentUsername", agent_username)
         addresses = normalise_emails(emails)
-        record: dict[str, Any] = {
-            "prospectId": prospect_id,
-            "emails": addresses,
-            "agentUsername": agent_username or None,
-        }
+        return self._store_prospect(
+            prospect_id,
+            lambda _: {"prospectId": prospect_id, "emails": addresses, "agentUsername": agent_username or None},
+        )
+
+    def _store_prospect(
+        self, prospect_id: str, record_from: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Write the record `record_from` makes of the stored one (None for a new prospect), and its
+        address index, in one transaction (retried when the record changes meanwhile)."""
+        record: dict[str, Any] = {}
 
         def write(pipe: redis.client.Pipeline) -> None:
             old = self._load(pipe.get(_prospect_key(prospect_id)))
+            record.clear()
+            record.update(record_from(old))
             old_emails: set[str] = set(old["emails"]) if old else set()
             pipe.multi()
-            for address in old_emails - set(addresses):
+            for address in old_emails - set(record["emails"]):
                 pipe.srem(_email_key(address), prospect_id)
-            for address in addresses:
+            for address in record["emails"]:
                 pipe.sadd(_email_key(address), prospect_id)
             pipe.set(_prospect_key(prospect_id), json.dumps(record))
             pipe.set(DIRECTORY_VERSION_KEY, new_version())
@@ -296,22 +304,15 @@ class Directory:
         if agent_username:
             require_usable_id("agentUsername", agent_username)
         added = normalise_emails(emails)
-        record: dict[str, Any] = {}
 
-        def write(pipe: redis.client.Pipeline) -> None:
-            old = self._load(pipe.get(_prospect_key(prospect_id)))
-            addresses = normalise_emails([*(old["emails"] if old else []), *added])
-            record.update(prospectId=prospect_id, emails=addresses,
-                          agentUsername=agent_username or (old or {}).get("agentUsername") or None)  # fmt: skip
-            pipe.multi()
-            for address in addresses:
-                pipe.sadd(_email_key(address), prospect_id)
-            pipe.set(_prospect_key(prospect_id), json.dumps(record))
-            pipe.set(DIRECTORY_VERSION_KEY, new_version())
+        def merged(old: dict[str, Any] | None) -> dict[str, Any]:
+            return {
+                "prospectId": prospect_id,
+                "emails": normalise_emails([*(old["emails"] if old else []), *added]),
+                "agentUsername": agent_username or (old or {}).get("agentUsername") or None,
+            }
 
-        self.redis.transaction(write, _prospect_key(prospect_id))
-        self.forget()
-        return record
+        return self._store_prospect(prospect_id, merged)
 
     def known_knock_agent(self, prospect_id: str) -> str | None:
         value = self.redis.get(f"{PREFIX}knock-agent:{prospect_id}")

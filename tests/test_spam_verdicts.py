@@ -30,7 +30,8 @@ from tests.helpers import (
     signed_urlencoded,
     wait_for_status,
 )
-from tests.test_provider_verdicts import Post
+from tests.test_provider_verdicts import Post, outcome
+from tests.test_provider_verdicts import client as provider_verdicts_client
 
 PROSPECT = "lee@example.com"
 LEASING = "leasing@acme-living.com"
@@ -171,18 +172,11 @@ PROVIDERS: dict[str, tuple[Callable[[bool], Post], str]] = {
 }
 
 
-@pytest.fixture
-def client(make_settings: Any, sns: SnsSigner) -> Any:
-    client = create_app(make_settings(RELAY_SNS_CERTIFICATE_ORIGINS=sns.origin)).test_client()
-    client.put("/v1/prospects/P1", json={"emails": [PROSPECT], "agentUsername": "pat"}, headers=BEARER)
-    return client
+client = provider_verdicts_client  # the same fixture: the prospect P1 at lee@example.com, SNS trusted
 
 
 def shown(client: Any, post: Post) -> dict[str, Any]:
-    response = client.post(post.path, **post.kwargs)
-    assert response.status_code == 200, response.json
-    (summary,) = response.json["deliveries"]
-    return client.get(f"/v1/deliveries/{summary['id']}", headers=BEARER).json  # type: ignore[no-any-return]
+    return outcome(client, post)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

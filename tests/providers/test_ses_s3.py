@@ -81,9 +81,11 @@ def stored_message() -> bytes:
     return base64.b64decode(payload_json("ses/received-event.json")["content"])
 
 
-def s3_notification(sns: SnsSigner, bucket: str, key: str) -> dict[str, Any]:
+def s3_notification(sns: SnsSigner, bucket: str, key: str, **receipt: Any) -> dict[str, Any]:
+    """SES's notification of a message it stored in S3; `receipt` adds to its receipt (verdicts)."""
     event = payload_json("ses/received-event.json")
     del event["content"]
+    event["receipt"].update(receipt)
     event["receipt"]["action"] = {"type": "S3", "topicArn": event["receipt"]["action"]["topicArn"],
                                   "bucketName": bucket, "objectKey": key}  # fmt: skip
     return ses_notification(sns, Message=json.dumps(event))
@@ -270,12 +272,8 @@ def test_a_virus_stored_in_s3_is_ignored_once_fetched_and_never_sent(
     s3[1].put_object(Bucket=BUCKET, Key="inbound/virus", Body=stored_message())
     sandbox.seed("4WXU6U2J", agent="pat")
     client = create_app(s3_settings).test_client()
-    event = payload_json("ses/received-event.json")
-    del event["content"]
-    event["receipt"]["action"] = {"type": "S3", "topicArn": event["receipt"]["action"]["topicArn"],
-                                  "bucketName": BUCKET, "objectKey": "inbound/virus"}  # fmt: skip
-    event["receipt"]["virusVerdict"] = {"status": "FAIL"}
-    answer = client.post(SES_PATH, **ses_post(ses_notification(sns, Message=json.dumps(event))))
+    notification = s3_notification(sns, BUCKET, "inbound/virus", virusVerdict={"status": "FAIL"})
+    answer = client.post(SES_PATH, **ses_post(notification))
     (pending,) = answer.json["deliveries"]
     start_worker(s3_settings)
     logged = logged_as(client, pending["id"])
