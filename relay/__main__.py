@@ -273,7 +273,8 @@ def deliveries_replay(
         if value is not None and not value.strip():
             raise click.BadParameter("give a value, or leave the option out (empty would match everything)",
                                      param_hint=option)  # fmt: skip
-    if delivery_id and (all_dead or status):
+    filters = (all_dead, status, prospect_id, provider, address, since, until, last_error)
+    if delivery_id and any(value not in (None, False) for value in filters):
         raise click.UsageError("give a delivery id or the filters (--status …), not both")
     services = store_services()
     if all_dead or status:

@@ -297,7 +297,9 @@ class Directory:
             if record:
                 yield record
 
-    def merge_prospect(self, prospect_id: str, emails: list[str], agent_username: str | None) -> dict[str, Any]:
+    def merge_prospect(
+        self, prospect_id: str, emails: list[str], agent_username: str | None, *, up_to: int | None = None
+    ) -> dict[str, Any]:
         """Add addresses (and set the agent when one is given) to a prospect, new or known: read and
         written in one transaction, so that additions made at the same time are all kept."""
         require_usable_id("prospectId", prospect_id)
@@ -306,6 +308,8 @@ class Directory:
         added = normalise_emails(emails)
 
         def merged(old: dict[str, Any] | None) -> dict[str, Any]:
+            if old and up_to is not None and len(old["emails"]) >= up_to:
+                return old  # as many addresses as it may have: nothing added
             return {
                 "prospectId": prospect_id,
                 "emails": normalise_emails([*(old["emails"] if old else []), *added]),

@@ -269,10 +269,11 @@ def _learn_thread_addresses(services: Services, records: Sequence[NewRecord], ho
             continue
         if not delivery.prospectId or (delivery.senderAuth or "").split(":")[0] != PASS:
             continue
-        known = services.directory.get_prospect(delivery.prospectId)
-        if known and len(known["emails"]) >= MAX_LEARNED_ADDRESSES:
-            continue
-        services.directory.merge_prospect(delivery.prospectId, [delivery.sender], None)
+        stored = services.directory.merge_prospect(
+            delivery.prospectId, [delivery.sender], None, up_to=MAX_LEARNED_ADDRESSES
+        )
+        if delivery.sender.lower() not in stored["emails"]:
+            continue  # the prospect has as many addresses as learning may give it
         detail = f"{delivery.sender}, replying to {delivery.threadMessageId}"
         record_action(services.redis, "relay", "learn address from thread", delivery.prospectId, detail)
 

@@ -154,6 +154,8 @@ def test_the_cli_refuses_an_id_with_filters_and_an_empty_filter(sandbox: Sandbox
     ids = store_dead(services, 2, provider="brevo", error="x")
     env = relay_env(sandbox.url)
     both = CliRunner().invoke(cli, ["deliveries", "replay", ids[0], "--status", "dead"], env=env)
+    narrowed = CliRunner().invoke(cli, ["deliveries", "replay", ids[0], "--provider", "brevo"], env=env)
+    assert narrowed.exit_code == 2
     empty = CliRunner().invoke(cli, ["deliveries", "replay", "--status", "dead", "--prospect-id", ""], env=env)
     assert both.exit_code == 2 and empty.exit_code == 2 and statuses(client, ids) == {"dead"}
 

@@ -193,6 +193,9 @@ def test_addresses_learned_at_once_are_all_kept(make_settings: Any) -> None:
         list(pool.map(reply, range(8)))
     emails = client.get("/v1/prospects/P1", headers=BEARER).json["emails"]
     assert len(emails) == 9, emails
+    with ThreadPoolExecutor(8) as pool:  # past the cap of 10, however many learn at once
+        list(pool.map(reply, range(8, 16)))
+    assert len(client.get("/v1/prospects/P1", headers=BEARER).json["emails"]) == 10
 
 
 def test_without_learning_the_directory_is_left_alone(relay: Any) -> None:
