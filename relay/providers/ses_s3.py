@@ -86,10 +86,21 @@ def read_stored_message(
                         deadline)  # fmt: skip
 
 
+#: Calls given up on that are still running (an S3 that keeps trickling holds each); past this
+#: many, a fetch is retried later without starting another.
+MAX_ABANDONED_CALLS = 8
+_abandoned: set[threading.Thread] = set()
+
+
 def _within(seconds: float, call: Callable[[], Any]) -> Any:
     """`call()`'s result, or ProviderUnavailable once `seconds` have passed: boto3's own timeouts
     bound each read, so an S3 that sends its answer's headers a byte at a time would hold the call
-    for as long as it likes. The call is left to finish (or time out) on a thread of its own."""
+    for as long as it likes. The call is left to finish (or time out) on a thread of its own, and
+    while MAX_ABANDONED_CALLS such threads still run, no new call is started."""
+    with _clients_lock:
+        _abandoned.difference_update([thread for thread in _abandoned if not thread.is_alive()])
+        if len(_abandoned) >= MAX_ABANDONED_CALLS:
+            raise ProviderUnavailable(f"S3 still holds {len(_abandoned)} calls given up on; trying later")
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -102,6 +113,8 @@ def _within(seconds: float, call: Callable[[], Any]) -> Any:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
+        with _clients_lock:
+            _abandoned.add(worker)
         raise ProviderUnavailable(f"S3 took more than {seconds:g} s to answer")
     if "error" in outcome:
         raise outcome["error"]
