@@ -229,8 +229,8 @@ def test_mail_is_kept_while_the_relay_is_down_and_delivered_once_when_flushed(mt
     mta.send([recipient], mime(to=recipient, message_id="<postfix-down@example.com>"))
     deferred = mta.outcome(recipient)
     assert "status=deferred" in deferred and "knock-relay-pipe: the relay did not answer" in deferred
-    (queued,) = mta.postfix.queue()
-    assert queued["queue_name"] == "deferred"
+    # Postfix logs the pipe's status before its queue manager moves the message to the deferred queue.
+    (queued,) = wait_until(lambda: [q for q in mta.postfix.queue() if q["queue_name"] == "deferred"], timeout=10)
     assert [r["address"] for r in queued["recipients"]] == [recipient]
     assert mta.deliveries("PFXDOWN") == []
     mta.assert_nothing_bounced_or_sent_elsewhere()
@@ -251,8 +251,8 @@ def test_wrong_credentials_defer_mail_rather_than_bounce_it(mta: Mta) -> None:
     mta.send([recipient], mime(to=recipient, message_id="<postfix-401@example.com>"))
     deferred = mta.outcome(recipient)
     assert "status=deferred" in deferred and "knock-relay-pipe: the relay answered HTTP 401" in deferred
-    (queued,) = mta.postfix.queue()
-    assert queued["queue_name"] == "deferred"
+    # Postfix logs the pipe's status before its queue manager moves the message to the deferred queue.
+    (queued,) = wait_until(lambda: [q for q in mta.postfix.queue() if q["queue_name"] == "deferred"], timeout=10)
     assert mta.deliveries("PFX401") == []
     mta.assert_nothing_bounced_or_sent_elsewhere()
 
@@ -283,7 +283,7 @@ def test_a_message_to_two_prospects_is_two_pipe_calls_and_one_email_logged_for_e
     assert len(mta.e2e.api("GET", "/v1/deliveries").json()["deliveries"]) == 2
     assert len(mta.e2e.sandbox.requests()) == 2
     mta.assert_nothing_bounced_or_sent_elsewhere()
-    assert mta.postfix.queue() == []
+    wait_until(lambda: mta.postfix.queue() == [], timeout=10)
 
 
 def test_without_the_recipient_limit_mail_is_deferred_rather_than_split_or_lost(mta: Mta) -> None:
@@ -299,8 +299,8 @@ def test_without_the_recipient_limit_mail_is_deferred_rather_than_split_or_lost(
             deferred = mta.outcome(recipient)
             assert "status=deferred" in deferred
             assert "knock-relay-pipe: expected SENDER RECIPIENT, got 3 arguments" in deferred
-        (queued,) = mta.postfix.queue()
-        assert queued["queue_name"] == "deferred" and len(queued["recipients"]) == 2
+        (queued,) = wait_until(lambda: [q for q in mta.postfix.queue() if q["queue_name"] == "deferred"], timeout=10)
+        assert len(queued["recipients"]) == 2
         assert mta.e2e.api("GET", "/v1/deliveries").json()["deliveries"] == []
         mta.assert_nothing_bounced_or_sent_elsewhere()
     # The documented setting back in place: the kept message reaches both prospects, once each.
