@@ -183,7 +183,9 @@ def _records_for(
                 NewRecord(delivery, payload, claim=False, enqueue=services.queue.write_for(delivery.id))
             )
         else:
-            refs = references(item)
+            # The headers are read for threads only when the store has said what it remembers, or
+            # when the email turns out unmatched: an email routed by its addresses never needs them.
+            refs = references(item) if threads else []
             followed = {mid: threads[mid] for mid in refs if mid in threads}
             thread_ids = sorted({pid for remembered in followed.values() for pid in remembered})
             view, version = services.directory.view_for(item, services.rules.reply_tag_prefix, thread_ids)
@@ -197,8 +199,8 @@ def _records_for(
                     (key, target.prospect_id or "", route.direction, first + n)
                     for n, target in enumerate(route.targets)
                 ]
-            elif ask_threads and refs and not route.targets and not route.ignored_reason:
-                routed.thread_candidates.update((thread_key(mid), mid) for mid in refs)
+            elif ask_threads and not route.targets and not route.ignored_reason:
+                routed.thread_candidates.update((thread_key(mid), mid) for mid in refs or references(item))
     return routed
 
 
@@ -346,15 +348,15 @@ def replay_delivery(services: Services, delivery_id: str) -> Delivery:
     delivery = services.store.get(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}")
-    if is_spam_ignored(delivery) and not delivery.prospectId:
+    spam = is_spam_ignored(delivery)
+    if spam and not delivery.prospectId:
         raise Conflict("this email was ignored as spam before a prospect was found for it: resolve it with one")
-    if delivery.status != DEAD and not is_spam_ignored(delivery):
+    if delivery.status != DEAD and not spam:
         raise Conflict(f"only dead deliveries (or ones ignored as spam) can be replayed; this one is {delivery.status}")
     if services.store.payload(delivery_id) is None:
         raise Conflict("the delivery has no payload left to send")
-    if is_spam_ignored(delivery):  # an operator judged it is not spam: the reason no longer holds
-        return queue_again(services, delivery, reason=None)
-    return queue_again(services, delivery)
+    # An operator judged a spam email is not spam: its reason no longer holds.
+    return queue_again(services, delivery, **({"reason": None} if spam else {}))
 
 
 def check_prospect_known(services: Services, prospect_id: str) -> None:

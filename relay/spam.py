@@ -54,7 +54,7 @@ def score_of(value: object) -> float | None:
         return None
     if isinstance(value, int | float):
         number = float(value)
-    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,6}(?:\.\d{1,6})?\s*", value):
+    elif isinstance(value, str) and len(value) <= 32 and re.fullmatch(r"\s*-?\d{1,6}(?:\.\d{1,6})?\s*", value):
         number = float(value)
     else:
         return None

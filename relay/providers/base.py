@@ -22,7 +22,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from relay.config import Settings
 from relay.errors import BASIC_CHALLENGE, MalformedPayload, Unauthorized
-from relay.message import Email, Ignored, PendingFetch
+from relay.message import Attachment, Email, Ignored, PendingFetch
 from relay.request_body import LARGE_BODY_BYTES, forget_body
 from relay.untrusted_json import check_shape, loads, loads_checked
 
@@ -514,6 +514,20 @@ def inline_image(content_type: str | None, content_id: str | None, disposition: 
         and (content_type or "").strip().lower().startswith("image/")
         and (disposition or "").split(";")[0].strip().lower() != "attachment"
     )
+
+
+def listed_attachments(entries: Any) -> list[Attachment]:
+    """Attachments as Postmark and Brevo list them (`[{"Name", "ContentType", "ContentLength",
+    "ContentID"}]`, or names alone), less the inline images."""
+    found = []
+    for entry in as_list(entries):
+        a: dict[str, Any] = {"Name": entry} if isinstance(entry, str) else as_dict(entry)
+        if inline_image(as_str(a.get("ContentType")), as_str(a.get("ContentID"))):
+            continue
+        size = a["ContentLength"] if isinstance(a.get("ContentLength"), int) else 0
+        found.append(Attachment(as_str(a.get("Name")) or "attachment", size,
+                                as_str(a.get("ContentType")) or "application/octet-stream"))  # fmt: skip
+    return found
 
 
 def base64_size(encoded: str) -> int:

@@ -13,7 +13,7 @@ from flask import Request
 from relay.addresses import format_address
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable, Unauthorized
-from relay.message import Attachment, Email, Ignored, PendingFetch, build_email
+from relay.message import Email, Ignored, PendingFetch, build_email
 from relay.providers.base import (
     JSON_BODY,
     BasicAuthProvider,
@@ -25,7 +25,7 @@ from relay.providers.base import (
     body_digest,
     event_batch,
     headers_from_mapping,
-    inline_image,
+    listed_attachments,
     request_json,
 )
 from relay.providers.fetch import api_url, fetch_json
@@ -96,15 +96,7 @@ def _inbound_item(item: dict[str, Any], index: int, settings: Settings) -> Email
     headers += headers_from_mapping(item.get("Headers"), skip=_ADDRESS_HEADERS)
     if as_str(item.get("InReplyTo")) and not any(name.lower() == "in-reply-to" for name, _ in headers):
         headers.append(("In-Reply-To", item["InReplyTo"]))  # its own field, for threads
-    attachments = [
-        Attachment(
-            as_str(a.get("Name")) or "attachment",
-            a["ContentLength"] if isinstance(a.get("ContentLength"), int) else 0,
-            as_str(a.get("ContentType")) or "application/octet-stream",
-        )
-        for a in map(as_dict, as_list(item.get("Attachments")))
-        if not inline_image(as_str(a.get("ContentType")), as_str(a.get("ContentID")))
-    ]
+    attachments = listed_attachments(item.get("Attachments"))
     email = build_email(
         limits=settings.parse_limits,
         headers=headers,

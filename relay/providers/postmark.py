@@ -12,7 +12,7 @@ from flask import Request
 from relay.addresses import format_address
 from relay.config import Settings
 from relay.errors import MalformedPayload, ProviderUnavailable
-from relay.message import Attachment, Email, Ignored, ParseLimits, PendingFetch, build_email
+from relay.message import Email, Ignored, ParseLimits, PendingFetch, build_email
 from relay.mime import parse_mime
 from relay.providers.base import (
     JSON_BODY,
@@ -21,7 +21,7 @@ from relay.providers.base import (
     as_list,
     as_str,
     body_digest,
-    inline_image,
+    listed_attachments,
     request_json,
 )
 from relay.providers.fetch import api_url, fetch_json
@@ -29,20 +29,6 @@ from relay.sender_auth import NONE, from_authentication_results, from_received_s
 
 #: The kind of PendingFetch a Delivery webhook leaves for the worker.
 SENT_MESSAGE = "postmark-sent-message"
-
-
-def _attachments(entries: Any) -> list[Attachment]:
-    """`Attachments` ([{"Name", "ContentType", "ContentLength", "ContentID"}], or names alone) less
-    the inline images."""
-    found = []
-    for entry in as_list(entries):
-        a: dict[str, Any] = {"Name": entry} if isinstance(entry, str) else as_dict(entry)
-        if inline_image(as_str(a.get("ContentType")), as_str(a.get("ContentID"))):
-            continue
-        size = a["ContentLength"] if isinstance(a.get("ContentLength"), int) else 0
-        found.append(Attachment(as_str(a.get("Name")) or "attachment", size,
-                                as_str(a.get("ContentType")) or "application/octet-stream"))  # fmt: skip
-    return found
 
 
 def _addresses(entries: Any) -> str:
@@ -81,7 +67,7 @@ class PostmarkInboundProvider(BasicAuthProvider):
                 if header["Name"].lower() not in ("from", "to", "cc", "bcc", "subject", "date"):
                     headers.append((header["Name"], header["Value"]))
 
-        attachments = _attachments(body.get("Attachments"))
+        attachments = listed_attachments(body.get("Attachments"))
         original = as_str(body.get("OriginalRecipient"))
         email = build_email(
             limits=settings.parse_limits,
@@ -166,7 +152,7 @@ def email_from_details(found: dict[str, Any], postmark_id: str, limits: ParseLim
         given = {name.lower() for name, _ in headers} | set(_DETAIL_FIELDS)
         headers += [(name, value) for name, value in source.headers if name not in given]
     has_message_id = any(name.lower() == "message-id" for name, _ in headers)
-    attachments = _attachments(found.get("Attachments"))
+    attachments = listed_attachments(found.get("Attachments"))
     return build_email(
         limits=limits,
         headers=headers,

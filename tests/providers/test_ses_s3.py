@@ -97,8 +97,9 @@ def s3_settings(make_settings: Any, sns: SnsSigner, s3: tuple[str, Any]) -> Any:
                          RELAY_SES_S3_ENDPOINT_URL=s3[0])  # fmt: skip
 
 
-def post(client: Any, sns: SnsSigner, bucket: str, key: str) -> str:
-    answer = client.post(SES_PATH, **ses_post(s3_notification(sns, bucket, key)))
+def post(client: Any, sns: SnsSigner, bucket: str, key: str, **receipt: Any) -> str:
+    """The pending fetch an S3 notification is stored as (`receipt` adds to its receipt)."""
+    answer = client.post(SES_PATH, **ses_post(s3_notification(sns, bucket, key, **receipt)))
     assert answer.status_code == 200, answer.json
     (pending,) = answer.json["deliveries"]
     return str(pending["id"])
@@ -272,10 +273,8 @@ def test_a_virus_stored_in_s3_is_ignored_once_fetched_and_never_sent(
     s3[1].put_object(Bucket=BUCKET, Key="inbound/virus", Body=stored_message())
     sandbox.seed("4WXU6U2J", agent="pat")
     client = create_app(s3_settings).test_client()
-    notification = s3_notification(sns, BUCKET, "inbound/virus", virusVerdict={"status": "FAIL"})
-    answer = client.post(SES_PATH, **ses_post(notification))
-    (pending,) = answer.json["deliveries"]
+    fetch_id = post(client, sns, BUCKET, "inbound/virus", virusVerdict={"status": "FAIL"})
     start_worker(s3_settings)
-    logged = logged_as(client, pending["id"])
+    logged = logged_as(client, fetch_id)
     assert (logged["status"], logged["reason"]) == ("ignored", "virus")
     assert sandbox.events("4WXU6U2J") == []
